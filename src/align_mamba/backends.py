@@ -1,0 +1,87 @@
+"""Which implementation of the Mamba mixers runs: mamba-ssm's kernels or the pure-PyTorch reference.
+
+`auto` picks the kernels when CUDA and mamba-ssm are usable and the reference otherwise, and logs
+which; `kernels` without them fails with the install command. Callers record the resolved name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from functools import lru_cache
+
+import torch
+
+from align_mamba.errors import BackendUnavailableError, ConfigError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "kernels", "reference")
+KERNELS_INSTALL = (
+    "pip install -e '.[cuda]'  (mamba-ssm and causal-conv1d; on a machine without internet: "
+    "MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE pip install --no-build-isolation mamba-ssm)"
+)
+
+
+@lru_cache(maxsize=None)
+def optional_module(name: str):
+    """The imported module `name`, or None when it is not installed or fails to import."""
+    try:
+        return importlib.import_module(name)
+    except Exception:  # a broken CUDA extension raises OSError/RuntimeError, not only ImportError
+        return None
+
+
+def mamba_ssm_status() -> str | None:
+    """None when mamba-ssm's kernels can run here, else the reason they cannot."""
+    if not torch.cuda.is_available():
+        return "CUDA is not available"
+    if optional_module("mamba_ssm") is None:
+        return "mamba-ssm is not installed"
+    return None
+
+
+def has_causal_conv1d() -> bool:
+    """True when causal-conv1d's CUDA kernel is importable (Mamba-2's fused path needs it)."""
+    return optional_module("causal_conv1d") is not None
+
+
+def has_selective_scan_cuda() -> bool:
+    """True when mamba-ssm's compiled selective scan (Mamba-1) is importable and real."""
+    module = optional_module("selective_scan_cuda")
+    return module is not None and hasattr(module, "fwd")
+
+
+def resolve_backend(requested: str) -> str:
+    """Map `auto` / `kernels` / `reference` to the backend that will actually run.
+
+    Returns "kernels" or "reference". Raises ConfigError for an unknown name and
+    BackendUnavailableError when "kernels" is requested but cannot run.
+    """
+    if requested not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {requested!r}")
+    if requested == "reference":
+        return "reference"
+    reason = mamba_ssm_status()
+    if requested == "kernels":
+        if reason is not None:
+            raise BackendUnavailableError(
+                f"backend 'kernels' needs CUDA and mamba-ssm, but {reason}; install with: {KERNELS_INSTALL}"
+            )
+        return "kernels"
+    if reason is not None:
+        log.warning("backend auto: %s, falling back to the pure-PyTorch reference", reason)
+        return "reference"
+    log.info("backend auto: using mamba-ssm kernels")
+    return "kernels"
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` → cuda when available, else cpu; `cuda` without a GPU is a ConfigError."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be one of auto, cpu, cuda, got {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was requested but torch sees no CUDA GPU")
+    return torch.device(requested)

@@ -1,0 +1,46 @@
+"""Model checkpoints that load on either backend and any device."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from align_mamba.atomic import atomic_write_bytes
+from align_mamba.backends import resolve_backend
+from align_mamba.config import ModelConfig, from_mapping
+from align_mamba.errors import DataIntegrityError
+from align_mamba.models import RecallModel, build_model
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_model(path: Path, model: RecallModel, state_dict: dict, meta: dict[str, Any]) -> None:
+    """The final checkpoint: weights (fp32, CPU), the model config, and what produced them."""
+    payload = {
+        "model_config": dict(model.config.__dict__),
+        "state_dict": {k: v.detach().to("cpu", torch.float32) for k, v in state_dict.items()},
+        "meta": meta,
+    }
+    atomic_torch_save(path, payload)
+
+
+def load_model(path: Path, backend: str, device: torch.device) -> tuple[RecallModel, dict[str, Any]]:
+    """Rebuild a saved model on `backend` (auto | kernels | reference) and `device`.
+
+    Returns the model in eval mode and the checkpoint's meta, with the backend that now runs it.
+    """
+    if not Path(path).is_file():
+        raise DataIntegrityError(f"checkpoint not found: {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    config = from_mapping(ModelConfig, payload["model_config"], "model_config")
+    resolved = resolve_backend(backend)
+    model = build_model(config, resolved)
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload["meta"]

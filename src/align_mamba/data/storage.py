@@ -1,0 +1,237 @@
+"""MQAR datasets on disk: one ``.npy`` per array plus a byte-stable ``manifest.json``, written atomically.
+
+Layout of a dataset directory::
+
+    manifest.json
+    {split}/{layout}/{array}.npy      split in train, validation, test; arrays per LAYOUT_ARRAYS
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from align_mamba.data.mqar import LAYOUT_ARRAYS, LAYOUTS, SPLITS, MQARConfig, generate_mqar, token_spec
+from align_mamba.errors import ConfigError, DataIntegrityError
+
+if TYPE_CHECKING:
+    import torch
+
+GENERATOR = "mqar"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class MQARSplit:
+    """One split in one layout, as int64 tensors; n examples, M queries.
+
+    inputs, labels: (n, L) for the decoder layout; (n, M+1) decoder input and labels for seq2seq.
+    enc_inputs: (n, 3N+2) for seq2seq, None for the decoder layout.
+    query_slot, query_distance: (n, M), in query order (see ``generate_mqar``).
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    enc_inputs: torch.Tensor | None
+    query_slot: torch.Tensor
+    query_distance: torch.Tensor
+    num_pairs: int
+    layout: str
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+
+class _HashingWriter:
+    """File-like sink that hashes what np.save writes, so no second in-memory copy is needed."""
+
+    def __init__(self, handle) -> None:
+        self.handle, self.sha256 = handle, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self.handle.write(data)
+
+
+def _write_file(path: Path, write: Callable[[_HashingWriter], None]) -> str:
+    """Create ``path``, fill it with ``write`` and return the sha256 of its bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        sink = _HashingWriter(handle)
+        write(sink)
+        handle.flush()
+        # The directory rename is only atomic if the files under it are durable first.
+        os.fsync(handle.fileno())
+    return sink.sha256.hexdigest()
+
+
+def _write_arrays(root: Path, splits: dict[str, dict[str, dict[str, np.ndarray]]]) -> dict[str, dict]:
+    """Write every array under ``root``; returns {relative path: {sha256, shape, dtype}}."""
+    files = {}
+    for split, layouts in splits.items():
+        for layout, arrays in layouts.items():
+            for name, array in arrays.items():
+                relative = f"{split}/{layout}/{name}.npy"
+                array = np.ascontiguousarray(array)
+                digest = _write_file(root / relative,
+                                     lambda sink, a=array: np.save(sink, a, allow_pickle=False))
+                files[relative] = {"sha256": digest, "shape": list(array.shape), "dtype": str(array.dtype)}
+    return files
+
+
+def _manifest(config: MQARConfig, files: dict[str, dict]) -> dict:
+    return {
+        "generator": GENERATOR,
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "tokens": token_spec(),
+        "splits": {split: {"num_examples": config.split_size(split)} for split in SPLITS},
+        "files": files,
+    }
+
+
+def _json_bytes(obj: dict) -> bytes:
+    return (json.dumps(obj, sort_keys=True, indent=2) + "\n").encode("utf-8")
+
+
+def _sibling(out_dir: Path, tag: str) -> Path:
+    """Create and return a fresh hidden directory next to ``out_dir`` (same filesystem, so rename works)."""
+    while True:
+        candidate = out_dir.parent / f".{out_dir.name}.{tag}-{secrets.token_hex(4)}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+
+
+def _is_dataset(path: Path) -> bool:
+    try:
+        return json.loads((path / MANIFEST_NAME).read_text()).get("generator") == GENERATOR
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    # Replacing is a recursive delete; refuse anything that is not one of our datasets.
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"out: {out_dir} exists and is not a directory")
+    if any(out_dir.iterdir()) and not _is_dataset(out_dir):
+        raise ConfigError(f"out: {out_dir} is a non-empty directory without an MQAR manifest; "
+                          "refusing to replace it")
+
+
+def _move_into_place(staged: Path, out_dir: Path) -> None:
+    if not out_dir.exists():
+        staged.rename(out_dir)
+        return
+    old = _sibling(out_dir, "old")
+    old.rmdir()
+    out_dir.rename(old)
+    try:
+        staged.rename(out_dir)
+    except BaseException:
+        old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_mqar(config: MQARConfig, out_dir: str | os.PathLike) -> Path:
+    """Generate every split and layout of ``config`` and write them to ``out_dir``; returns its path.
+
+    Everything is built in a hidden sibling directory and renamed into place once complete, so a
+    reader never sees a half-written dataset; an existing dataset at ``out_dir`` is replaced.
+    """
+    if not isinstance(config, MQARConfig):
+        raise ConfigError(f"config must be an MQARConfig, got {type(config).__name__}")
+    # abspath gives "." and "x/.." a real name and parent for the sibling directories.
+    out_dir = Path(os.path.abspath(out_dir))
+    _check_replaceable(out_dir)
+    splits = generate_mqar(config)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staged = _sibling(out_dir, "tmp")
+    try:
+        files = _write_arrays(staged, splits)
+        manifest = _json_bytes(_manifest(config, files))
+        _write_file(staged / MANIFEST_NAME, lambda sink: sink.write(manifest))
+        _move_into_place(staged, out_dir)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def read_manifest(data_dir: str | os.PathLike) -> dict:
+    """The parsed ``manifest.json`` of a dataset; DataIntegrityError if missing or not an MQAR manifest."""
+    path = Path(data_dir) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataIntegrityError(f"{path}: manifest not found; generate the dataset first") from None
+    except (OSError, ValueError) as err:
+        raise DataIntegrityError(f"{path}: unreadable manifest ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR:
+        raise DataIntegrityError(f"{path}: not an MQAR manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DataIntegrityError(f"{path}: format_version {manifest.get('format_version')!r}, "
+                                 f"this code reads {FORMAT_VERSION}; regenerate the dataset")
+    return manifest
+
+
+def _load_verified(data_dir: Path, manifest: dict, relative: str) -> np.ndarray:
+    """Load one array after checking its bytes against the manifest's sha256."""
+    path = data_dir / relative
+    entry = manifest.get("files", {}).get(relative)
+    if entry is None:
+        raise DataIntegrityError(f"{path}: not listed in {MANIFEST_NAME}")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataIntegrityError(f"{path}: file missing; regenerate the dataset") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry.get("sha256"):
+        raise DataIntegrityError(f"{path}: sha256 {digest} does not match the manifest's "
+                                 f"{entry.get('sha256')}; regenerate the dataset")
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def load_mqar(data_dir: str | os.PathLike, split: str, layout: str) -> MQARSplit:
+    """Load ``split`` in ``layout`` from a dataset written by ``write_mqar``, verifying every file."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    written = manifest["config"]["layouts"]
+    if layout not in written:
+        raise ConfigError(f"layout: {layout!r} was not written to {data_dir} (it holds {', '.join(written)})")
+    # torch is needed only here; importing it lazily keeps the generator CLI quick to start.
+    import torch
+
+    arrays = {name: torch.from_numpy(_load_verified(data_dir, manifest, f"{split}/{layout}/{name}.npy")
+                                     .astype(np.int64))
+              for name in LAYOUT_ARRAYS[layout]}
+    decoder = layout == "decoder"
+    return MQARSplit(
+        inputs=arrays["inputs" if decoder else "dec_inputs"],
+        labels=arrays["labels" if decoder else "dec_labels"],
+        enc_inputs=None if decoder else arrays["enc_inputs"],
+        query_slot=arrays["query_slot"],
+        query_distance=arrays["query_distance"],
+        num_pairs=int(manifest["config"]["num_pairs"]),
+        layout=layout,
+    )

@@ -1,0 +1,188 @@
+"""Mamba-2 mixer: mamba-ssm's kernels where they run, a pure-PyTorch twin everywhere else.
+
+`Mamba2(...)` is a factory, not a class: with the `kernels` backend it returns a genuine
+`mamba_ssm.Mamba2`, so GPU runs use exactly the published implementation (fused Triton kernels);
+with `reference` it returns `Mamba2Reference`, which has the same parameter names, shapes and
+initialisation, and computes the same function in plain PyTorch (CPU, float64, any device).
+Because both have identical state_dict keys and shapes, a checkpoint trained on one backend loads
+into the other, and tests can compare the two on the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from align_mamba.backends import has_causal_conv1d, resolve_backend
+from align_mamba.errors import ConfigError
+from align_mamba.mixers.ssd import ssd_chunked
+
+
+class RMSNormGated(nn.Module):
+    """mamba-ssm's gated RMSNorm (ops/triton/layernorm_gated.RMSNorm), in plain PyTorch.
+
+    With norm_before_gate=False (Mamba-2's setting): out = rmsnorm(x * silu(z)) * weight, where the
+    mean square is taken over each group of `group_size` channels. Computed in float32 at least.
+    """
+
+    def __init__(self, hidden_size, eps=1e-5, group_size=None, norm_before_gate=True, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
+        self.register_parameter("bias", None)  # mamba-ssm's has none either: same state_dict
+        self.group_size = hidden_size if group_size is None else group_size
+        self.norm_before_gate = norm_before_gate
+
+    def forward(self, x, z=None):
+        """x, z: (..., hidden_size) -> (..., hidden_size) in x's dtype."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        out = x.to(dtype)
+        if z is not None and not self.norm_before_gate:
+            out = out * F.silu(z.to(dtype))
+        groups = rearrange(out, "... (g d) -> ... g d", d=self.group_size)
+        rstd = torch.rsqrt(groups.square().mean(dim=-1, keepdim=True) + self.eps)
+        out = rearrange(groups * rstd, "... g d -> ... (g d)") * self.weight.to(dtype)
+        if z is not None and self.norm_before_gate:
+            out = out * F.silu(z.to(dtype))
+        return out.to(x.dtype)
+
+
+class Mamba2Reference(nn.Module):
+    """Pure-PyTorch Mamba-2 mixer with mamba_ssm.Mamba2's parameters, init and forward math.
+
+    Matches mamba_ssm.Mamba2 with its defaults rmsnorm=True, norm_before_gate=False, D_has_hdim=False,
+    bias=False, conv_bias=True, d_ssm=d_inner, dt_limit=(0, inf). Parameters are created in the same
+    order with the same random draws, so under one seed both modules start from the same weights.
+    """
+
+    backend = "reference"
+    fused = False
+
+    def __init__(self, d_model, d_state=64, d_conv=4, expand=2, headdim=64, ngroups=1, chunk_size=256,
+                 A_init_range=(1, 16), dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4, device=None, dtype=None):
+        factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.expand = expand
+        self.headdim = headdim
+        self.ngroups = ngroups
+        self.chunk_size = chunk_size
+        self.d_inner = expand * d_model
+        self.nheads = self.d_inner // headdim
+        self.conv_dim = self.d_inner + 2 * ngroups * d_state
+
+        # in_proj output order, as mamba-ssm: [z, x, B, C, dt]
+        d_in_proj = 2 * self.d_inner + 2 * ngroups * d_state + self.nheads
+        self.in_proj = nn.Linear(d_model, d_in_proj, bias=False, **factory_kwargs)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim,
+                                padding=d_conv - 1, bias=True, **factory_kwargs)
+
+        # dt = softplus(dt_bias) starts log-uniform in [dt_min, dt_max]; store its inverse softplus.
+        dt = torch.exp(torch.rand(self.nheads, **factory_kwargs) * (math.log(dt_max) - math.log(dt_min))
+                       + math.log(dt_min))
+        dt = torch.clamp(dt, min=dt_init_floor)
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_bias._no_weight_decay = True
+
+        A = torch.empty(self.nheads, dtype=torch.float32, device=device).uniform_(*A_init_range)
+        self.A_log = nn.Parameter(torch.log(A).to(dtype=dtype))
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.nheads, device=device))
+        self.D._no_weight_decay = True
+
+        self.norm = RMSNormGated(self.d_inner, eps=1e-5, norm_before_gate=False,
+                                 group_size=self.d_inner // ngroups, **factory_kwargs)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False, **factory_kwargs)
+
+    def forward(self, u, initial_state=None, return_final_state=False):
+        """u: (B, L, d_model) -> (B, L, d_model).
+
+        initial_state / return_final_state carry the SSM state (B, nheads, headdim, d_state) only;
+        the convolution restarts from zeros, so chaining calls is exact only for the scan part.
+        """
+        seqlen = u.shape[1]
+        zxbcdt = self.in_proj(u)  # (B, L, d_in_proj)
+        z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
+        # Causal depthwise conv: padding d_conv-1 on both sides, keep the first L outputs.
+        xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :seqlen].transpose(1, 2))  # (B, L, conv_dim)
+        x, B, C = torch.split(xBC, [self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state],
+                              dim=-1)
+        compute = torch.promote_types(dt.dtype, torch.float32)
+        # dt in float32 before softplus, and A from float A_log (in fp16, exp could overflow to -inf).
+        dt = F.softplus(dt.to(compute) + self.dt_bias.to(compute))  # (B, L, H)
+        A = -torch.exp(self.A_log.to(compute))  # (H,)
+        y = ssd_chunked(
+            rearrange(x, "b l (h p) -> b l h p", p=self.headdim),
+            dt,
+            A,
+            rearrange(B, "b l (g n) -> b l g n", g=self.ngroups),
+            rearrange(C, "b l (g n) -> b l g n", g=self.ngroups),
+            self.chunk_size,
+            D=self.D,
+            initial_state=initial_state,
+            return_final_state=return_final_state,
+        )
+        if return_final_state:
+            y, final_state = y
+        y = self.norm(rearrange(y, "b l h p -> b l (h p)"), z)  # (B, L, d_inner)
+        out = self.out_proj(y)
+        return (out, final_state) if return_final_state else out
+
+
+def _suggest_headdim(d_inner: int, headdim: int) -> int:
+    """A head dimension near `headdim` that divides d_inner: a power of two if one fits."""
+    for candidate in (64, 32, 16, 8, 4, 2):
+        if candidate <= max(headdim, 2) and d_inner % candidate == 0:
+            return candidate
+    return max(d for d in range(1, min(headdim, d_inner) + 1) if d_inner % d == 0)
+
+
+def _validate(d_model, d_state, d_conv, expand, headdim, ngroups, chunk_size):
+    """Raise ConfigError, one line naming the parameter, for a Mamba-2 config that cannot be built."""
+    for name, value in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand),
+                        ("headdim", headdim), ("ngroups", ngroups), ("chunk_size", chunk_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"Mamba2: {name} must be an integer >= 1, got {value!r}")
+    d_inner = expand * d_model
+    if d_inner % headdim != 0:
+        raise ConfigError(
+            f"Mamba2: expand*d_model = {expand}*{d_model} = {d_inner} must be divisible by headdim={headdim}; "
+            f"use a headdim that divides {d_inner}, e.g. headdim={_suggest_headdim(d_inner, headdim)}"
+        )
+    nheads = d_inner // headdim
+    if nheads % ngroups != 0:
+        raise ConfigError(f"Mamba2: nheads = expand*d_model/headdim = {nheads} must be divisible by "
+                          f"ngroups={ngroups}")
+
+
+def Mamba2(d_model, d_state=64, d_conv=4, expand=2, headdim=64, ngroups=1, chunk_size=256,
+           backend="auto") -> nn.Module:
+    """Build a Mamba-2 mixer, (B, L, d_model) -> (B, L, d_model), on the resolved backend.
+
+    backend: "auto" (kernels when CUDA and mamba-ssm are usable, else reference), "kernels", or
+    "reference". The kernels module is mamba_ssm.Mamba2 itself, on the fused path
+    (use_mem_eff_path) when causal-conv1d is installed; the returned module's `backend` attribute
+    says which ran and `fused` whether the fused path is on. The module is built on the CPU in
+    float32: move it with .to(device). Raises ConfigError for an invalid config or backend name,
+    BackendUnavailableError for "kernels" where they cannot run.
+    """
+    _validate(d_model, d_state, d_conv, expand, headdim, ngroups, chunk_size)
+    kwargs = dict(d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim,
+                  ngroups=ngroups, chunk_size=chunk_size)
+    if resolve_backend(backend) == "reference":
+        return Mamba2Reference(**kwargs)
+    if not 2 <= d_conv <= 4:
+        raise ConfigError(f"Mamba2: the kernels backend supports d_conv in 2..4 (causal-conv1d), got {d_conv}")
+    from mamba_ssm.modules.mamba2 import Mamba2 as KernelMamba2
+
+    fused = has_causal_conv1d()
+    module = KernelMamba2(**kwargs, use_mem_eff_path=fused)
+    module.backend = "kernels"
+    module.fused = fused
+    return module

@@ -1,0 +1,40 @@
+"""Write the study's report: `python -m align_mamba.report --cells DIR --out DIR [--capacity-threshold 0.9]`.
+
+--cells is searched recursively for the metrics JSON files of `python -m align_mamba.evaluate`
+(other JSON files are skipped). Writes report.md, report.html (self-contained), figures/*.png,
+cells.csv (one row per cell) and metrics.json (flat headline numbers for `dvc exp show`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
+from align_mamba.errors import run_cli
+from align_mamba.pipeline import cells, load_params
+from align_mamba.report.render import write_report
+
+log = logging.getLogger("align_mamba.report")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m align_mamba.report", description=__doc__.split("\n")[0])
+    parser.add_argument("--cells", type=Path, required=True, help="folder searched recursively for metrics JSON")
+    parser.add_argument("--out", type=Path, required=True, help="folder the report is written into")
+    parser.add_argument("--params", type=Path, help="params.yaml: report exactly its grid's cells (CELLS/<arch>/<cell>.json)")
+    # both spellings: DVC unpacks params.yaml's `report: {capacity_threshold: ...}` as --capacity_threshold
+    parser.add_argument(*flag_names("capacity_threshold"), dest="capacity_threshold", type=float, default=0.9,
+                        help="mean accuracy a num_pairs must reach to count toward capacity, in (0, 1] (default 0.9)")
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    expected = None
+    if args.params is not None:
+        expected = [args.cells / cell.name / f"{cell.stem}.json" for cell in cells(load_params(args.params))]
+    metrics = write_report(args.cells, args.out, args.capacity_threshold, expected=expected)
+    log.info("report of %d cells written to %s (report.md, report.html)", metrics["cells"], args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,90 @@
+"""params.yaml validation, the two orchestrators' agreement, and dry runs of both presets."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import yaml
+from pipeline_helpers import ROOT, dvc_dag, project_copy, run, snakemake_dag
+from ruamel.yaml import YAML
+
+from align_mamba.errors import ConfigError
+from align_mamba.pipeline import check_params, cli_flags
+
+PRESETS = {"default": ROOT / "params.yaml", "paper": ROOT / "workflow" / "presets" / "paper.yaml"}
+
+
+def default_params() -> dict:
+    return yaml.safe_load(PRESETS["default"].read_text())
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_pyyaml_and_ruamel_read_the_same_values(preset):
+    text = PRESETS[preset].read_text()
+    assert yaml.safe_load(text) == YAML(typ="safe", pure=True).load(io.StringIO(text))
+
+
+def _set(params: dict, dotted: str, value) -> dict:
+    params = copy.deepcopy(params)
+    *path, last = dotted.split(".")
+    target = params
+    for key in path:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    target[last] = value
+    return params
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("grid.architectures.0.variant", "mamba9", "grid.architectures.0.variant: 'mamba9' is not one of"),
+        ("grid.architectures.2.hybrid_positions", [0, 4], "hybrid_positions [4] outside [0, n_layers=4)"),
+        ("grid.num_pairs", [4, 5000], "grid.num_pairs.1: 5000 is greater than the maximum of 4086"),
+        ("grid.d_state", [0, 16], "grid.d_state.0: 0 is less than the minimum of 1"),
+        ("train.lr", "1e-3", "train.lr: '1e-3' is not of type 'number'"),
+        ("grid.num_pairs", [], "grid.num_pairs: [] should be non-empty"),
+        ("grid.seeds", [], "grid.seeds: [] should be non-empty"),
+        ("data.num_queries", 6, "grid.num_pairs 4 with data settings: num_queries must be <= num_pairs=4 or 'all', got 6"),
+        ("model.headdim", 24, "must be divisible by headdim (24)"),
+    ],
+)
+def test_bad_params_fail_with_one_line_naming_the_key(key, value, message):
+    with pytest.raises(ConfigError) as err:
+        check_params(_set(default_params(), key, value))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_cli_flags_render_like_dvc_dict_unpacking():
+    assert cli_flags({"name": "h", "hybrid_positions": [0, 2], "lr": 1.0e-3, "empty": []}) == \
+        "--name h --hybrid_positions 0 2 --lr 0.001"
+
+
+def test_snakemake_rejects_bad_params_before_any_job(tmp_path):
+    project = project_copy(tmp_path / "project")
+    (project / "params.yaml").write_text(
+        PRESETS["default"].read_text().replace("d_state: [8, 16]", "d_state: [8, -16]"))
+    result = run(["snakemake", "-n"], project, check=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: params.yaml: grid.d_state.1: -16 is less than the minimum of 1"]
+    assert not (project / "data").exists()
+
+
+@pytest.mark.parametrize(("preset", "jobs"), [("default", 2 + 12 + 12 + 1 + 1), ("paper", 5 + 300 + 300 + 1 + 1)])
+def test_snakemake_dry_run(tmp_path, preset, jobs):
+    project = project_copy(tmp_path / "project", params=PRESETS[preset])
+    result = run(["snakemake", "-n", "--quiet", "rules"], project)
+    counts = dict(line.split() for line in result.stdout.splitlines()[2:] if len(line.split()) == 2)
+    assert int(counts["total"]) == jobs, result.stdout
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_snakemake_and_dvc_build_the_same_dag(tmp_path, preset):
+    project = project_copy(tmp_path / "project", params=PRESETS[preset], dvc=True)
+    snakemake, dvc = snakemake_dag(project), dvc_dag(project)
+    assert set(snakemake) == set(dvc)
+    mismatched = {out: (snakemake[out], dvc[out]) for out in snakemake if snakemake[out] != dvc[out]}
+    assert not mismatched

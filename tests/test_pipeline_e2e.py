@@ -1,0 +1,67 @@
+"""The default grid end to end, through Snakemake and through `dvc repro`, in temporary copies."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+from pipeline_helpers import project_copy, run
+
+pytestmark = pytest.mark.slow
+
+
+def _cells(project) -> int:
+    params = yaml.safe_load((project / "params.yaml").read_text())["grid"]
+    return len(params["architectures"]) * len(params["num_pairs"]) * len(params["d_state"]) * len(params["seeds"])
+
+
+def _check_report(project) -> dict:
+    metrics = json.loads((project / "results" / "metrics.json").read_text())
+    assert metrics["cells"] == _cells(project)
+    assert all(isinstance(value, (int, float)) for value in metrics.values())
+    html = (project / "results" / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    cell_files = sorted((project / "results" / "cells").rglob("*.json"))
+    assert len(cell_files) == _cells(project)
+    for path in cell_files:
+        cell = json.loads(path.read_text())
+        assert cell["device"] == "cpu" and cell["backend"] == "reference"
+    return metrics
+
+
+def test_snakemake_runs_the_default_grid_and_dvc_records_it(tmp_path):
+    project = project_copy(tmp_path / "project", dvc=True)
+    run(["snakemake", "--cores", "2"], project)
+    _check_report(project)
+    assert len(list((project / "logs" / "train").rglob("*.log"))) == _cells(project)
+    status = run(["dvc", "status", "--json"], project)
+    assert json.loads(status.stdout) == {}, "onsuccess should have run `dvc commit` so DVC agrees"
+    rerun = run(["snakemake", "--cores", "2", "-n"], project)
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+def _stages_run(output: str, kind: str) -> set[str]:
+    return set(re.findall(rf"Running stage '({kind}@[^']+)'", output))
+
+
+def test_dvc_repro_runs_only_changed_cells_and_restores_from_run_cache(tmp_path):
+    project = project_copy(tmp_path / "project", dvc=True)
+    first = run(["dvc", "repro"], project)
+    assert len(_stages_run(first.stdout, "train")) == _cells(project)
+    _check_report(project)
+
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    params_path.write_text(original.replace("d_state: [8, 16]", "d_state: [8, 16, 4]"))
+    added = run(["dvc", "repro"], project)
+    new_trains = _stages_run(added.stdout, "train")
+    assert len(new_trains) == _cells(project) // 3 and all(name.split("-")[-2] == "4" for name in new_trains)
+    assert "Running stage 'report'" in added.stdout
+
+    params_path.write_text(original)
+    reverted = run(["dvc", "repro"], project)
+    assert _stages_run(reverted.stdout, "train") == set()
+    assert "Stage 'report' is cached - skipping run" in reverted.stdout
+    assert json.loads((project / "results" / "metrics.json").read_text())["cells"] == _cells(project)

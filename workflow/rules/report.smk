@@ -1,0 +1,23 @@
+rule report:
+    """results/report.md and report.html, cells.csv, figures, and metrics.json for `dvc exp show`."""
+    input:
+        cells=[cell.metrics for cell in CELLS.values()],
+        code=REPORT_CODE,
+    output:
+        markdown="results/report.md",
+        html="results/report.html",
+        table="results/cells.csv",
+        figures=directory("results/figures"),
+        metrics="results/metrics.json",
+    params:
+        command=report_command(config),
+    log:
+        "logs/report/report.log",
+    threads: 1
+    conda:
+        "../envs/align-mamba.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{params.command}"
