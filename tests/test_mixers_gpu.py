@@ -1,12 +1,11 @@
 """The pure-PyTorch mixers against mamba-ssm's kernels on the same weights (CUDA only).
 
 Forward outputs and the gradients of the input and of every parameter must agree in float32 to a
-relative error (norm of the difference over norm of the reference) of 1e-3; the reference runs with
-TF32 off. Exception: the gradients of Mamba-2's per-head dt_bias and A_log, allowed 5e-3. Each is
-one sum over all batch, time, head-dim and state positions of terms of both signs, taken through
-dA's cumulative sums, and mamba-ssm's Triton kernels compute those dot products in TF32: on an
-H100 they came out 1.1e-3 to 1.3e-3 from the reference, on both the fused and unfused paths, while
-every other gradient agreed to 1e-4 and the float32 reference agreed with float64 to 1e-6.
+relative error (norm of the difference over norm of the reference) of 1e-3. The reference runs with
+TF32 off, and conftest.py sets TRITON_F32_DEFAULT=ieee so that mamba-ssm's Triton kernels do too:
+under TF32 the per-head dt_bias and A_log gradients of Mamba-2 (each one sum over every batch, time,
+head-dim and state position, through dA's cumulative sums) came out 1.1e-3 to 2.2e-3 from the
+reference on an H100, and 2e-6 under IEEE float32, while the reference agrees with float64 to 1e-6.
 Every test is marked `gpu` and skipped without CUDA and mamba-ssm (conftest.py).
 """
 
@@ -23,12 +22,13 @@ from align_mamba.mixers.mamba2 import Mamba2, Mamba2Reference
 pytestmark = pytest.mark.gpu
 
 TOL = 1e-3
-DECAY_GRAD_TOL = {"dt_bias": 5e-3, "A_log": 5e-3}  # Mamba-2 only; see the module docstring
 BF16_TOL = 1e-2
 
 MAMBA2_SHAPES = [  # batch, seqlen, d_model, d_state, headdim, ngroups, chunk_size
-    pytest.param((2, 64, 64, 16, 32, 1, 256), id="L64-one-chunk"),
+    pytest.param((2, 64, 64, 16, 16, 1, 256), id="L64-one-chunk"),
     pytest.param((2, 300, 128, 64, 32, 2, 64), id="L300-ragged-chunks-2groups"),
+    # in_proj width 2*128 + 2*16 + 4 = 292, not a multiple of 8: see test_mamba2_matches_kernels
+    pytest.param((2, 64, 64, 16, 32, 1, 256), id="L64-in_proj-292"),
 ]
 MAMBA1_SHAPES = [  # batch, seqlen, d_model, d_state
     pytest.param((2, 64, 64, 16), id="L64"),
@@ -58,12 +58,8 @@ def forward_backward(module, u, grad_out):
     return out.detach(), u.grad, {name: p.grad for name, p in module.named_parameters()}
 
 
-def assert_same_function(reference, kernel, batch, seqlen, d_model, tolerances=None):
-    """Load the reference's weights into the kernel module, then compare outputs and all gradients.
-
-    tolerances: {name: relative tolerance} overriding TOL for some parameters' gradients.
-    """
-    tolerances = tolerances or {}
+def assert_same_function(reference, kernel, batch, seqlen, d_model):
+    """Load the reference's weights into the kernel module, then compare outputs and all gradients."""
     kernel.load_state_dict(reference.state_dict())
     torch.manual_seed(1)
     u = torch.randn(batch, seqlen, d_model, device="cuda")
@@ -74,7 +70,7 @@ def assert_same_function(reference, kernel, batch, seqlen, d_model, tolerances=N
     errors = {"output": rel_err(out_k, out_r), "input": rel_err(du_k, du_r)}
     errors.update({name: rel_err(grads_k[name], grads_r[name]) for name in grads_r})
     print(type(kernel).__name__, {name: f"{err:.1e}" for name, err in errors.items()})
-    too_far = {name: err for name, err in errors.items() if err > tolerances.get(name, TOL)}
+    too_far = {name: err for name, err in errors.items() if err > TOL}
     assert not too_far, errors
 
 
@@ -95,8 +91,14 @@ def test_mamba2_matches_kernels(shape, fused):
     if fused and not has_causal_conv1d():
         pytest.skip("Mamba-2's fused path needs causal-conv1d")
     batch, seqlen, d_model, d_state, headdim, ngroups, chunk_size = shape
+    d_in_proj = 4 * d_model + 2 * ngroups * d_state + 2 * d_model // headdim
+    if not fused and has_causal_conv1d() and d_in_proj % 8 != 0:
+        # mamba-ssm's unfused path hands causal_conv1d_fn a slice of the in_proj output, whose row
+        # stride causal-conv1d requires to be a multiple of 8; the fused path copies it first.
+        # The Mamba2 factory only goes unfused when causal-conv1d is missing, so it never hits this.
+        pytest.skip("mamba-ssm's unfused path with causal-conv1d needs the in_proj width to be a multiple of 8")
     reference, kernel = mamba2_pair(d_model, d_state, headdim, ngroups, chunk_size, use_mem_eff_path=fused)
-    assert_same_function(reference, kernel, batch, seqlen, d_model, DECAY_GRAD_TOL)
+    assert_same_function(reference, kernel, batch, seqlen, d_model)
 
 
 @pytest.mark.parametrize("shape", MAMBA1_SHAPES)

@@ -4,10 +4,14 @@ config errors. The comparison against mamba-ssm's kernels is in test_mixers_gpu.
 
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+import align_mamba.backends as backends
 from align_mamba.backends import mamba_ssm_status
 from align_mamba.errors import BackendUnavailableError, ConfigError
 from align_mamba.mixers.mamba1 import Mamba, MambaReference
@@ -363,6 +367,16 @@ def test_state_dict_round_trip_and_gradients_reach_every_parameter(index):
     assert u.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("index,state_shape", [(0, (2, 4, 8, 8)), (1, (2, 32, 8))], ids=["mamba2", "mamba1"])
+def test_module_final_state(index, state_shape):
+    m = tiny_modules()[index].double()
+    u = torch.randn(2, 19, 16, dtype=f64)
+    out, state = m(u, return_final_state=True)
+    assert torch.equal(out, m(u)) and state.shape == state_shape
+    assert torch.equal(m(u, initial_state=torch.zeros(state_shape, dtype=f64)), out)
+    assert not torch.allclose(m(u, initial_state=state), out)
+
+
 def test_bfloat16_module_forward():
     for m in tiny_modules():
         out = m.to(torch.bfloat16)(torch.randn(2, 13, 16, dtype=torch.bfloat16))
@@ -379,7 +393,9 @@ def test_headdim_must_divide_inner_dim():
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("kwargs", [dict(d_model=0), dict(d_model=32, d_state=0), dict(d_model=32, headdim=16, ngroups=3)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(d_model=0), dict(d_model=32, d_state=0), dict(d_model=32, headdim=16, ngroups=3)]
+)
 def test_mamba2_bad_config(kwargs):
     with pytest.raises(ConfigError):
         Mamba2(**kwargs, backend="reference")
@@ -402,3 +418,30 @@ def test_kernels_backend_unavailable_names_install_command(factory):
 def test_auto_backend_falls_back_to_reference():
     assert isinstance(Mamba2(d_model=32, headdim=16, backend="auto"), Mamba2Reference)
     assert isinstance(Mamba(d_model=32, backend="auto"), MambaReference)
+
+
+class _RecordingKernel(torch.nn.Module):
+    """Stands in for a mamba-ssm module class on CPU: records the keyword arguments it was built with."""
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.kwargs = kwargs
+
+
+@pytest.mark.parametrize(("factory", "module_path", "class_name", "path_flag"), [
+    (Mamba2, "mamba_ssm.modules.mamba2", "Mamba2", "use_mem_eff_path"),
+    (Mamba, "mamba_ssm.modules.mamba_simple", "Mamba", "use_fast_path"),
+])
+def test_kernel_factories_pass_the_config_and_record_the_path(monkeypatch, factory, module_path, class_name, path_flag):
+    fake = types.ModuleType(module_path)
+    setattr(fake, class_name, _RecordingKernel)
+    monkeypatch.setitem(sys.modules, module_path, fake)
+    monkeypatch.setattr(sys.modules[factory.__module__], "resolve_backend", lambda requested: "kernels")
+    monkeypatch.setattr(sys.modules[factory.__module__], "has_selective_scan_cuda", lambda: True, raising=False)
+    monkeypatch.setattr(backends, "has_causal_conv1d", lambda: False)
+    module = factory(d_model=32, d_state=8, d_conv=3, expand=2, backend="kernels")
+    assert module.backend == "kernels" and module.fused is False
+    assert module.kwargs["d_model"] == 32 and module.kwargs["d_state"] == 8 and module.kwargs["d_conv"] == 3
+    assert module.kwargs[path_flag] is (path_flag == "use_fast_path")
+    with pytest.raises(ConfigError, match="d_conv in 2..4"):
+        factory(d_model=32, d_state=8, d_conv=5, backend="kernels")

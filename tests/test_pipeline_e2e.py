@@ -52,16 +52,21 @@ def test_dvc_repro_runs_only_changed_cells_and_restores_from_run_cache(tmp_path)
     assert len(_stages_run(first.stdout, "train")) == _cells(project)
     _check_report(project)
 
+    # Replace d_state 16 by 4: only the d_state-4 cells train, then the report.
     params_path = project / "params.yaml"
     original = params_path.read_text()
-    params_path.write_text(original.replace("d_state: [8, 16]", "d_state: [8, 16, 4]"))
-    added = run(["dvc", "repro"], project)
-    new_trains = _stages_run(added.stdout, "train")
-    assert len(new_trains) == _cells(project) // 3 and all(name.split("-")[-2] == "4" for name in new_trains)
-    assert "Running stage 'report'" in added.stdout
+    params_path.write_text(original.replace("d_state: [8, 16]", "d_state: [8, 4]"))
+    edited = run(["dvc", "repro"], project)
+    new_trains = _stages_run(edited.stdout, "train")
+    assert len(new_trains) == _cells(project) // 2
+    assert {name.split("-")[-2] for name in new_trains} == {"4"}
+    assert "Running stage 'report'" in edited.stdout
 
+    # Back to 16: those cells come back from the run-cache, nothing trains.
     params_path.write_text(original)
     reverted = run(["dvc", "repro"], project)
     assert _stages_run(reverted.stdout, "train") == set()
-    assert "Stage 'report' is cached - skipping run" in reverted.stdout
+    assert _stages_run(reverted.stdout, "evaluate") == set()
+    restored = re.findall(r"Stage '(train@[^']+)' is cached - skipping run", reverted.stdout)
+    assert len(restored) == _cells(project) // 2
     assert json.loads((project / "results" / "metrics.json").read_text())["cells"] == _cells(project)

@@ -49,7 +49,10 @@ def has_causal_conv1d() -> bool:
 def has_selective_scan_cuda() -> bool:
     """True when mamba-ssm's compiled selective scan (Mamba-1) is importable and real."""
     module = optional_module("selective_scan_cuda")
-    return module is not None and hasattr(module, "fwd")
+    try:
+        return module is not None and callable(module.fwd)
+    except Exception:  # a placeholder module may raise anything on attribute access
+        return False
 
 
 def resolve_backend(requested: str) -> str:
@@ -85,3 +88,17 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was requested but torch sees no CUDA GPU")
     return torch.device(requested)
+
+
+def kernel_module(name: str, build, d_conv: int, **kwargs):
+    """Build a mamba-ssm mixer with `build(fused=..., **kwargs)` and record what runs.
+
+    Sets `backend = "kernels"` and `fused` (causal-conv1d's fused path) on the module; rejects a
+    conv width causal-conv1d cannot run.
+    """
+    if not 2 <= d_conv <= 4:
+        raise ConfigError(f"{name}: the kernels backend supports d_conv in 2..4 (causal-conv1d), got {d_conv}")
+    fused = has_causal_conv1d()
+    module = build(fused=fused, d_conv=d_conv, **kwargs)
+    module.backend, module.fused = "kernels", fused
+    return module

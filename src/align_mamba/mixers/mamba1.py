@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
-from align_mamba.backends import KERNELS_INSTALL, has_causal_conv1d, has_selective_scan_cuda, resolve_backend
+from align_mamba.backends import KERNELS_INSTALL, has_selective_scan_cuda, kernel_module, resolve_backend
 from align_mamba.errors import BackendUnavailableError, ConfigError
 from align_mamba.mixers.ssd import selective_scan
 
@@ -75,7 +75,8 @@ class MambaReference(nn.Module):
         """hidden_states: (B, L, d_model) -> (B, L, d_model).
 
         initial_state / return_final_state carry the SSM state (B, d_inner, d_state) only; the
-        convolution restarts from zeros, so chaining calls is exact only for the scan part.
+        convolution restarts from zeros, so chaining two calls does not reproduce one
+        call over the joined sequence (that would need the last d_conv - 1 conv inputs too).
         """
         seqlen = hidden_states.shape[1]
         xz = rearrange(self.in_proj(hidden_states), "b l d -> b d l")  # (B, 2*d_inner, L)
@@ -126,17 +127,14 @@ def Mamba(d_model, d_state=16, d_conv=4, expand=2, backend="auto") -> nn.Module:
     if resolved == "kernels" and not has_selective_scan_cuda():
         reason = "mamba-ssm's compiled selective scan (selective_scan_cuda) is not installed"
         if backend == "kernels":
-            raise BackendUnavailableError(f"Mamba backend 'kernels' needs {reason}; install with: {KERNELS_INSTALL}")
+            raise BackendUnavailableError(
+                f"Mamba backend 'kernels' needs {reason}; install with: {KERNELS_INSTALL}"
+            )
         log.warning("Mamba backend auto: %s, falling back to the pure-PyTorch reference", reason)
         resolved = "reference"
     if resolved == "reference":
         return MambaReference(**kwargs)
-    if not 2 <= d_conv <= 4:
-        raise ConfigError(f"Mamba: the kernels backend supports d_conv in 2..4 (causal-conv1d), got {d_conv}")
     from mamba_ssm.modules.mamba_simple import Mamba as KernelMamba
 
-    fused = has_causal_conv1d()
-    module = KernelMamba(**kwargs, use_fast_path=True)
-    module.backend = "kernels"
-    module.fused = fused
-    return module
+    # use_fast_path=True: mamba_inner_fn when causal-conv1d is installed, selective_scan_fn otherwise
+    return kernel_module("Mamba", lambda fused, **kw: KernelMamba(**kw, use_fast_path=True), **kwargs)

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from align_mamba.backends import has_causal_conv1d, resolve_backend
+from align_mamba.backends import kernel_module, resolve_backend
 from align_mamba.errors import ConfigError
 from align_mamba.mixers.ssd import ssd_chunked
 
@@ -104,7 +104,8 @@ class Mamba2Reference(nn.Module):
         """u: (B, L, d_model) -> (B, L, d_model).
 
         initial_state / return_final_state carry the SSM state (B, nheads, headdim, d_state) only;
-        the convolution restarts from zeros, so chaining calls is exact only for the scan part.
+        the convolution restarts from zeros, so chaining two calls does not reproduce one
+        call over the joined sequence (that would need the last d_conv - 1 conv inputs too).
         """
         seqlen = u.shape[1]
         zxbcdt = self.in_proj(u)  # (B, L, d_in_proj)
@@ -136,9 +137,9 @@ class Mamba2Reference(nn.Module):
 
 
 def _suggest_headdim(d_inner: int, headdim: int) -> int:
-    """A head dimension near `headdim` that divides d_inner: a power of two if one fits."""
-    for candidate in (64, 32, 16, 8, 4, 2):
-        if candidate <= max(headdim, 2) and d_inner % candidate == 0:
+    """A head dimension dividing d_inner: 64, 32 or 16 if one fits under headdim, else the largest that does."""
+    for candidate in (64, 32, 16):
+        if candidate <= headdim and d_inner % candidate == 0:
             return candidate
     return max(d for d in range(1, min(headdim, d_inner) + 1) if d_inner % d == 0)
 
@@ -177,12 +178,6 @@ def Mamba2(d_model, d_state=64, d_conv=4, expand=2, headdim=64, ngroups=1, chunk
                   ngroups=ngroups, chunk_size=chunk_size)
     if resolve_backend(backend) == "reference":
         return Mamba2Reference(**kwargs)
-    if not 2 <= d_conv <= 4:
-        raise ConfigError(f"Mamba2: the kernels backend supports d_conv in 2..4 (causal-conv1d), got {d_conv}")
     from mamba_ssm.modules.mamba2 import Mamba2 as KernelMamba2
 
-    fused = has_causal_conv1d()
-    module = KernelMamba2(**kwargs, use_mem_eff_path=fused)
-    module.backend = "kernels"
-    module.fused = fused
-    return module
+    return kernel_module("Mamba2", lambda fused, **kw: KernelMamba2(**kw, use_mem_eff_path=fused), **kwargs)
