@@ -221,9 +221,10 @@ class Trainer:
 
 def train_cell(cell: CellConfig, data_dir: Path, out_dir: Path, resume_dir: Path | None = None) -> dict:
     """Train one cell end to end (resuming if a matching checkpoint exists); returns the summary."""
+    trainer = Trainer(cell, data_dir, out_dir, resume_dir or out_dir / "resume")  # validates before writing
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "model.pt").unlink(missing_ok=True)
-    return Trainer(cell, data_dir, out_dir, resume_dir or out_dir / "resume").run()
+    return trainer.run()
 
 
 def main(argv: list[str] | None = None) -> int:
