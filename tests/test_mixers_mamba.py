@@ -436,8 +436,7 @@ def test_kernel_factories_pass_the_config_and_record_the_path(monkeypatch, facto
     fake = types.ModuleType(module_path)
     setattr(fake, class_name, _RecordingKernel)
     monkeypatch.setitem(sys.modules, module_path, fake)
-    monkeypatch.setattr(sys.modules[factory.__module__], "resolve_backend", lambda requested: "kernels")
-    monkeypatch.setattr(sys.modules[factory.__module__], "has_selective_scan_cuda", lambda: True, raising=False)
+    monkeypatch.setattr(sys.modules[factory.__module__], "resolve_backend", lambda requested, **_: "kernels")
     monkeypatch.setattr(backends, "has_causal_conv1d", lambda: False)
     module = factory(d_model=32, d_state=8, d_conv=3, expand=2, backend="kernels")
     assert module.backend == "kernels" and module.fused is False

@@ -11,7 +11,7 @@ from pipeline_helpers import ROOT, dvc_dag, project_copy, run, snakemake_dag
 from ruamel.yaml import YAML
 
 from align_mamba.errors import ConfigError
-from align_mamba.pipeline import check_params, cli_flags
+from align_mamba.pipeline import check_params, cli_flags, load_params
 
 PRESETS = {"default": ROOT / "params.yaml", "paper": ROOT / "workflow" / "presets" / "paper.yaml"}
 
@@ -48,12 +48,21 @@ def _set(params: dict, dotted: str, value) -> dict:
         ("grid.seeds", [], "grid.seeds: [] should be non-empty"),
         ("data.num_queries", 6, "grid.num_pairs 4 with data settings: num_queries must be <= num_pairs=4 or 'all', got 6"),
         ("model.headdim", 24, "must be divisible by headdim (24)"),
+        ("grid.seeds", [0.0], "grid.seeds: 0.0 must be written as an integer"),
     ],
 )
 def test_bad_params_fail_with_one_line_naming_the_key(key, value, message):
     with pytest.raises(ConfigError) as err:
         check_params(_set(default_params(), key, value))
     assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_yaml_syntax_error_is_one_line(tmp_path):
+    broken = tmp_path / "params.yaml"
+    broken.write_text("grid: [1, 2\n")
+    with pytest.raises(ConfigError, match="is not valid YAML") as err:
+        load_params(broken)
     assert "\n" not in str(err.value)
 
 

@@ -16,7 +16,7 @@ import torch
 from align_mamba.checkpoint import load_model
 from align_mamba.config import CellConfig, ModelConfig, TrainConfig
 from align_mamba.data import MQARConfig, load_mqar, write_mqar
-from align_mamba.errors import NonFiniteLossError
+from align_mamba.errors import ConfigError, DataIntegrityError, NonFiniteLossError
 from align_mamba.evaluate import evaluate_cell, slice_metrics
 from align_mamba.train import learning_rate, train_cell
 
@@ -43,7 +43,7 @@ def test_transformer_reaches_high_accuracy_at_four_pairs(tmp_path):
     summary = train_cell(cell, data, tmp_path / "run")
     metrics = evaluate_cell(tmp_path / "run" / "model.pt", [data], "reference", "cpu", 256)
     assert metrics["accuracy"] >= 0.9, (summary, metrics["accuracy"])
-    assert metrics["backend"] == "reference" and metrics["device"] == "cpu"
+    assert metrics["backend"] == "sdpa" and metrics["device"] == "cpu"  # no Mamba layer: SDPA either way
 
 
 def test_pure_mamba2_cell_trains_and_records_what_ran(mqar4, tmp_path):
@@ -101,21 +101,27 @@ def _train_command(data: Path, out: Path) -> list[str]:
             "--checkpoint-every", "5", "--patience", "100", "--device", "cpu", "--backend", "reference"]
 
 
-def test_resume_after_kill_equals_uninterrupted_run(mqar4, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    subprocess.run(_train_command(mqar4, tmp_path / "full"), env=env, check=True, capture_output=True)
-
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_command(mqar4, killed), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def _kill_after_first_checkpoint(command: list[str], out: Path, env: dict) -> None:
+    """Start `command`, SIGKILL it once its first resume checkpoint exists, check it had not finished."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (killed / "resume" / "last.pt").exists() and time.time() < deadline:
+    while not (out / "resume" / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
-    subprocess.run(_train_command(mqar4, killed), env=env, check=True, capture_output=True)
+    assert not (out / "model.pt").exists(), "the run finished before it could be killed"
+
+
+def test_resume_after_kill_equals_uninterrupted_run(mqar4, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    subprocess.run(_train_command(mqar4, tmp_path / "full"), env=env, check=True, capture_output=True)
+    assert not (tmp_path / "full" / "resume" / "last.pt").exists(), "a finished run keeps no resume point"
+
+    killed = tmp_path / "killed"
+    _kill_after_first_checkpoint(_train_command(mqar4, killed), killed, env)
+    resumed_run = subprocess.run(_train_command(mqar4, killed), env=env, check=True, capture_output=True, text=True)
+    assert "resumed at step" in resumed_run.stderr
 
     full = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
     resumed = torch.load(killed / "model.pt", weights_only=True)
@@ -128,7 +134,7 @@ def test_resume_after_kill_equals_uninterrupted_run(mqar4, tmp_path):
 def test_resume_ignores_a_checkpoint_of_other_parameters(mqar4, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     command = _train_command(mqar4, tmp_path / "run")
-    subprocess.run(command, env=env, check=True, capture_output=True)
+    _kill_after_first_checkpoint(command, tmp_path / "run", env)
     changed = command[:command.index("--steps")] + ["--steps", "20"] + command[command.index("--steps") + 2:]
     result = subprocess.run(changed, env=env, check=True, capture_output=True, text=True)
     assert "starting afresh" in result.stderr
@@ -160,3 +166,17 @@ def test_slice_metrics_on_a_hand_built_split(mqar4):
     first_decile = next(b for b in metrics["by_key_decile"] if b["bucket"] == "0-10%")
     expected = correct[slots == 0].float().mean().item()
     assert first_decile["accuracy"] == pytest.approx(expected)
+
+
+def test_evaluate_rejects_a_non_checkpoint_and_a_foreign_first_test_set(mqar4, tmp_path):
+    not_a_checkpoint = tmp_path / "model.pt"
+    not_a_checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataIntegrityError, match="is not an align-mamba checkpoint"):
+        evaluate_cell(not_a_checkpoint, [mqar4], "reference", "cpu", 64)
+    cell = CellConfig(ModelConfig(variant="transformer", d_model=32, n_layers=1, n_heads=2),
+                      TrainConfig(steps=2, batch_size=16, eval_every=2, device="cpu"))
+    train_cell(cell, mqar4, tmp_path / "run")
+    other = write_mqar(MQARConfig(num_pairs=5, seq_len=20, num_queries=None, train_size=20, val_size=5,
+                                  test_size=5, seed=2), tmp_path / "np5")
+    with pytest.raises(ConfigError, match="must be the cell's own test set"):
+        evaluate_cell(tmp_path / "run" / "model.pt", [other, mqar4], "reference", "cpu", 64)

@@ -32,12 +32,14 @@ def optional_module(name: str):
         return None
 
 
-def mamba_ssm_status() -> str | None:
-    """None when mamba-ssm's kernels can run here, else the reason they cannot."""
+def mamba_ssm_status(mixer: str = "mamba2") -> str | None:
+    """None when mamba-ssm's kernels for `mixer` can run here, else the reason they cannot."""
     if not torch.cuda.is_available():
         return "CUDA is not available"
     if optional_module("mamba_ssm") is None:
         return "mamba-ssm is not installed"
+    if mixer == "mamba1" and not has_selective_scan_cuda():
+        return "mamba-ssm's compiled selective scan (selective_scan_cuda, Mamba-1) is not installed"
     return None
 
 
@@ -55,17 +57,25 @@ def has_selective_scan_cuda() -> bool:
         return False
 
 
-def resolve_backend(requested: str) -> str:
-    """Map `auto` / `kernels` / `reference` to the backend that will actually run.
+def resolve_backend(requested: str, device: torch.device | None = None, mixer: str = "mamba2") -> str:
+    """Map `auto` / `kernels` / `reference` to the backend that will actually run `mixer`.
 
-    Returns "kernels" or "reference". Raises ConfigError for an unknown name and
+    mixer: mamba2, mamba1 (also needs the compiled selective scan) or attention (no Mamba layer:
+    SDPA runs either way, reported as "sdpa"). device: where the model will run; kernels need
+    cuda, so on a CPU device `auto` is the reference and `kernels` an error. Returns "kernels",
+    "reference" or "sdpa"; raises ConfigError for an unknown name or kernels on CPU, and
     BackendUnavailableError when "kernels" is requested but cannot run.
     """
     if requested not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {requested!r}")
+    if mixer == "attention":
+        return "sdpa"
     if requested == "reference":
         return "reference"
-    reason = mamba_ssm_status()
+    on_cpu = device is not None and device.type != "cuda"
+    if requested == "kernels" and on_cpu:
+        raise ConfigError(f"backend 'kernels' runs only on device cuda, got device {device.type}")
+    reason = "the device is the CPU" if on_cpu else mamba_ssm_status(mixer)
     if requested == "kernels":
         if reason is not None:
             raise BackendUnavailableError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from align_mamba.atomic import atomic_write_bytes
 from align_mamba.backends import resolve_backend
 from align_mamba.config import ModelConfig, from_mapping
-from align_mamba.errors import DataIntegrityError
+from align_mamba.errors import ConfigError, DataIntegrityError
 from align_mamba.models import RecallModel, build_model
 
 
@@ -38,9 +39,13 @@ def load_model(path: Path, backend: str, device: torch.device) -> tuple[RecallMo
     """
     if not Path(path).is_file():
         raise DataIntegrityError(f"checkpoint not found: {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    config = from_mapping(ModelConfig, payload["model_config"], "model_config")
-    resolved = resolve_backend(backend)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        config = from_mapping(ModelConfig, payload["model_config"], "model_config")
+        state_dict, meta = payload["state_dict"], payload["meta"]
+    except (ConfigError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError, IndexError, EOFError) as err:
+        raise DataIntegrityError(f"{path} is not an align-mamba checkpoint ({type(err).__name__}: {err})") from None
+    resolved = resolve_backend(backend, device, config.mixer)
     model = build_model(config, resolved)
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), payload["meta"]
+    model.load_state_dict(state_dict)
+    return model.to(device).eval(), meta

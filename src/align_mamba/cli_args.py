@@ -64,12 +64,18 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser) -> None:
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path} must hold a mapping with `model:` and `train:` sections")
     unknown = sorted(set(loaded) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"unknown section(s) in {path}: {', '.join(unknown)} (expected model, train)")
+    bad = [name for name, section in loaded.items() if section is not None and not isinstance(section, dict)]
+    if bad:
+        raise ConfigError(f"{path}: section {bad[0]!r} must be a mapping of settings")
     return loaded
 
 

@@ -74,6 +74,8 @@ class ModelConfig:
                           "headdim", "d_conv", "expand", "chunk_size", "mlp_ratio", "vocab_size")
         _require(self.d_model % self.n_heads == 0,
                  f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        _require(self.mixer != "attention" or (self.d_model // self.n_heads) % 2 == 0,
+                 f"rotary embeddings need an even head dim, got d_model/n_heads = {self.d_model // self.n_heads}")
         if self.mixer == "mamba2":
             d_inner = self.expand * self.d_model
             _require(d_inner % self.headdim == 0,

@@ -20,7 +20,7 @@ from align_mamba.atomic import atomic_write_json
 from align_mamba.checkpoint import load_model
 from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
 from align_mamba.config import to_dict
-from align_mamba.data import MQARSplit, load_mqar
+from align_mamba.data import MQARSplit, load_mqar, read_manifest
 from align_mamba.errors import ConfigError, run_cli
 from align_mamba.models import RecallModel, state_size_floats
 
@@ -76,6 +76,10 @@ def evaluate_cell(checkpoint: Path, data_dirs: list[Path], backend: str, device_
     started = time.time()
     device = resolve_device(device_name)
     model, meta = load_model(checkpoint, backend, device)
+    own_pairs = read_manifest(data_dirs[0])["config"]["num_pairs"]
+    if own_pairs != meta["num_pairs"]:
+        raise ConfigError(f"the first --data ({data_dirs[0]}, num_pairs {own_pairs}) must be the cell's own "
+                          f"test set (num_pairs {meta['num_pairs']})")
     slices, context_len = [], None
     for data_dir in data_dirs:
         split = load_mqar(data_dir, "test", model.config.layout)

@@ -2,7 +2,7 @@
 
 Snakemake builds its shell commands here; dvc.yaml spells the same commands with DVC's templating
 (`${item.arch}` unpacks a dict as `--key value` flags). `cli_flags` reproduces that unpacking so
-the two front ends run byte-identical commands, which tests/test_dag_equality.py checks.
+the two front ends run byte-identical commands, which tests/test_pipeline.py checks.
 `python -m align_mamba.pipeline check params.yaml` validates a params file without running anything.
 """
 
@@ -112,6 +112,12 @@ def _schema_error_line(params: Mapping[str, Any]) -> str | None:
 def _check_typed(params: Mapping[str, Any]) -> None:
     """The package's own dataclasses over every combination the grid will build."""
     grid, data = params["grid"], params["data"]
+    # JSON schema counts 1.0 as an integer; these values become paths and flags, so insist.
+    for key, values in (("grid.seeds", grid["seeds"]), ("grid.num_pairs", grid["num_pairs"]),
+                        ("grid.d_state", grid["d_state"]), ("evaluate.batch_size", [params["evaluate"]["batch_size"]])):
+        floats = [v for v in values if not isinstance(v, int)]
+        if floats:
+            raise ConfigError(f"{key}: {floats[0]!r} must be written as an integer")
     train = from_mapping(TrainConfig, {**params["train"], **params["run"]}, "train")
     names = [arch["name"] for arch in grid["architectures"]]
     if len(set(names)) != len(names):
@@ -149,7 +155,10 @@ def load_params(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
-    params = yaml.safe_load(path.read_text())
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     check_params(params, str(path))
     return params
 

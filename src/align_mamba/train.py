@@ -113,7 +113,7 @@ class Trainer:
         self.cell, self.cfg = cell, cell.train
         self.out_dir, self.resume_path = out_dir, resume_dir / "last.pt"
         self.device = resolve_device(self.cfg.device)
-        self.backend = resolve_backend(self.cfg.backend)
+        self.backend = resolve_backend(self.cfg.backend, self.device, cell.model.mixer)
         layout = cell.model.layout
         self.train_split = load_mqar(data_dir, "train", layout)
         self.val_split = load_mqar(data_dir, "validation", layout)
@@ -154,6 +154,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip).item()
+        if not math.isfinite(grad_norm):
+            raise NonFiniteLossError(f"cell {self.name}: gradient norm is {grad_norm} at step {step}; stopping")
         self.optimizer.step()
         return {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": grad_norm}
 
@@ -214,6 +216,9 @@ class Trainer:
         meta = {k: summary[k] for k in ("cell", "architecture", "num_pairs", "seed", "best_step",
                                         "best_val_accuracy", "backend", "device")}
         save_model(self.out_dir / "model.pt", self.model, s.best_model, meta)
+        # The resume checkpoint only recovers a killed run; kept, it would turn a deliberate
+        # rerun (new code, `dvc repro -f`) into a no-op that returns the old weights.
+        self.resume_path.unlink(missing_ok=True)
         log.info("%s: done (%s); best validation accuracy %.4f at step %d",
                  self.name, s.stop_reason, s.best_val, s.best_step)
         return summary
@@ -221,6 +226,8 @@ class Trainer:
 
 def train_cell(cell: CellConfig, data_dir: Path, out_dir: Path, resume_dir: Path | None = None) -> dict:
     """Train one cell end to end (resuming if a matching checkpoint exists); returns the summary."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} exists and is not a directory")
     trainer = Trainer(cell, data_dir, out_dir, resume_dir or out_dir / "resume")  # validates before writing
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "model.pt").unlink(missing_ok=True)

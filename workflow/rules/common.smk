@@ -19,8 +19,10 @@ except ConfigError as err:
 CELLS = {(cell.name, cell.stem): cell for cell in cells(config)}
 USES_GPU = 1 if config["run"]["device"] == "cuda" else 0
 DATA_CODE = ["src/align_mamba/data"]
-TRAIN_CODE = ["src/align_mamba/train.py", "src/align_mamba/models", "src/align_mamba/mixers"]
-EVALUATE_CODE = ["src/align_mamba/evaluate.py"]
+MODEL_CODE = ["src/align_mamba/models", "src/align_mamba/mixers", "src/align_mamba/config.py",
+              "src/align_mamba/backends.py", "src/align_mamba/checkpoint.py"]
+TRAIN_CODE = ["src/align_mamba/train.py", "src/align_mamba/evaluate.py", *MODEL_CODE]
+EVALUATE_CODE = ["src/align_mamba/evaluate.py", *MODEL_CODE]
 REPORT_CODE = ["src/align_mamba/report"]
 
 

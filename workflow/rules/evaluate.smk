@@ -14,7 +14,7 @@ rule evaluate:
     conda:
         "../envs/align-mamba.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=8000,
         runtime=30,
         gpu=USES_GPU,
     shell:

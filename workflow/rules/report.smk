@@ -18,6 +18,6 @@ rule report:
         "../envs/align-mamba.yaml"
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=20,
     shell:
         "{params.command}"

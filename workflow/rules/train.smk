@@ -15,7 +15,7 @@ rule train:
     conda:
         "../envs/align-mamba.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=16000,
         runtime=240,
         gpu=USES_GPU,
     shell:

@@ -14,11 +14,11 @@ from torch import nn
 from align_mamba.errors import ConfigError
 
 
-def _check_heads(d_model: int, n_heads: int) -> int:
+def _check_heads(d_model: int, n_heads: int, rotary: bool) -> int:
     if d_model % n_heads:
         raise ConfigError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
     head_dim = d_model // n_heads
-    if head_dim % 2:
+    if rotary and head_dim % 2:
         raise ConfigError(f"rotary embeddings need an even head dim, got d_model/n_heads = {head_dim}")
     return head_dim
 
@@ -42,7 +42,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, causal: bool = True, rope_base: float = 10000.0):
         super().__init__()
-        self.n_heads, self.head_dim = n_heads, _check_heads(d_model, n_heads)
+        self.n_heads, self.head_dim = n_heads, _check_heads(d_model, n_heads, rotary=True)
         self.causal, self.rope_base = causal, rope_base
         self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=True)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
@@ -66,7 +66,7 @@ class CrossAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int):
         super().__init__()
-        self.n_heads, self.head_dim = n_heads, _check_heads(d_model, n_heads)
+        self.n_heads, self.head_dim = n_heads, _check_heads(d_model, n_heads, rotary=False)
         self.q_proj = nn.Linear(d_model, d_model, bias=False)
         self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)

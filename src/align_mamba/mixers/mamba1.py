@@ -9,7 +9,6 @@ Triton-only install of mamba-ssm lacks: "auto" then falls back to the reference 
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -17,11 +16,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
-from align_mamba.backends import KERNELS_INSTALL, has_selective_scan_cuda, kernel_module, resolve_backend
-from align_mamba.errors import BackendUnavailableError, ConfigError
+from align_mamba.backends import kernel_module, resolve_backend
+from align_mamba.errors import ConfigError
 from align_mamba.mixers.ssd import selective_scan
 
-log = logging.getLogger(__name__)
 
 
 class MambaReference(nn.Module):
@@ -123,15 +121,7 @@ def Mamba(d_model, d_state=16, d_conv=4, expand=2, backend="auto") -> nn.Module:
     """
     _validate(d_model, d_state, d_conv, expand)
     kwargs = dict(d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand)
-    resolved = resolve_backend(backend)
-    if resolved == "kernels" and not has_selective_scan_cuda():
-        reason = "mamba-ssm's compiled selective scan (selective_scan_cuda) is not installed"
-        if backend == "kernels":
-            raise BackendUnavailableError(
-                f"Mamba backend 'kernels' needs {reason}; install with: {KERNELS_INSTALL}"
-            )
-        log.warning("Mamba backend auto: %s, falling back to the pure-PyTorch reference", reason)
-        resolved = "reference"
+    resolved = resolve_backend(backend, mixer="mamba1")
     if resolved == "reference":
         return MambaReference(**kwargs)
     from mamba_ssm.modules.mamba_simple import Mamba as KernelMamba

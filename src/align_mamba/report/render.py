@@ -208,7 +208,8 @@ def write_report(cells_dir: Path, out_dir: Path, threshold: float = 0.9, command
     if not 0 < threshold <= 1:
         raise ConfigError(f"--capacity-threshold must be in (0, 1], got {threshold}")
     out_dir = Path(out_dir)
-    command = command or (f"python -m align_mamba.report --cells {cells_dir} --out {out_dir} "
+    params = "--params params.yaml " if expected is not None else ""
+    command = command or (f"python -m align_mamba.report --cells {cells_dir} {params}--out {out_dir} "
                           f"--capacity-threshold {threshold:g}")
     grid = tables.load_grid(cells_dir, expected)
     sections, metrics = build_sections(grid, threshold, command)

@@ -1,0 +1,33 @@
+"""Which backend runs: the device and the mixer decide, and what cannot run fails with one line."""
+
+import pytest
+import torch
+
+import align_mamba.backends as backends
+from align_mamba.backends import resolve_backend
+from align_mamba.errors import BackendUnavailableError, ConfigError
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_kernels_on_a_cpu_device_is_a_config_error_even_where_mamba_ssm_runs(monkeypatch):
+    monkeypatch.setattr(backends, "mamba_ssm_status", lambda mixer="mamba2": None)
+    assert resolve_backend("auto", CUDA) == "kernels"
+    assert resolve_backend("auto", CPU) == "reference"
+    with pytest.raises(ConfigError, match="runs only on device cuda"):
+        resolve_backend("kernels", CPU)
+
+
+def test_mamba1_needs_the_compiled_scan(monkeypatch):
+    monkeypatch.setattr(backends.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(backends, "optional_module", lambda name: object() if name == "mamba_ssm" else None)
+    assert resolve_backend("auto", CUDA, "mamba2") == "kernels"
+    assert resolve_backend("auto", CUDA, "mamba1") == "reference"
+    with pytest.raises(BackendUnavailableError, match="selective_scan_cuda.*install with: pip install"):
+        resolve_backend("kernels", CUDA, "mamba1")
+
+
+def test_attention_only_models_report_sdpa_and_names_are_checked():
+    assert resolve_backend("kernels", CPU, "attention") == "sdpa"
+    with pytest.raises(ConfigError, match="backend must be one of auto, kernels, reference"):
+        resolve_backend("triton", CPU, "attention")
