@@ -61,13 +61,18 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser) -> None:
                                help=f"default {f.default!r}")
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path, what: str):
+    """The parsed YAML file at `path`; a missing file or a syntax error is one ConfigError line."""
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+
+
+def _read_cell_yaml(path: Path) -> dict:
+    loaded = read_yaml(path, "config file") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path} must hold a mapping with `model:` and `train:` sections")
     unknown = sorted(set(loaded) - set(SECTIONS))
@@ -81,7 +86,7 @@ def _read_yaml(path: Path) -> dict:
 
 def load_cell_config(args: argparse.Namespace) -> CellConfig:
     """CellConfig from `--config` (if given) with every explicitly passed flag laid over it."""
-    values = _read_yaml(args.config) if getattr(args, "config", None) else {}
+    values = _read_cell_yaml(args.config) if getattr(args, "config", None) else {}
     sections = {}
     for section, cls in SECTIONS.items():
         merged = dict(values.get(section) or {})

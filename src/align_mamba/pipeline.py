@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from align_mamba.cli_args import read_yaml
 from align_mamba.config import ModelConfig, TrainConfig, from_mapping
 from align_mamba.data import MQARConfig
 from align_mamba.errors import ConfigError, run_cli
@@ -152,13 +153,7 @@ def check_params(params: Any, source: str = "params.yaml") -> None:
 
 def load_params(path: str | Path) -> dict:
     """Read and validate a params file (PyYAML, as Snakemake reads it)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"params file not found: {path}")
-    try:
-        params = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    params = read_yaml(Path(path), "params file")
     check_params(params, str(path))
     return params
 

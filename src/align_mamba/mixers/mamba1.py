@@ -21,7 +21,6 @@ from align_mamba.errors import ConfigError
 from align_mamba.mixers.ssd import selective_scan
 
 
-
 class MambaReference(nn.Module):
     """Pure-PyTorch Mamba-1 mixer with mamba_ssm.Mamba's parameters, init and forward math.
 
