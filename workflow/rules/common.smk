@@ -1,5 +1,6 @@
 # Loads params.yaml, validates it (JSON schema, then the package's typed config) before any job
 # starts, and exposes the grid. Commands come from align_mamba.pipeline, the same strings dvc.yaml runs.
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,5 +39,8 @@ wildcard_constraints:
 
 onsuccess:
     # Snakemake's results become DVC's record too, without rerunning, so `dvc status` is clean.
-    if Path(".dvc").is_dir():
+    # A GPU node without DVC (results copied back by hand) skips it, and says so.
+    if Path(".dvc").is_dir() and shutil.which("dvc"):
         shell("dvc commit --force --quiet")
+    elif Path(".dvc").is_dir():
+        logger.warning("dvc is not installed here: run `dvc commit --force` where it is")

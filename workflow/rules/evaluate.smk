@@ -17,5 +17,6 @@ rule evaluate:
         mem_mb=8000,
         runtime=30,
         gpu=USES_GPU,
+        gpu_slots=USES_GPU,
     shell:
         "{params.command}"

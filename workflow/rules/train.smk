@@ -18,5 +18,6 @@ rule train:
         mem_mb=16000,
         runtime=240,
         gpu=USES_GPU,
+        gpu_slots=USES_GPU,
     shell:
         "{params.command}"

@@ -40,3 +40,35 @@ __all__ = [
     "read_manifest",
     "write_mqar",
 ]
+
+from align_mamba.data.secrets import (  # noqa: E402  (the secret-span generator, appended)
+    CARRIER_KINDS,
+    DECOY_KINDS,
+    FORMAT_NAMES,
+    FORMATS,
+    SECRET_SPLITS,
+    SecretDataConfig,
+    SecretFormat,
+    decile_window,
+    load_secret_split,
+    load_split_mask,
+    read_file_bytes,
+    read_secret_manifest,
+    write_secret_dataset,
+)
+
+__all__ += [
+    "CARRIER_KINDS",
+    "DECOY_KINDS",
+    "FORMAT_NAMES",
+    "FORMATS",
+    "SECRET_SPLITS",
+    "SecretDataConfig",
+    "SecretFormat",
+    "decile_window",
+    "load_secret_split",
+    "load_split_mask",
+    "read_file_bytes",
+    "read_secret_manifest",
+    "write_secret_dataset",
+]

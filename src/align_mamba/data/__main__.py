@@ -1,4 +1,5 @@
-"""Command line: ``python -m align_mamba.data mqar --out DIR --num-pairs N (--seq-len L | --seq-len-per-pair K) ...``.
+"""Command line: ``python -m align_mamba.data mqar --out DIR --num-pairs N (--seq-len L | --seq-len-per-pair K) ...``
+and ``python -m align_mamba.data secrets --out DIR --seed S ...`` (see align_mamba.data.secrets.cli).
 
 Flags take either spelling, ``--num-pairs`` or ``--num_pairs`` (the second is how DVC unpacks
 params.yaml keys).
@@ -11,6 +12,7 @@ import sys
 
 from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
 from align_mamba.data.mqar import FILLERS, LAYOUTS, SPLITS, MQARConfig
+from align_mamba.data.secrets.cli import add_secrets_parser, run_secrets
 from align_mamba.data.storage import write_mqar
 from align_mamba.errors import ConfigError, run_cli
 
@@ -41,6 +43,7 @@ def _build_parser() -> OneLineParser:
     option("test_size", type=int, required=True)
     option("seed", type=int, required=True)
     option("layouts", nargs="+", default=list(LAYOUTS), help=f"any of {' '.join(LAYOUTS)}")
+    add_secrets_parser(generators)
     return parser
 
 
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, validate the config, write the dataset and log a one-line summary."""
     args = _build_parser().parse_args(argv)
     setup_logging(args.log)
+    if args.generator == "secrets":
+        return run_secrets(args)
     if args.seq_len_per_pair is not None and args.seq_len_per_pair < 1:
         raise ConfigError(f"seq_len_per_pair must be >= 1, got {args.seq_len_per_pair}")
     seq_len = args.seq_len if args.seq_len is not None else args.seq_len_per_pair * args.num_pairs

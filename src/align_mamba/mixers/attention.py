@@ -37,13 +37,55 @@ def rotary(x: torch.Tensor, offset: int = 0, base: float = 10000.0) -> torch.Ten
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with rotary positions. Causal by default (decoder use)."""
+def _fold_blocks(t: torch.Tensor) -> torch.Tensor:
+    """(B, H, nb, n, Dh) → (B·nb, H, n, Dh): 4-d inputs keep SDPA on its fused kernels."""
+    batch, heads, n_blocks, n, head_dim = t.shape
+    return t.transpose(1, 2).reshape(batch * n_blocks, heads, n, head_dim)
 
-    def __init__(self, d_model: int, n_heads: int, causal: bool = True, rope_base: float = 10000.0):
+
+def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
+                       causal: bool = False) -> torch.Tensor:
+    """SDPA restricted to the band |i - j| <= window (and j <= i if causal), in O(L·window) memory.
+
+    q, k, v: (B, H, L, Dh) → (B, H, L, Dh). The sequence is cut into blocks of `window` positions;
+    each block's queries attend to the keys of its own and both neighbouring blocks (3·window keys),
+    which contain the whole band, under an exact band mask. No L × L matrix is ever built.
+    """
+    batch, heads, length, head_dim = q.shape
+    n_blocks = -(-length // window)
+    pad = n_blocks * window - length
+    q = F.pad(q, (0, 0, 0, pad)).view(batch, heads, n_blocks, window, head_dim)
+    # One block of zeros before and after, so block b's keys are padded blocks b, b+1, b+2.
+    k, v = (F.pad(t, (0, 0, window, pad + window)).unfold(2, 3 * window, window).transpose(-1, -2)
+            for t in (k, v))  # each (B, H, nb, 3W, Dh)
+    row = torch.arange(window, device=q.device)[:, None]
+    col = torch.arange(3 * window, device=q.device)[None, :]
+    offset = row + window - col  # i - j, the same in every block: (W, 3W)
+    band = offset.abs() <= window
+    if causal:
+        band &= offset >= 0
+    key_pos = torch.arange(n_blocks, device=q.device)[:, None] * window - window + col  # (nb, 3W)
+    mask = band & ((key_pos >= 0) & (key_pos < length))[:, None, :]  # (nb, W, 3W)
+    y = F.scaled_dot_product_attention(_fold_blocks(q), _fold_blocks(k), _fold_blocks(v),
+                                       attn_mask=mask.repeat(batch, 1, 1)[:, None])  # (B·nb, H, W, Dh)
+    y = y.view(batch, n_blocks, heads, window, head_dim).transpose(1, 2)  # (B, H, nb, W, Dh)
+    return y.reshape(batch, heads, n_blocks * window, head_dim)[:, :, :length]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with rotary positions. Causal by default (decoder use).
+
+    window: attend only to positions within `window` of the query (|i - j| <= window), through
+    `windowed_attention`, whose memory grows as L·window instead of L²; None is full attention.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, causal: bool = True, rope_base: float = 10000.0,
+                 window: int | None = None):
         super().__init__()
+        if window is not None and window < 1:
+            raise ConfigError(f"attention window must be >= 1, got {window}")
         self.n_heads, self.head_dim = n_heads, _check_heads(d_model, n_heads, rotary=True)
-        self.causal, self.rope_base = causal, rope_base
+        self.causal, self.rope_base, self.window = causal, rope_base, window
         self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=True)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
@@ -53,8 +95,42 @@ class SelfAttention(nn.Module):
         qkv = self.qkv_proj(x).view(batch, length, 3, self.n_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, Dh)
         q, k = rotary(q, base=self.rope_base), rotary(k, base=self.rope_base)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, H, L, Dh)
+        if self.window is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, H, L, Dh)
+        else:
+            y = windowed_attention(q, k, v, self.window, self.causal)
         return self.out_proj(y.transpose(1, 2).reshape(batch, length, -1))
+
+    def allocate_inference_cache(self, batch_size, max_seqlen, dtype=None, **kwargs):
+        """Zeroed key and value caches (k, v), each (B, H, max_seqlen, Dh); keys are stored rotated."""
+        weight = self.qkv_proj.weight
+        shape = (batch_size, self.n_heads, max_seqlen, self.head_dim)
+        dtype = weight.dtype if dtype is None else dtype
+        return tuple(torch.zeros(shape, device=weight.device, dtype=dtype) for _ in range(2))
+
+    def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], position: int) -> torch.Tensor:
+        """Decode the token at `position`: x (B, 1, D) → (B, 1, D).
+
+        cache (k, v), each (B, H, Lmax, Dh), holds positions [0, position); this writes the token's
+        key and value at `position` (in place) and attends to [position - window, position] (all of
+        [0, position] without a window), so stepping through a sequence from position 0 returns
+        forward()'s outputs one position at a time.
+        """
+        if not self.causal:
+            raise ConfigError("SelfAttention.step needs causal attention (a bidirectional one sees the future)")
+        k_cache, v_cache = cache
+        if not 0 <= position < k_cache.shape[2]:
+            raise ConfigError(f"SelfAttention.step: position {position} is outside the cache of {k_cache.shape[2]}")
+        batch = x.shape[0]
+        qkv = self.qkv_proj(x).view(batch, 1, 3, self.n_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, 1, Dh)
+        q, k = rotary(q, offset=position, base=self.rope_base), rotary(k, offset=position, base=self.rope_base)
+        k_cache[:, :, position] = k[:, :, 0]
+        v_cache[:, :, position] = v[:, :, 0]
+        start = 0 if self.window is None else max(0, position - self.window)
+        keys, values = k_cache[:, :, start:position + 1], v_cache[:, :, start:position + 1]
+        y = F.scaled_dot_product_attention(q, keys, values)  # (B, H, 1, Dh)
+        return self.out_proj(y.transpose(1, 2).reshape(batch, 1, -1))
 
 
 class CrossAttention(nn.Module):

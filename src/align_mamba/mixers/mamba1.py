@@ -101,6 +101,45 @@ class MambaReference(nn.Module):
         out = self.out_proj(rearrange(y, "b d l -> b l d"))
         return (out, final_state) if return_final_state else out
 
+    def allocate_inference_cache(self, batch_size, max_seqlen, dtype=None, **kwargs):
+        """Zeroed decode states with mamba_ssm.Mamba's signature, shapes and dtypes.
+
+        conv_state (B, d_inner, d_conv), ssm_state (B, d_inner, d_state); max_seqlen is unused.
+        """
+        device = self.out_proj.weight.device
+        conv_dtype = self.conv1d.weight.dtype if dtype is None else dtype
+        conv_state = torch.zeros(batch_size, self.d_inner, self.d_conv, device=device, dtype=conv_dtype)
+        ssm_dtype = self.dt_proj.weight.dtype if dtype is None else dtype
+        ssm_state = torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=ssm_dtype)
+        return conv_state, ssm_state
+
+    def step(self, hidden_states, conv_state, ssm_state):
+        """One decode step, as mamba_ssm.Mamba.step: (B, 1, d_model) -> ((B, 1, d_model), conv_state, ssm_state).
+
+        conv_state (B, d_inner, d_conv) and ssm_state (B, d_inner, d_state) are updated in place.
+        From zeroed states, step t returns position t of forward() over the same tokens.
+        """
+        if hidden_states.dim() != 3 or hidden_states.shape[1] != 1:
+            raise ConfigError(f"Mamba step decodes one token at a time: expected (B, 1, d_model), "
+                              f"got {tuple(hidden_states.shape)}")
+        dtype = hidden_states.dtype
+        x, z = self.in_proj(hidden_states.squeeze(1)).chunk(2, dim=-1)  # (B, d_inner) each
+        conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
+        conv_state[:, :, -1] = x
+        x = (conv_state * rearrange(self.conv1d.weight, "d 1 w -> d w")).sum(-1) + self.conv1d.bias
+        x = F.silu(x).to(dtype)  # (B, d_inner)
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        compute = torch.promote_types(dtype, torch.float32)
+        # dt_proj's bias enters in float32, inside the softplus, as in forward() and the kernels
+        dt = F.softplus((dt @ self.dt_proj.weight.t()).to(compute) + self.dt_proj.bias.to(compute))  # (B, d_inner)
+        A = -torch.exp(self.A_log.to(compute))  # (d_inner, d_state)
+        x = x.to(compute)
+        state = ssm_state.to(compute) * torch.exp(dt[..., None] * A) + (dt * x)[..., None] * B.to(compute)[:, None, :]
+        ssm_state.copy_(state)  # (B, d_inner, d_state)
+        y = torch.einsum("bdn,bn->bd", state, C.to(compute)) + self.D.to(compute) * x
+        y = y * F.silu(z.to(compute))
+        return self.out_proj(y.to(dtype)).unsqueeze(1), conv_state, ssm_state
+
 
 def _validate(d_model, d_state, d_conv, expand):
     """Raise ConfigError, one line naming the parameter, for a Mamba-1 config that cannot be built."""

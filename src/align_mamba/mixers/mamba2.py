@@ -135,6 +135,52 @@ class Mamba2Reference(nn.Module):
         out = self.out_proj(y)
         return (out, final_state) if return_final_state else out
 
+    def allocate_inference_cache(self, batch_size, max_seqlen, dtype=None, **kwargs):
+        """Zeroed decode states with mamba_ssm.Mamba2's signature, shapes, layout and dtypes.
+
+        conv_state (B, conv_dim, d_conv) is, as in mamba-ssm, a transposed view of a
+        (B, d_conv, conv_dim) buffer; ssm_state is (B, nheads, headdim, d_state). max_seqlen is
+        unused: the recurrent state does not grow with the context.
+        """
+        device = self.out_proj.weight.device
+        conv_dtype = self.conv1d.weight.dtype if dtype is None else dtype
+        conv_state = torch.zeros(batch_size, self.d_conv, self.conv_dim, device=device, dtype=conv_dtype).transpose(1, 2)
+        ssm_dtype = self.in_proj.weight.dtype if dtype is None else dtype
+        ssm_state = torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=ssm_dtype)
+        return conv_state, ssm_state
+
+    def step(self, hidden_states, conv_state, ssm_state):
+        """One decode step, as mamba_ssm.Mamba2.step: (B, 1, d_model) -> ((B, 1, d_model), conv_state, ssm_state).
+
+        conv_state (B, conv_dim, d_conv) holds the last d_conv conv inputs and ssm_state
+        (B, nheads, headdim, d_state) the SSM state; both are updated in place. From zeroed states,
+        step t returns position t of forward() over the same tokens (any ngroups).
+        """
+        if hidden_states.dim() != 3 or hidden_states.shape[1] != 1:
+            raise ConfigError(f"Mamba2 step decodes one token at a time: expected (B, 1, d_model), "
+                              f"got {tuple(hidden_states.shape)}")
+        dtype = hidden_states.dtype
+        zxbcdt = self.in_proj(hidden_states.squeeze(1))  # (B, d_in_proj)
+        z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
+        conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
+        conv_state[:, :, -1] = xBC
+        xBC = (conv_state * rearrange(self.conv1d.weight, "d 1 w -> d w")).sum(-1) + self.conv1d.bias
+        xBC = F.silu(xBC).to(dtype)  # (B, conv_dim)
+        x, B, C = torch.split(xBC, [self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
+        compute = torch.promote_types(dt.dtype, torch.float32)
+        dt = F.softplus(dt.to(compute) + self.dt_bias.to(compute))  # (B, H)
+        A = -torch.exp(self.A_log.to(compute))  # (H,)
+        x = rearrange(x, "b (h p) -> b h p", p=self.headdim).to(compute)  # (B, H, P)
+        heads_per_group = self.nheads // self.ngroups
+        B, C = (rearrange(M, "b (g n) -> b g n", g=self.ngroups).repeat_interleave(heads_per_group, dim=1).to(compute)
+                for M in (B, C))  # (B, H, N) each
+        decay = torch.exp(dt * A)[..., None, None]  # (B, H, 1, 1)
+        state = ssm_state.to(compute) * decay + (dt[..., None] * x)[..., None] * B[:, :, None, :]  # (B, H, P, N)
+        ssm_state.copy_(state)
+        y = torch.einsum("bhpn,bhn->bhp", state, C) + self.D.to(compute)[:, None] * x  # (B, H, P)
+        y = self.norm(rearrange(y, "b h p -> b (h p)").to(dtype), z)  # (B, d_inner)
+        return self.out_proj(y).unsqueeze(1), conv_state, ssm_state
+
 
 def _suggest_headdim(d_inner: int, headdim: int) -> int:
     """A head dimension dividing d_inner: 64, 32 or 16 if one fits under headdim, else the largest that does."""

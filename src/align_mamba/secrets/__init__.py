@@ -1,0 +1,1 @@
+"""Secret-span detection: byte spans, the tagger, chunked inference, scoring and baselines."""

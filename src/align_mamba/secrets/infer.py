@@ -1,0 +1,193 @@
+"""Chunked inference of the byte tagger over files of any length, and its checkpoint format.
+
+A file is cut into chunks of `chunk_len` bytes; the model reads each chunk with `overlap` bytes of
+context on both sides, window [s - overlap, s + chunk_len + overlap) clipped to the file, and only
+the chunk's own bytes (the window's centre) are kept. The model therefore never sees more than
+chunk_len + 2·overlap bytes at once, whatever the file length. For the windowed transformer the
+result equals a full-sequence pass whenever its receptive field n_layers·window <= overlap; a
+bidirectional Mamba sees the whole file in a full pass, so chunking is an approximation there
+(its state decays, so distant bytes matter little; tests measure how little).
+
+Spans are decoded in a stream: runs of bytes with p(secret) = 1 - p(none) >= threshold, of at
+least `min_len` bytes; a run's format is the argmax of the class probabilities averaged over it,
+its score the mean p(secret). Only (bytes, C) probabilities of one batch of windows are held.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from align_mamba.backends import resolve_backend
+from align_mamba.checkpoint import atomic_torch_save
+from align_mamba.config import from_mapping, to_dict
+from align_mamba.errors import ConfigError, DataIntegrityError
+from align_mamba.secrets.spans import Span, mask_to_ranges
+from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
+
+CHECKPOINT_FORMAT = "align-mamba-byte-tagger"
+INFERENCE_KEYS = ("threshold", "min_span_len", "chunk_len", "overlap")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Bytes [start, end) go into the model; bytes [keep_start, keep_end) of its output are kept."""
+
+    start: int
+    end: int
+    keep_start: int
+    keep_end: int
+
+
+def plan_windows(length: int, chunk_len: int, overlap: int) -> list[Window]:
+    """The overlapping windows covering a file of `length` bytes; kept ranges tile [0, length)."""
+    if chunk_len < 1 or overlap < 0:
+        raise ConfigError(f"chunk_len must be >= 1 and overlap >= 0, got chunk_len={chunk_len}, overlap={overlap}")
+    return [Window(max(0, s - overlap), min(length, s + chunk_len + overlap), s, min(length, s + chunk_len))
+            for s in range(0, length, chunk_len)]
+
+
+def _batches(windows: list[Window], batch_chunks: int) -> Iterator[list[Window]]:
+    """Consecutive windows of equal length, at most batch_chunks at a time (no padding needed)."""
+    batch: list[Window] = []
+    for window in windows:
+        if batch and (len(batch) == batch_chunks or window.end - window.start != batch[0].end - batch[0].start):
+            yield batch
+            batch = []
+        batch.append(window)
+    if batch:
+        yield batch
+
+
+@torch.inference_mode()
+def iter_probabilities(model: ByteTagger, data: bytes, device: torch.device, chunk_len: int = 32768,
+                       overlap: int = 1024, batch_chunks: int = 8) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (offset, probs) in file order: probs (n, C) float32 class probabilities of bytes offset..offset+n."""
+    if batch_chunks < 1:
+        raise ConfigError(f"batch_chunks must be >= 1, got {batch_chunks}")
+    model.eval()
+    array = np.frombuffer(data, dtype=np.uint8)
+    for batch in _batches(plan_windows(len(array), chunk_len, overlap), batch_chunks):
+        ids = torch.from_numpy(np.stack([array[w.start:w.end] for w in batch]).astype(np.int64)).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(ids)  # (b, window length, C)
+        probs = logits.float().softmax(-1).cpu().numpy()
+        for row, w in zip(probs, batch):
+            yield w.keep_start, row[w.keep_start - w.start:w.keep_end - w.start]
+
+
+def predict_bytes(model: ByteTagger, data: bytes, device: torch.device, chunk_len: int = 32768,
+                  overlap: int = 1024, batch_chunks: int = 8) -> np.ndarray:
+    """(len(data), C) float32 class probabilities per byte, computed window by window."""
+    out = np.zeros((len(data), model.num_classes), dtype=np.float32)
+    for offset, probs in iter_probabilities(model, data, device, chunk_len, overlap, batch_chunks):
+        out[offset:offset + len(probs)] = probs
+    return out
+
+
+@dataclass
+class _Run:
+    """An open run of secret bytes: [start, end), the sum of p(secret) and (C-1,) sums of the format probabilities."""
+
+    start: int
+    end: int
+    p_sum: float
+    class_sums: np.ndarray
+
+
+class SpanDecoder:
+    """Turns per-byte class probabilities, fed in file order, into spans (see the module docstring)."""
+
+    def __init__(self, class_names: Sequence[str], threshold: float = 0.5, min_len: int = 8):
+        if not 0 <= threshold <= 1 or min_len < 1:
+            raise ConfigError(f"threshold must be in [0, 1] and min_len >= 1, got {threshold}, {min_len}")
+        self.class_names, self.threshold, self.min_len = tuple(class_names), threshold, min_len
+        self.spans: list[Span] = []
+        self._run: _Run | None = None
+
+    def feed(self, offset: int, probs: np.ndarray) -> None:
+        """probs: (n, C) probabilities of bytes offset..offset+n, continuing the previous feed."""
+        p_secret = probs[:, 1:].sum(axis=1)  # (n,) = 1 - p(none), but never below 0 by rounding
+        for a, b in mask_to_ranges(p_secret >= self.threshold):
+            if self._run is None or self._run.end != offset + a:  # a run continues only across a block edge
+                self._close()
+                self._run = _Run(offset + a, offset + a, 0.0, np.zeros(probs.shape[1] - 1))
+            self._run.end = offset + b
+            self._run.p_sum += float(p_secret[a:b].sum(dtype=np.float64))
+            self._run.class_sums += probs[a:b, 1:].sum(axis=0, dtype=np.float64)
+        if self._run is not None and self._run.end != offset + len(probs):
+            self._close()
+
+    def _close(self) -> None:
+        run = self._run
+        if run is not None and run.end - run.start >= self.min_len:
+            name = self.class_names[1 + int(np.argmax(run.class_sums))]
+            self.spans.append(Span(run.start, run.end, name, run.p_sum / (run.end - run.start)))
+        self._run = None
+
+    def finish(self) -> list[Span]:
+        """The spans of everything fed, in order."""
+        self._close()
+        return self.spans
+
+
+def decode_spans(probs: np.ndarray, threshold: float = 0.5, min_len: int = 8,
+                 class_names: Sequence[str] | None = None) -> list[Span]:
+    """Spans of a whole file's (len, C) probabilities; class names default to none, class_1, ..."""
+    names = class_names or ["none"] + [f"class_{k}" for k in range(1, probs.shape[1])]
+    decoder = SpanDecoder(names, threshold, min_len)
+    decoder.feed(0, probs)
+    return decoder.finish()
+
+
+def predict_spans(model: ByteTagger, data: bytes, device: torch.device, chunk_len: int = 32768,
+                  overlap: int = 1024, batch_chunks: int = 8, threshold: float = 0.5, min_len: int = 8) -> list[Span]:
+    """The secrets the model finds in `data`, formats named by model.class_names; memory bounded by chunk_len."""
+    decoder = SpanDecoder(model.class_names, threshold, min_len)
+    for offset, probs in iter_probabilities(model, data, device, chunk_len, overlap, batch_chunks):
+        decoder.feed(offset, probs)
+    return decoder.finish()
+
+
+def save_tagger(path: Path, model: ByteTagger, meta: dict[str, Any], state_dict: dict | None = None) -> None:
+    """Write a tagger checkpoint: config, class names, fp32 CPU weights (default: the model's) and meta.
+
+    meta must hold the inference settings INFERENCE_KEYS (threshold, min_span_len, chunk_len,
+    overlap); it should say what trained the weights (train_backend, train_device, ...).
+    """
+    missing = [key for key in INFERENCE_KEYS if key not in meta]
+    if missing:
+        raise ConfigError(f"tagger checkpoint meta lacks {', '.join(missing)}")
+    weights = model.state_dict() if state_dict is None else state_dict
+    atomic_torch_save(path, {
+        "format": CHECKPOINT_FORMAT, "tagger_config": to_dict(model.config), "class_names": list(model.class_names),
+        "state_dict": {k: v.detach().to("cpu", torch.float32) for k, v in weights.items()}, "meta": meta,
+    })
+
+
+def load_tagger(path: Path, device: torch.device, backend: str = "auto") -> tuple[ByteTagger, dict[str, Any]]:
+    """Rebuild a saved tagger on `backend` (auto | kernels | reference) and `device`, in eval mode.
+
+    Returns (model, meta): meta is the saved one plus class_names, and backend/device now running it.
+    """
+    if not Path(path).is_file():
+        raise DataIntegrityError(f"tagger checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != CHECKPOINT_FORMAT:
+            raise KeyError("format")
+        config = from_mapping(TaggerConfig, payload["tagger_config"], "tagger_config")
+        class_names, state_dict, meta = payload["class_names"], payload["state_dict"], payload["meta"]
+    except (ConfigError, KeyError, TypeError, AttributeError, RuntimeError, pickle.UnpicklingError, EOFError) as err:
+        raise DataIntegrityError(f"{path} is not a byte-tagger checkpoint ({type(err).__name__}: {err})") from None
+    resolved = resolve_backend(backend, device, config.mixer)
+    model = ByteTagger(config, resolved, len(class_names), class_names)
+    model.load_state_dict(state_dict)
+    return model.to(device).eval(), {**meta, "class_names": list(class_names), "backend": resolved,
+                                     "device": str(device)}

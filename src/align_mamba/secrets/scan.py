@@ -1,0 +1,335 @@
+"""`align-mamba scan PATH...`: find secrets in files with a trained byte tagger.
+
+Inputs: files and directories. Directories are walked recursively in sorted order; the version
+control metadata directories `.git`, `.hg` and `.svn` are not entered (nothing else is skipped by
+name), symlinked directories inside a walk are not followed (reported as skipped: loops), symlinked
+files are read through. A file is scanned when it is a regular file of at most --max-bytes and
+looks like text; otherwise it is reported as skipped. Text rule (like git/grep): the first 8 KB hold
+no NUL byte, and either decode as UTF-8 (a character cut by the 8 KB boundary is fine) or hold at
+most 30% bytes outside printable ASCII and \\t \\n \\r \\f \\v \\b ESC (so Latin-1 text is scanned,
+compressed or image data is not). A path that cannot be read (missing, broken symlink, permission
+denied, unlistable directory) is an error: one warning on stderr, listed under "errors", and the
+scan goes on with the other paths.
+
+Checkpoint: --checkpoint, else the newest `runs/secrets/*/model.pt` under the current directory
+(named on stderr). Threshold and chunking default to the checkpoint's own settings; the whole file
+is read (up to --max-bytes) and runs through the chunked tagger, whose memory is bounded by the chunk
+length, not the file size.
+
+Human output: one line per finding on stdout,
+    path:line: [start,end) format score=0.97 AKIA…(20)
+line = 1-based line of the span's first byte, [start, end) = half-open byte offsets into the file.
+The value is masked unless --show-secrets: its first 4 characters (fewer for short values: at most
+a quarter of it shows), `…` and its length in bytes; control characters are escaped (\\n) so each
+finding stays one line. A summary line goes to stderr.
+
+--json prints one JSON document instead (schema, all keys always present):
+    {"findings": [{"path": str, "line": int, "start": int, "end": int, "format": str,
+                   "score": float, "value": str}],        # value masked as above unless --show-secrets
+     "skipped": [{"path": str, "reason": str}],           # binary, too large, not a regular file
+     "errors": [{"path": str, "message": str}],           # unreadable paths
+     "scanned_files": int, "scanned_bytes": int,
+     "checkpoint": str, "backend": str, "device": str}
+Values are the span's bytes decoded as UTF-8 (invalid bytes as \\xNN escapes).
+
+Exit codes, as gitleaks: 1 when anything is found (even if some paths failed), 0 when nothing is
+found; unreadable paths alone do not fail a scan that read other files (gitleaks logs them and goes
+on). 2 on error: bad flags, no or a broken checkpoint, or nothing scanned while some path failed
+(no readable input at all).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import os
+import stat
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from align_mamba.backends import BACKENDS, resolve_device
+from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
+from align_mamba.errors import ConfigError, run_cli
+from align_mamba.secrets.infer import load_tagger, predict_spans
+from align_mamba.secrets.spans import Span
+
+log = logging.getLogger("align_mamba.secrets.scan")
+
+VCS_DIRS = frozenset({".git", ".hg", ".svn"})
+SNIFF_BYTES = 8192
+MAX_ODD_FRACTION = 0.3
+TEXT_BYTES = bytes(range(32, 127)) + b"\t\n\r\f\v\b\x1b"
+DEFAULT_MAX_BYTES = 64 * 2**20
+CHECKPOINT_GLOB = "runs/secrets/*/model.pt"
+# Control characters shown as Python escapes, so one finding is one output line.
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(32), 127)}
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """How files are read and decoded; None = the checkpoint's own setting."""
+
+    threshold: float | None = None
+    chunk_len: int | None = None
+    overlap: int | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+    show_secrets: bool = False
+
+    def __post_init__(self):
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"--threshold must be in [0, 1], got {self.threshold}")
+        if self.chunk_len is not None and self.chunk_len < 1:
+            raise ConfigError(f"--chunk-len must be >= 1, got {self.chunk_len}")
+        if self.overlap is not None and self.overlap < 0:
+            raise ConfigError(f"--overlap must be >= 0, got {self.overlap}")
+        if self.max_bytes < 1:
+            raise ConfigError(f"--max-bytes must be >= 1, got {self.max_bytes}")
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str
+    line: int
+    start: int
+    end: int
+    format: str
+    score: float
+    value: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PathError:
+    path: str
+    message: str
+
+
+@dataclass
+class ScanReport:
+    """Everything one scan found; `to_json()` is the --json document."""
+
+    checkpoint: str
+    backend: str
+    device: str
+    findings: list[Finding] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    errors: list[PathError] = field(default_factory=list)
+    scanned_files: int = 0
+    scanned_bytes: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.findings:
+            return 1
+        return 2 if self.errors and self.scanned_files == 0 else 0
+
+    def to_json(self) -> dict:
+        return {
+            "findings": [asdict(f) for f in self.findings],
+            "skipped": [asdict(s) for s in self.skipped],
+            "errors": [asdict(e) for e in self.errors],
+            "scanned_files": self.scanned_files, "scanned_bytes": self.scanned_bytes,
+            "checkpoint": self.checkpoint, "backend": self.backend, "device": self.device,
+        }
+
+
+def latest_checkpoint(root: Path) -> Path:
+    """The most recently written `runs/secrets/*/model.pt` under `root` (ties: by path)."""
+    candidates = sorted(root.glob(CHECKPOINT_GLOB), key=lambda p: (p.stat().st_mtime, str(p)))
+    if not candidates:
+        raise ConfigError(f"no checkpoint: pass --checkpoint PATH, or train one with python -m "
+                          f"align_mamba.secrets.train (none matches {CHECKPOINT_GLOB} under {root})")
+    return candidates[-1]
+
+
+def binary_reason(data: bytes) -> str | None:
+    """Why the file `data` is binary (judged on its first 8 KB), or None for text."""
+    sample = data[:SNIFF_BYTES]
+    if b"\x00" in sample:
+        return "binary (NUL byte in the first 8 KB)"
+    try:  # a multi-byte character cut by the sniff window is not an error unless the file ends there
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(data) <= SNIFF_BYTES)
+        return None
+    except UnicodeDecodeError:
+        pass
+    odd = len(sample.translate(None, TEXT_BYTES))
+    if odd > MAX_ODD_FRACTION * len(sample):
+        return f"binary (not UTF-8, {odd / len(sample):.0%} non-text bytes in the first 8 KB)"
+    return None
+
+
+def _os_message(path: Path, err: OSError) -> str:
+    if isinstance(err, FileNotFoundError) and path.is_symlink():
+        return f"broken symlink (target {os.readlink(path)} does not exist)"
+    return err.strerror or str(err)
+
+
+def _walk(directory: Path):
+    """(path, None) for each file under `directory`, sorted, or (path, Skipped | PathError)."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+    except OSError as err:
+        yield directory, PathError(str(directory), f"cannot list directory: {_os_message(directory, err)}")
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name not in VCS_DIRS:
+                yield from _walk(path)
+        elif entry.is_symlink() and path.is_dir():
+            yield path, Skipped(str(path), "symlink to a directory (not followed)")
+        else:
+            yield path, None
+
+
+def collect_files(paths: list[Path]):
+    """(path, None | Skipped | PathError) for every file under `paths`, each file once, in order."""
+    seen = set()
+    for root in paths:
+        if not os.path.lexists(root):
+            yield root, PathError(str(root), "no such file or directory")
+            continue
+        for path, problem in (_walk(root) if root.is_dir() else [(root, None)]):
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                yield path, problem
+
+
+def read_text_file(path: Path, max_bytes: int) -> bytes | Skipped:
+    """The file's bytes, or why it is skipped; OSError when it cannot be read."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        return Skipped(str(path), "not a regular file")
+    with open(path, "rb") as handle:
+        data = handle.read(max_bytes + 1)  # one extra byte detects a file that grew past the limit
+    if len(data) > max_bytes:
+        return Skipped(str(path), f"larger than --max-bytes ({max(info.st_size, len(data))} > {max_bytes} bytes)")
+    reason = binary_reason(data)
+    return Skipped(str(path), reason) if reason else data
+
+
+def line_numbers(data: bytes, offsets: list[int]) -> list[int]:
+    """1-based line of each byte offset: one more than the newlines before it."""
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)  # (n_newlines,)
+    return (np.searchsorted(newlines, np.asarray(offsets, dtype=np.int64), side="left") + 1).tolist()
+
+
+def display_value(raw: bytes, show: bool) -> str:
+    """The secret as text, or masked: at most its first 4 characters (a quarter of short ones)."""
+    text = raw.decode("utf-8", errors="backslashreplace")
+    if show:
+        return text
+    keep = min(4, len(text) // 4)
+    return f"{text[:keep]}…({len(raw)})"
+
+
+def findings_for(path: str, data: bytes, spans: list[Span], show: bool) -> list[Finding]:
+    """One Finding per predicted span of the file `data`, in span order."""
+    spans = sorted(spans)
+    lines = line_numbers(data, [span.start for span in spans])
+    return [Finding(path, line, span.start, span.end, span.format, round(float(span.score), 4),
+                    display_value(data[span.start:span.end], show))
+            for span, line in zip(spans, lines)]
+
+
+def format_finding(finding: Finding) -> str:
+    """`path:line: [start,end) format score=0.97 value`, one line whatever the value holds."""
+    return (f"{finding.path}:{finding.line}: [{finding.start},{finding.end}) {finding.format} "
+            f"score={finding.score:.2f} {finding.value.translate(_ESCAPES)}")
+
+
+def scan_paths(paths: list[Path], model, meta: dict, device: torch.device, options: ScanOptions,
+               checkpoint: Path) -> ScanReport:
+    """Scan every file under `paths` with the tagger `model` loaded from `checkpoint` (meta: load_tagger's)."""
+    report = ScanReport(checkpoint=str(checkpoint), backend=meta["backend"], device=str(device))
+    settings = {"threshold": options.threshold, "chunk_len": options.chunk_len, "overlap": options.overlap}
+    settings = {key: meta[key] if value is None else value for key, value in settings.items()}
+    settings["min_len"] = meta["min_span_len"]
+    targets = list(collect_files(paths))
+    for path, outcome in tqdm(targets, desc="scan", unit="file", disable=None):
+        if outcome is None:  # a file to read: its bytes, or why not
+            try:
+                outcome = read_text_file(path, options.max_bytes)
+            except OSError as err:
+                outcome = PathError(str(path), _os_message(path, err))
+        if isinstance(outcome, PathError):
+            log.warning("cannot read %s: %s", outcome.path, outcome.message)
+            report.errors.append(outcome)
+        elif isinstance(outcome, Skipped):
+            report.skipped.append(outcome)
+        else:
+            spans = predict_spans(model, outcome, device, **settings) if outcome else []
+            report.findings.extend(findings_for(str(path), outcome, spans, options.show_secrets))
+            report.scanned_files += 1
+            report.scanned_bytes += len(outcome)
+    return report
+
+
+def build_parser(prog: str) -> OneLineParser:
+    parser = OneLineParser(prog=prog, description="Find secrets in files with a trained byte tagger "
+                           "(exit 1 when anything is found, 0 when clean, 2 on error).")
+    parser.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="files and directories (recursive)")
+
+    def option(name: str, **kwargs) -> None:
+        parser.add_argument(*flag_names(name), dest=name, **kwargs)
+
+    option("checkpoint", type=Path, help=f"tagger checkpoint (default: the newest {CHECKPOINT_GLOB})")
+    option("device", default="auto", choices=("auto", "cpu", "cuda"))
+    option("backend", default="auto", choices=BACKENDS)
+    option("threshold", type=float, help="p(secret) a byte needs (default: the checkpoint's)")
+    option("chunk_len", type=int, help="bytes per inference chunk (default: the checkpoint's)")
+    option("overlap", type=int, help="context bytes on each side of a chunk (default: the checkpoint's)")
+    option("json", action="store_true", help="print one JSON document (schema: see the module docstring)")
+    option("show_secrets", action="store_true", help="print secret values in full (masked by default)")
+    option("max_bytes", type=int, default=DEFAULT_MAX_BYTES, help="skip larger files (default 64 MiB)")
+    return parser
+
+
+def _summary(report: ScanReport, seconds: float) -> str:
+    reasons = {}
+    for skipped in report.skipped:
+        kind = skipped.reason.split(" (")[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
+    detail = f" ({', '.join(f'{k}: {n}' for k, n in sorted(reasons.items()))})" if reasons else ""
+    return (f"scanned {report.scanned_files} files ({report.scanned_bytes} bytes) in {seconds:.1f} s: "
+            f"{len(report.findings)} findings, {len(report.skipped)} skipped{detail}, "
+            f"{len(report.errors)} unreadable")
+
+
+def main(argv: list[str] | None = None, prog: str = "align-mamba scan") -> int:
+    args = build_parser(prog).parse_args(argv)
+    setup_logging(args.log)
+    options = ScanOptions(args.threshold, args.chunk_len, args.overlap, args.max_bytes, args.show_secrets)
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        checkpoint = latest_checkpoint(Path.cwd())
+        log.info("using checkpoint %s (the newest %s)", checkpoint, CHECKPOINT_GLOB)
+    elif not checkpoint.is_file():
+        raise ConfigError(f"checkpoint not found: {checkpoint}")
+    device = resolve_device(args.device)
+    model, meta = load_tagger(checkpoint, device, backend=args.backend)
+    started = time.perf_counter()
+    report = scan_paths(args.paths, model, meta, device, options, checkpoint)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        for finding in report.findings:
+            print(format_finding(finding))
+    log.info(_summary(report, time.perf_counter() - started))
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

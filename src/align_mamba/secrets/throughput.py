@@ -1,0 +1,219 @@
+"""Scan throughput of the byte tagger against baseline scanners: `python -m align_mamba.secrets.throughput`.
+
+Files: for each size in --sizes-mb (MB = 2**20 bytes) and each carrier kind in --kinds (default a
+log / python / yaml mix), one file of exactly that size drawn by the secret-dataset generator
+(`draw_file`, no length jitter, every format, 4-8 planted secrets), written alone in its own
+directory `WORK/<kind>-<size>/files/<name>`, the layout the baseline adapters scan. Same seed ->
+same bytes.
+
+Timing (median of repeats, the tools read the same files):
+  tagger     loaded once (not timed); per file `--warmup` untimed scans (CUDA/Triton start-up),
+             then `--repeats` timed ones: read the file + `predict_spans` (the chunked path of
+             `align-mamba scan`), with torch.cuda.synchronize before each clock read.
+  baselines  `--baseline-repeats` calls of the adapter in align_mamba.secrets.baselines, each a
+             fresh scan as its users run it (CredSweeper: its CLI, start-up included;
+             detect-secrets: its Python API); wall time around the whole call.
+
+Writes --out (CSV, atomically): system, version, device, backend, kind, size_mb, bytes, seconds,
+mb_per_s, findings (spans reported), planted (secrets in the file); prints the same table.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+import align_mamba
+from align_mamba.atomic import atomic_write_text
+from align_mamba.backends import BACKENDS, resolve_device
+from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
+from align_mamba.data.secrets import CARRIER_KINDS, SecretDataConfig, draw_file
+from align_mamba.data.secrets.config import MAX_LENGTH, MIN_LENGTH
+from align_mamba.data.secrets.generate import SeenValues
+from align_mamba.errors import ConfigError, run_cli
+from align_mamba.secrets.baselines import TOOLS
+from align_mamba.secrets.infer import load_tagger, predict_spans
+
+log = logging.getLogger("align_mamba.secrets.throughput")
+
+MB = 2**20
+COLUMNS = ["system", "version", "device", "backend", "kind", "size_mb", "bytes", "seconds", "mb_per_s", "findings",
+           "planted"]
+DEFAULT_KINDS = ("log", "python", "yaml")
+SECRETS_PER_FILE = (4, 8)
+
+
+@dataclass(frozen=True)
+class BenchFile:
+    """One generated file, alone in `directory/files/`."""
+
+    kind: str
+    size_mb: float
+    directory: Path
+    path: Path
+    planted: int  # secrets the generator planted
+
+
+@dataclass(frozen=True)
+class Row:
+    system: str
+    version: str
+    device: str
+    backend: str
+    kind: str
+    size_mb: float
+    bytes: int
+    seconds: float
+    mb_per_s: float
+    findings: int
+    planted: int
+
+
+def size_bytes(size_mb: float) -> int:
+    """Bytes of a `size_mb` file; ConfigError outside what the generator can draw."""
+    n = round(size_mb * MB)
+    if not MIN_LENGTH <= n <= MAX_LENGTH:
+        raise ConfigError(f"--sizes-mb: each size must give {MIN_LENGTH}..{MAX_LENGTH} bytes, "
+                          f"got {size_mb} MB ({n} bytes)")
+    return n
+
+
+def build_files(work_dir: Path, sizes_mb: list[float], kinds: list[str], seed: int) -> list[BenchFile]:
+    """One file of exactly each size for each kind, each in its own directory; deterministic in `seed`."""
+    files, seen = [], SeenValues()
+    for index, (size_mb, kind) in enumerate((s, k) for s in sizes_mb for k in kinds):
+        n = size_bytes(size_mb)
+        config = SecretDataConfig(seed=seed, length_buckets=(n,), train_max_length=n, length_jitter=0.0,
+                                  kinds=(kind,), secrets_per_file=SECRETS_PER_FILE, heldout_formats=(),
+                                  unseen_files=0)
+        labels, data = draw_file(config, "test", index, seen)
+        directory = work_dir / f"{kind}-{n}"
+        path = directory / labels.relpath  # files/<NNNN>_<name>
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        files.append(BenchFile(kind, size_mb, directory, path, len(labels.spans)))
+    return files
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_tagger(model, meta: dict, device: torch.device, path: Path, repeats: int, warmup: int,
+                batch_chunks: int) -> tuple[float, int]:
+    """(median seconds, spans found) of reading `path` and scanning it through the chunked tagger."""
+    settings = {key: meta[key] for key in ("chunk_len", "overlap", "threshold")}
+
+    def scan() -> int:
+        return len(predict_spans(model, path.read_bytes(), device, batch_chunks=batch_chunks,
+                                 min_len=meta["min_span_len"], **settings))
+
+    for _ in range(warmup):
+        scan()
+    seconds, found = [], 0
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        found = scan()
+        _synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), found
+
+
+def time_baseline(tool: str, directory: Path, repeats: int) -> tuple[float, int, str]:
+    """(median seconds, spans found, tool version) of `repeats` scans of `directory/files`."""
+    seconds, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = TOOLS[tool].run(directory)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), sum(map(len, result.predictions.values())), result.version
+
+
+def _row(system: str, version: str, device: str, backend: str, file: BenchFile, seconds: float,
+         findings: int) -> Row:
+    n = file.path.stat().st_size
+    return Row(system, version, device, backend, file.kind, file.size_mb, n, round(seconds, 6),
+               round(n / MB / seconds, 6), findings, file.planted)
+
+
+def measure(files: list[BenchFile], checkpoint: Path, device_name: str, backend: str, tools: list[str],
+            repeats: int, warmup: int, baseline_repeats: int, overrides: dict, batch_chunks: int) -> list[Row]:
+    """Time every system on every file: the tagger first, then each baseline."""
+    device = resolve_device(device_name)
+    model, meta = load_tagger(checkpoint, device, backend=backend)
+    meta = {**meta, **{k: v for k, v in overrides.items() if v is not None}}
+    tagger = f"align-mamba {align_mamba.__version__} ({checkpoint.parent.name})"
+    rows = []
+    cases = [(system, f) for system in ["tagger", *tools] for f in files]
+    for system, file in tqdm(cases, desc="throughput", unit="scan", disable=None):
+        if system == "tagger":
+            seconds, found = time_tagger(model, meta, device, file.path, repeats, warmup, batch_chunks)
+            rows.append(_row("tagger", tagger, str(device), meta["backend"], file, seconds, found))
+        else:
+            seconds, found, version = time_baseline(system, file.directory, baseline_repeats)
+            rows.append(_row(system, version, "cpu", "-", file, seconds, found))
+        log.info("%s on %s (%d bytes): %.3f s, %d findings", system, file.path.name, rows[-1].bytes, seconds, found)
+    return rows
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m align_mamba.secrets.throughput", description=__doc__.split("\n")[0])
+
+    def option(name: str, **kwargs) -> None:
+        parser.add_argument(*flag_names(name), dest=name, **kwargs)
+
+    option("checkpoint", type=Path, required=True, help="tagger checkpoint (model.pt)")
+    option("out", type=Path, required=True, help="CSV to write")
+    option("sizes_mb", type=float, nargs="+", default=[1.0, 8.0], help="file sizes in MB (2**20 bytes)")
+    option("kinds", nargs="+", choices=CARRIER_KINDS, default=list(DEFAULT_KINDS), help="carrier kinds")
+    option("tools", nargs="*", choices=list(TOOLS), default=list(TOOLS), help="baselines (none: tagger only)")
+    option("device", default="auto", choices=("auto", "cpu", "cuda"))
+    option("backend", default="auto", choices=BACKENDS)
+    option("seed", type=int, default=0)
+    option("repeats", type=int, default=3, help="timed tagger scans per file (median)")
+    option("warmup", type=int, default=1, help="untimed tagger scans per file first")
+    option("baseline_repeats", type=int, default=1, help="timed scans per file and baseline (median)")
+    option("chunk_len", type=int, help="default: the checkpoint's")
+    option("overlap", type=int, help="default: the checkpoint's")
+    option("batch_chunks", type=int, default=8, help="chunks per forward pass")
+    option("work_dir", type=Path, help="keep the generated files here (default: a temporary directory)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log)
+    for name in ("repeats", "baseline_repeats", "batch_chunks"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
+    for size in args.sizes_mb:
+        size_bytes(size)
+    if not args.checkpoint.is_file():
+        raise ConfigError(f"checkpoint not found: {args.checkpoint}")
+    with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
+        work_dir = args.work_dir or Path(tmp)
+        files = build_files(work_dir, args.sizes_mb, list(dict.fromkeys(args.kinds)), args.seed)
+        rows = measure(files, args.checkpoint, args.device, args.backend, list(dict.fromkeys(args.tools)),
+                       args.repeats, args.warmup, args.baseline_repeats,
+                       {"chunk_len": args.chunk_len, "overlap": args.overlap}, args.batch_chunks)
+    table = pd.DataFrame([asdict(row) for row in rows], columns=COLUMNS)
+    atomic_write_text(args.out, table.to_csv(index=False))
+    print(table.to_string(index=False))
+    log.info("wrote %s (%d rows)", args.out, len(table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

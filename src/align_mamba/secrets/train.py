@@ -1,0 +1,299 @@
+"""Train the byte tagger: `python -m align_mamba.secrets.train --data DIR --out DIR [flags]`.
+
+Batches are crops of `crop_len` bytes from the train split (with probability secret_crop_prob a
+crop around a random planted secret, else a uniform one), a pure function of (seed, step); the
+loss is per-byte cross-entropy with weight `secret_weight` on secret classes. Every eval_every
+steps the model scans the VALIDATION files through chunked inference and its span F1 drives early
+stopping and the saved weights; the test splits are never opened here. Resume, NaN checks and the
+loop are align_mamba.train.Trainer's. Outputs in --out: history.csv, train.json, then model.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import logging
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from align_mamba.atomic import atomic_write_json, atomic_write_text
+from align_mamba.backends import resolve_backend, resolve_device
+from align_mamba.cli_args import OneLineParser, flag_names, read_yaml, setup_logging
+from align_mamba.config import TrainConfig, _require, _require_positive, from_mapping, to_dict
+from align_mamba.data.secrets import load_secret_split, read_file_bytes, read_secret_manifest
+from align_mamba.errors import ConfigError, DataIntegrityError, NonFiniteLossError, run_cli
+from align_mamba.secrets.infer import predict_spans, save_tagger
+from align_mamba.secrets.score import SplitScores, score_split
+from align_mamba.secrets.spans import LabelledFile, mask_to_ranges
+from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
+from align_mamba.train import Trainer, TrainState, learning_rate, parameter_groups
+
+log = logging.getLogger("align_mamba.secrets.train")
+HISTORY_COLUMNS = ["step", "loss", "lr", "grad_norm", "val_span_f1", "val_span_precision", "val_span_recall",
+                   "val_byte_f1"]
+IGNORE = -100  # label of the padding after a file shorter than crop_len
+
+
+@dataclass(frozen=True)
+class TaggerTrainConfig:
+    """The tagger's settings beyond TrainConfig: crops, loss weight, and the inference it saves.
+
+    threshold, min_span_len, chunk_len, overlap are used by validation and stored in model.pt as
+    the defaults of every later scan. (TrainConfig.target_accuracy is the validation span F1 at
+    which training stops; eval_batch_size is the number of windows per inference batch.)
+    """
+
+    crop_len: int = 1024
+    secret_crop_prob: float = 0.5
+    secret_weight: float = 5.0
+    threshold: float = 0.5
+    min_span_len: int = 8
+    chunk_len: int = 32768
+    overlap: int = 1024
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "crop_len", "secret_weight", "min_span_len", "chunk_len")
+        _require(0 <= self.secret_crop_prob <= 1, f"secret_crop_prob must be in [0, 1], got {self.secret_crop_prob}")
+        _require(0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold}")
+        _require(self.overlap >= 0, f"overlap must be >= 0, got {self.overlap}")
+
+
+SECTIONS = {"model": TaggerConfig, "train": TrainConfig, "tagger": TaggerTrainConfig}
+
+
+@dataclass(frozen=True)
+class TaggerRun:
+    """Everything that defines one training run (the `--config` YAML has these three sections)."""
+
+    model: TaggerConfig = field(default_factory=TaggerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tagger: TaggerTrainConfig = field(default_factory=TaggerTrainConfig)
+
+
+class CropSampler:
+    """Training batches of byte crops with per-byte class labels: a pure function of (seed, step)."""
+
+    def __init__(self, files: list[np.ndarray], labels: list[np.ndarray], run: TaggerRun):
+        self.files, self.labels = files, labels
+        self.crop_len, self.batch_size = run.tagger.crop_len, run.train.batch_size
+        self.secret_prob, self.seed = run.tagger.secret_crop_prob, run.train.seed
+        self.secrets = [(i, a, b) for i, lab in enumerate(labels) for a, b in mask_to_ranges(lab)]  # (file, start, end)
+        positions = np.array([max(1, len(f) - self.crop_len + 1) for f in files], dtype=np.float64)
+        self.file_weights = positions / positions.sum()  # uniform over crop positions
+
+    def _start(self, rng: np.random.Generator) -> tuple[int, int]:
+        """(file index, crop start) of one crop."""
+        if self.secrets and rng.random() < self.secret_prob:
+            index, a, b = self.secrets[rng.integers(len(self.secrets))]
+            slack = len(self.files[index]) - self.crop_len
+            if slack <= 0:
+                return index, 0
+            lo, hi = max(0, b - self.crop_len), min(a, slack)
+            if lo > hi:  # a secret longer than the crop (a PEM block): a crop inside it
+                lo, hi = a, b - self.crop_len
+            return index, int(rng.integers(lo, hi + 1))
+        index = int(rng.choice(len(self.files), p=self.file_weights))
+        return index, int(rng.integers(0, max(0, len(self.files[index]) - self.crop_len) + 1))
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, crop_len) int64 bytes and (B, crop_len) int64 classes (IGNORE after a short file's end)."""
+        rng = np.random.default_rng([self.seed, step])
+        ids = np.zeros((self.batch_size, self.crop_len), dtype=np.int64)
+        classes = np.full((self.batch_size, self.crop_len), IGNORE, dtype=np.int64)
+        for row in range(self.batch_size):
+            index, start = self._start(rng)
+            crop = self.files[index][start:start + self.crop_len]
+            ids[row, :len(crop)] = crop
+            classes[row, :len(crop)] = self.labels[index][start:start + self.crop_len]
+        return torch.from_numpy(ids), torch.from_numpy(classes)
+
+
+def load_labelled(data_dir: Path, split: str,
+                  class_names: tuple[str, ...]) -> tuple[list[LabelledFile], list[bytes], list[np.ndarray]]:
+    """(labelled files, their bytes, their (len,) int64 class per byte) of one split; 0 = none."""
+    index = {name: k for k, name in enumerate(class_names)}
+    files = load_secret_split(data_dir, split)
+    contents, labels = [], []
+    for lf in files:
+        data = read_file_bytes(data_dir, split, lf)
+        classes = np.zeros(len(data), dtype=np.int64)
+        for span in lf.spans:
+            if span.format not in index:
+                raise DataIntegrityError(f"{split}/{lf.relpath}: span format {span.format!r} is not in the "
+                                         f"manifest's formats")
+            classes[span.start:span.end] = index[span.format]
+        contents.append(data)
+        labels.append(classes)
+    return files, contents, labels
+
+
+def fingerprint(run: TaggerRun, manifest: dict) -> dict:
+    """What a resume checkpoint must match: the same settings on the same train/validation files."""
+    data = {name: entry["sha256"] for name, entry in sorted(manifest["files"].items())
+            if name.split("/")[0] in ("train", "validation")}
+    return {"run": {section: to_dict(getattr(run, section)) for section in SECTIONS}, "data": data}
+
+
+class TaggerTrainer(Trainer):
+    """align_mamba.train.Trainer's loop (run), resume and save_resume, over byte crops and span F1.
+
+    __init__ replaces Trainer's (other data, model and loss) and sets the attributes those use.
+    """
+
+    def __init__(self, run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path):
+        self.run_config, self.cfg = run, run.train
+        self.out_dir, self.resume_path, self.name = out_dir, resume_dir / "last.pt", out_dir.name
+        self.device = resolve_device(self.cfg.device)
+        self.backend = resolve_backend(self.cfg.backend, self.device, run.model.mixer)
+        manifest = read_secret_manifest(data_dir)
+        self.formats = manifest["formats"]
+        self.class_names = ("none",) + tuple(self.formats["all"])
+        _, contents, labels = load_labelled(data_dir, "train", self.class_names)
+        if not contents:
+            raise DataIntegrityError(f"{data_dir}: the train split has no files")
+        self.val_files, self.val_bytes, _ = load_labelled(data_dir, "validation", self.class_names)
+        if not self.val_files:
+            raise DataIntegrityError(f"{data_dir}: the validation split has no files (early stopping needs them)")
+        self.sampler = CropSampler([np.frombuffer(data, dtype=np.uint8) for data in contents], labels, run)
+        self.fingerprint = fingerprint(run, manifest)
+        torch.manual_seed(self.cfg.seed)
+        self.model = ByteTagger(run.model, self.backend, len(self.class_names), self.class_names).to(self.device)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, self.cfg.weight_decay), lr=self.cfg.lr,
+                                           betas=(0.9, 0.95), fused=self.device.type == "cuda")
+        weights = torch.full((len(self.class_names),), run.tagger.secret_weight)
+        weights[0] = 1.0
+        self.class_weights = weights.to(self.device)
+        self.state = TrainState()
+
+    def train_step(self, step: int) -> dict:
+        lr = learning_rate(step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        ids, classes = (t.to(self.device) for t in self.sampler.batch(step))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            logits = self.model(ids)  # (B, L, C)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), classes.flatten(), weight=self.class_weights,
+                               ignore_index=IGNORE)
+        loss_value = loss.item()
+        if not np.isfinite(loss_value):
+            raise NonFiniteLossError(f"tagger {self.name}: loss is {loss_value} at step {step}; stopping (lr {lr:.3g})")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip).item()
+        if not np.isfinite(grad_norm):
+            raise NonFiniteLossError(f"tagger {self.name}: gradient norm is {grad_norm} at step {step}; stopping")
+        self.optimizer.step()
+        return {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": grad_norm}
+
+    def validation_scores(self) -> SplitScores:
+        """score_split of the model's chunked predictions on every validation file."""
+        t = self.run_config.tagger
+        predictions = {lf.relpath: predict_spans(self.model, data, self.device, t.chunk_len, t.overlap,
+                                                 self.cfg.eval_batch_size, t.threshold, t.min_span_len)
+                       for lf, data in zip(self.val_files, self.val_bytes)}
+        return score_split(self.val_files, predictions)
+
+    def validate(self, row: dict) -> None:
+        scores = self.validation_scores()
+        f1 = scores.span_f1
+        row.update(val_span_f1=f1, val_span_precision=scores.span_precision, val_span_recall=scores.span_recall,
+                   val_byte_f1=scores.byte_f1)
+        s = self.state
+        if f1 > s.best_val:
+            s.best_val, s.best_step, s.evals_since_best = f1, row["step"], 0
+            s.best_model = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        else:
+            s.evals_since_best += 1
+        if f1 >= self.cfg.target_accuracy:
+            s.stop_reason = f"validation span F1 {f1:.4f} reached the target {self.cfg.target_accuracy}"
+        elif s.evals_since_best >= self.cfg.patience:
+            s.stop_reason = f"no validation improvement in {self.cfg.patience} evaluations"
+        log.info("%s: step %d/%d loss %.4f validation span F1 %.4f byte F1 %.4f (best %.4f at step %d)", self.name,
+                 row["step"], self.cfg.steps, row["loss"], f1, scores.byte_f1, s.best_val, s.best_step)
+
+    def write_history(self) -> None:
+        frame = pd.DataFrame(self.state.history, columns=HISTORY_COLUMNS)
+        atomic_write_text(self.out_dir / "history.csv", frame.to_csv(index=False))
+
+    def finish(self, seconds: float) -> dict:
+        s, run = self.state, self.run_config
+        s.stop_reason = s.stop_reason or f"step budget {self.cfg.steps} reached"
+        summary = {
+            "name": self.name, "variant": run.model.variant, "seed": self.cfg.seed, "steps_run": s.step,
+            "best_step": s.best_step, "best_val_span_f1": s.best_val, "stop_reason": s.stop_reason,
+            "backend": self.backend, "device": str(self.device), "wall_seconds_this_run": round(seconds, 2),
+            "parameters": sum(p.numel() for p in self.model.parameters()), "class_names": list(self.class_names),
+            "formats": self.formats, **{section: to_dict(getattr(run, section)) for section in SECTIONS},
+        }
+        self.write_history()
+        atomic_write_json(self.out_dir / "train.json", summary)
+        meta = {**{k: summary[k] for k in ("name", "variant", "seed", "best_step", "best_val_span_f1", "formats")},
+                **{k: getattr(run.tagger, k) for k in ("threshold", "min_span_len", "chunk_len", "overlap")},
+                "train_backend": self.backend, "train_device": str(self.device)}
+        save_tagger(self.out_dir / "model.pt", self.model, meta, s.best_model)
+        self.resume_path.unlink(missing_ok=True)  # a finished run keeps no resume point (see Trainer.finish)
+        log.info("%s: done (%s); best validation span F1 %.4f at step %d", self.name, s.stop_reason, s.best_val,
+                 s.best_step)
+        return summary
+
+
+def train_tagger(run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path | None = None) -> dict:
+    """Train one tagger end to end (resuming if a matching checkpoint exists); returns train.json's summary."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} exists and is not a directory")
+    trainer = TaggerTrainer(run, data_dir, out_dir, resume_dir or out_dir / "resume")  # validates before writing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "model.pt").unlink(missing_ok=True)
+    return trainer.run()
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of every section (both spellings); unset flags stay None so the YAML wins."""
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} settings")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            is_list = typing.get_origin(hints[f.name]) is tuple
+            group.add_argument(*flag_names(f.name), dest=f"{section}__{f.name}", default=None,
+                               type=int if is_list else hints[f.name], nargs="*" if is_list else None,
+                               help=f"default {f.default!r}")
+
+
+def load_run_config(args: argparse.Namespace) -> TaggerRun:
+    """TaggerRun from `--config` (sections model, train, tagger) with every passed flag laid over it."""
+    values = (read_yaml(args.config, "config file") or {}) if args.config else {}
+    if not isinstance(values, dict) or set(values) - set(SECTIONS):
+        raise ConfigError(f"{args.config} must be a mapping with sections {', '.join(SECTIONS)} only")
+    sections = {}
+    for section, cls in SECTIONS.items():
+        merged = dict(values.get(section) or {})
+        merged.update({f.name: getattr(args, f"{section}__{f.name}") for f in dataclasses.fields(cls)
+                       if getattr(args, f"{section}__{f.name}") is not None})
+        sections[section] = from_mapping(cls, merged, section)
+    return TaggerRun(**sections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m align_mamba.secrets.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="secret-span dataset directory (manifest.json)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory of this tagger")
+    parser.add_argument(*flag_names("resume_dir"), dest="resume_dir", type=Path,
+                        help="where resume checkpoints live (default OUT/resume)")
+    parser.add_argument("--config", type=Path, help="YAML with model:, train:, tagger: sections; flags override it")
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    train_tagger(load_run_config(args), args.data, args.out, args.resume_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
