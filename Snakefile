@@ -3,6 +3,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/secrets.smk"
+include: "workflow/rules/bench.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -93,10 +93,57 @@ def evaluate_command(params: Mapping[str, Any], cell: Cell) -> str:
             f"--log logs/evaluate/{cell.name}/{cell.stem}.log")
 
 
+BENCH_DIR = "results/bench"
+SECRETS_DATA = "data/secrets"
+SECRETS_RESULTS = "results/secrets"
+
+
 def report_command(params: Mapping[str, Any]) -> str:
     return (f"python -m align_mamba.report --cells results/cells --params params.yaml --out results "
-            f"{cli_flags(params['report'])} "
+            f"{cli_flags(params['report'])} --bench {BENCH_DIR} --secrets {SECRETS_RESULTS} "
             f"--log logs/report/report.log")
+
+
+def bench_command(params: Mapping[str, Any]) -> str:
+    # The CLI reads the section itself: an empty list there (ladder_rungs: [] skips the ladder)
+    # would vanish from unpacked flags and bring back the CLI's default.
+    return f"python -m align_mamba.bench --out {BENCH_DIR} --params params.yaml --log logs/bench/bench.log"
+
+
+def tagger_dir(name: str) -> str:
+    return f"runs/secrets/{name}"
+
+
+def secrets_data_command(params: Mapping[str, Any]) -> str:
+    return (f"python -m align_mamba.data secrets --out {SECRETS_DATA} {cli_flags(params['secrets']['data'])} "
+            f"--log logs/secrets/data.log")
+
+
+def secrets_train_command(params: Mapping[str, Any], tagger: Mapping[str, Any]) -> str:
+    secrets = params["secrets"]
+    return (f"python -m align_mamba.secrets.train --data {SECRETS_DATA} --out {tagger_dir(tagger['name'])} "
+            f"{cli_flags(tagger)} {cli_flags(secrets['model'])} {cli_flags(secrets['train'])} "
+            f"{cli_flags(secrets['tagger'])} {cli_flags(params['run'])} --log logs/secrets/train/{tagger['name']}.log")
+
+
+def secrets_evaluate_command(params: Mapping[str, Any], tagger: Mapping[str, Any]) -> str:
+    name = tagger["name"]
+    return (f"python -m align_mamba.secrets.evaluate --data {SECRETS_DATA} --checkpoint {tagger_dir(name)}/model.pt "
+            f"--out {SECRETS_RESULTS}/{name} {cli_flags(params['secrets']['evaluate'])} {cli_flags(params['run'])} "
+            f"--log logs/secrets/evaluate/{name}.log")
+
+
+def secrets_baselines_command(params: Mapping[str, Any]) -> str:
+    secrets = params["secrets"]
+    return (f"python -m align_mamba.secrets.baselines --data {SECRETS_DATA} --out {SECRETS_RESULTS}/baselines "
+            f"{cli_flags(secrets['evaluate'])} {cli_flags(secrets['baselines'])} --log logs/secrets/baselines.log")
+
+
+def scan_throughput_command(params: Mapping[str, Any]) -> str:
+    secrets = params["secrets"]
+    return (f"python -m align_mamba.secrets.throughput --checkpoint {tagger_dir(secrets['scan_tagger'])}/model.pt "
+            f"--out {BENCH_DIR}/scan_throughput.csv {cli_flags(secrets['throughput'])} {cli_flags(params['run'])} "
+            f"--log logs/bench/scan_throughput.log")
 
 
 def _schema_error_line(params: Mapping[str, Any]) -> str | None:
@@ -141,6 +188,33 @@ def _check_typed(params: Mapping[str, Any]) -> None:
         raise ConfigError(f"train.batch_size ({train.batch_size}) exceeds data.train_size ({data['train_size']})")
 
 
+def _check_secrets(secrets: Mapping[str, Any], run: Mapping[str, Any]) -> None:
+    """The secret task's dataset, taggers and training settings, through their dataclasses."""
+    from align_mamba.data.secrets import SecretDataConfig
+    from align_mamba.secrets.tagger import TaggerConfig
+    from align_mamba.secrets.train import TaggerTrainConfig
+
+    data = {k: tuple(v) if isinstance(v, list) else v for k, v in secrets["data"].items()}
+    try:
+        SecretDataConfig(**data)
+    except ConfigError as err:
+        raise ConfigError(f"secrets.data: {err}") from None
+    names = [tagger["name"] for tagger in secrets["taggers"]]
+    if len(set(names)) != len(names) or "baselines" in names:
+        raise ConfigError(f"secrets.taggers: names must be unique and not 'baselines' (the scanners' folder), "
+                          f"got {names}")
+    if secrets["scan_tagger"] not in names:
+        raise ConfigError(f"secrets.scan_tagger: {secrets['scan_tagger']!r} is not one of secrets.taggers {names}")
+    for tagger in secrets["taggers"]:
+        fields = {k: v for k, v in tagger.items() if k != "name"}
+        try:
+            from_mapping(TaggerConfig, {**secrets["model"], **fields}, "model")
+        except ConfigError as err:
+            raise ConfigError(f"secrets.taggers[{tagger['name']}]: {err}") from None
+    from_mapping(TrainConfig, {**secrets["train"], **run}, "secrets.train")
+    from_mapping(TaggerTrainConfig, secrets["tagger"], "secrets.tagger")
+
+
 def check_params(params: Any, source: str = "params.yaml") -> None:
     """Raise ConfigError with one line naming the key for the first problem in `params`."""
     if not isinstance(params, dict):
@@ -149,6 +223,10 @@ def check_params(params: Any, source: str = "params.yaml") -> None:
     if line is not None:
         raise ConfigError(f"{source}: {line}")
     _check_typed(params)
+    from align_mamba.bench.config import load_bench_config
+
+    load_bench_config(params["bench"])
+    _check_secrets(params["secrets"], params["run"])
 
 
 def load_params(path: str | Path) -> dict:

@@ -5,8 +5,10 @@ import sys
 from pathlib import Path
 
 from align_mamba.errors import ConfigError
-from align_mamba.pipeline import (Cell, cells, check_params, data_command, data_dir, evaluate_command,
-                                  report_command, train_command)
+from align_mamba.pipeline import (BENCH_DIR, SECRETS_DATA, SECRETS_RESULTS, Cell, bench_command, cells,
+                                  check_params, data_command, data_dir, evaluate_command, report_command,
+                                  scan_throughput_command, secrets_baselines_command, secrets_data_command,
+                                  secrets_evaluate_command, secrets_train_command, tagger_dir, train_command)
 
 
 configfile: "params.yaml"
@@ -18,13 +20,22 @@ except ConfigError as err:
     sys.exit(f"error: {err}")
 
 CELLS = {(cell.name, cell.stem): cell for cell in cells(config)}
+TAGGERS = {tagger["name"]: tagger for tagger in config["secrets"]["taggers"]}
 USES_GPU = 1 if config["run"]["device"] == "cuda" else 0
+# The benchmark times the GPU alone: on device cuda it holds every GPU slot of the run.
+BENCH_GPU = 1 if config["bench"]["device"] == "cuda" else 0
+_slots = workflow.global_resources.get("gpu_slots")
+BENCH_GPU_SLOTS = BENCH_GPU * (_slots if isinstance(_slots, int) else 1)
 DATA_CODE = ["src/align_mamba/data"]
 MODEL_CODE = ["src/align_mamba/models", "src/align_mamba/mixers", "src/align_mamba/config.py",
               "src/align_mamba/backends.py", "src/align_mamba/checkpoint.py"]
 TRAIN_CODE = ["src/align_mamba/train.py", "src/align_mamba/evaluate.py", *MODEL_CODE]
 EVALUATE_CODE = ["src/align_mamba/evaluate.py", *MODEL_CODE]
 REPORT_CODE = ["src/align_mamba/report"]
+BENCH_CODE = ["src/align_mamba/bench", *MODEL_CODE]
+SECRETS_MODEL_CODE = ["src/align_mamba/secrets", "src/align_mamba/mixers", "src/align_mamba/models",
+                      "src/align_mamba/config.py", "src/align_mamba/backends.py"]
+SECRETS_DATA_CODE = ["src/align_mamba/data/secrets", "src/align_mamba/secrets/spans.py"]
 
 
 def cell_of(wildcards) -> Cell:
@@ -35,6 +46,7 @@ wildcard_constraints:
     num_pairs=r"\d+",
     arch=r"[A-Za-z0-9_.-]+",
     stem=r"np\d+-ds\d+-s\d+",
+    tagger="|".join(TAGGERS),
 
 
 onsuccess:

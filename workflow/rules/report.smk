@@ -2,6 +2,10 @@ rule report:
     """results/report.md and report.html, cells.csv, figures, and metrics.json for `dvc exp show`."""
     input:
         cells=[cell.metrics for cell in CELLS.values()],
+        bench=rules.bench.output,
+        scan_throughput=rules.scan_throughput.output,
+        taggers=expand(f"{SECRETS_RESULTS}/{{tagger}}", tagger=TAGGERS),
+        baselines=rules.secrets_baselines.output,
         code=REPORT_CODE,
     output:
         markdown="results/report.md",

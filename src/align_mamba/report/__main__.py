@@ -1,8 +1,13 @@
-"""Write the study's report: `python -m align_mamba.report --cells DIR --out DIR [--capacity-threshold 0.9]`.
+"""Write the study's report: `python -m align_mamba.report --cells DIR --out DIR [--capacity-threshold 0.9]
+[--bench DIR] [--secrets DIR]`.
 
 --cells is searched recursively for the metrics JSON files of `python -m align_mamba.evaluate`
-(other JSON files are skipped). Writes report.md, report.html (self-contained), figures/*.png,
-cells.csv (one row per cell) and metrics.json (flat headline numbers for `dvc exp show`).
+(other JSON files are skipped). --bench (outputs of `python -m align_mamba.bench`, and
+scan_throughput.csv of `python -m align_mamba.secrets.throughput`) and --secrets (DIR/<tagger>/ of
+`python -m align_mamba.secrets.evaluate`, DIR/baselines/ of `python -m align_mamba.secrets.baselines`)
+each add a section; a folder without results gives that section one line on how to produce them.
+Writes report.md, report.html (self-contained), figures/*.png, cells.csv (one row per cell) and
+metrics.json (flat headline numbers for `dvc exp show`).
 """
 
 from __future__ import annotations
@@ -26,12 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     # both spellings: DVC unpacks params.yaml's `report: {capacity_threshold: ...}` as --capacity_threshold
     parser.add_argument(*flag_names("capacity_threshold"), dest="capacity_threshold", type=float, default=0.9,
                         help="mean accuracy a num_pairs must reach to count toward capacity, in (0, 1] (default 0.9)")
+    parser.add_argument(*flag_names("bench"), dest="bench", type=Path,
+                        help="benchmark folder (python -m align_mamba.bench --out DIR): adds the benchmark section")
+    parser.add_argument(*flag_names("secrets"), dest="secrets", type=Path,
+                        help="secret-span results (DIR/<tagger>/, DIR/baselines/): adds the secret-span section")
     args = parser.parse_args(argv)
     setup_logging(args.log)
-    expected = None
+    expected = taggers = None
     if args.params is not None:
-        expected = [args.cells / cell.name / f"{cell.stem}.json" for cell in cells(load_params(args.params))]
-    metrics = write_report(args.cells, args.out, args.capacity_threshold, expected=expected)
+        params = load_params(args.params)
+        expected = [args.cells / cell.name / f"{cell.stem}.json" for cell in cells(params)]
+        taggers = [tagger["name"] for tagger in params.get("secrets", {}).get("taggers", [])] or None
+    metrics = write_report(args.cells, args.out, args.capacity_threshold, expected=expected, bench_dir=args.bench,
+                           secrets_dir=args.secrets, taggers=taggers)
     log.info("report of %d cells written to %s (report.md, report.html)", metrics["cells"], args.out)
     return 0
 

@@ -15,13 +15,22 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from align_mamba.bench.summary import crossovers
+from align_mamba.bench.summary import WRAPPER_PAIRS, crossovers
+from align_mamba.bench.train_step import RUNGS
 from align_mamba.errors import DataIntegrityError
-from align_mamba.report.figures import _log2_axis, _panels, architecture_styles
+from align_mamba.report.figures import architecture_styles, log2_axis, panels
+from align_mamba.secrets.throughput import COLUMNS as THROUGHPUT_COLUMNS
+from align_mamba.secrets.throughput import MB as MIB
 
 MODE_TITLES = {"forward": "forward (prefill)", "train": "forward + backward", "decode": "decode step"}
 MEMORY = {"forward": ("peak_mib", "peak MiB above inputs"), "train": ("peak_mib", "peak MiB above inputs"),
           "decode": ("state_mib", "cache / state MiB")}
+
+
+BENCH_FILES = ("mixers.csv", "train_step.csv", "summary.json")
+SCAN_THROUGHPUT = "scan_throughput.csv"  # from python -m align_mamba.secrets.throughput, optional
+# The ladder rung that is align_mamba.train's own step (its description says so).
+TRAIN_STEP_RUNG = next(r.rung for r in RUNGS if "align_mamba.train's step" in r.description)
 
 
 @dataclass(frozen=True)
@@ -29,18 +38,35 @@ class BenchResults:
     mixers: pd.DataFrame
     ladder: pd.DataFrame
     summary: dict
+    scan_throughput: pd.DataFrame | None = None  # None: DIR/scan_throughput.csv absent
+
+
+def missing_bench_files(directory: Path) -> list[str]:
+    """The names in BENCH_FILES that `directory` lacks (all of them when it does not exist)."""
+    return [name for name in BENCH_FILES if not (Path(directory) / name).is_file()]
 
 
 def load_bench(directory: Path) -> BenchResults:
-    """The three files of one `python -m align_mamba.bench --out DIR` run."""
-    paths = [Path(directory) / name for name in ("mixers.csv", "train_step.csv", "summary.json")]
-    missing = [str(p) for p in paths if not p.is_file()]
+    """The three files of one `python -m align_mamba.bench --out DIR` run, and DIR/scan_throughput.csv if any."""
+    missing = [str(Path(directory) / name) for name in missing_bench_files(directory)]
     if missing:
         raise DataIntegrityError(f"benchmark output missing: {', '.join(missing)}")
+    paths = [Path(directory) / name for name in BENCH_FILES]
     # empty numbers are NaN (d_state: none, for attention), empty text stays ""
     mixers = pd.read_csv(paths[0], keep_default_na=False, na_values=[""], dtype={"d_state": "Int64"},
                          converters={"reason": str, "backend": str})
-    return BenchResults(mixers, pd.read_csv(paths[1]), json.loads(paths[2].read_text()))
+    throughput = Path(directory) / SCAN_THROUGHPUT
+    return BenchResults(mixers, pd.read_csv(paths[1]), json.loads(paths[2].read_text()),
+                        _read_scan_throughput(throughput) if throughput.is_file() else None)
+
+
+def _read_scan_throughput(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, keep_default_na=False, converters={"backend": str, "version": str})
+    absent = [c for c in THROUGHPUT_COLUMNS if c not in frame.columns]
+    if absent:
+        raise DataIntegrityError(f"{path}: missing column(s) {', '.join(absent)} "
+                                 f"(written by python -m align_mamba.secrets.throughput)")
+    return frame
 
 
 def with_series(mixers: pd.DataFrame) -> pd.DataFrame:
@@ -75,7 +101,7 @@ def _curves(mixers: pd.DataFrame, column: str, ylabels: dict[str, str], crossove
     ok = with_series(mixers[mixers["status"] == "ok"])
     modes = [m for m in MODE_TITLES if m in set(mixers["mode"])]
     styles = architecture_styles(ok["series"])
-    fig, axes = _panels(len(modes))
+    fig, axes = panels(len(modes))
     for ax, mode in zip(axes, modes):
         panel = ok[(ok["mode"] == mode) & ok[column].notna()]
         for series, line in panel.groupby("series"):
@@ -84,7 +110,7 @@ def _curves(mixers: pd.DataFrame, column: str, ylabels: dict[str, str], crossove
         if panel.empty:  # e.g. peak memory of a CPU run, which records none
             ax.text(0.5, 0.5, f"no {ylabels[mode]} recorded", ha="center", va="center", transform=ax.transAxes)
         else:
-            _log2_axis(ax, panel["seq_len"])
+            log2_axis(ax, panel["seq_len"])
             ax.set_yscale("log")
             ax.legend(fontsize="x-small", loc="best")
         if crossover:
@@ -142,3 +168,81 @@ def provenance_table(mixers: pd.DataFrame) -> pd.DataFrame:
         rows.append({**dict(zip(keys, key)), "rows": len(group),
                      "status": ", ".join(f"{status} {counts[status]}" for status in sorted(counts.index))})
     return pd.DataFrame(rows, columns=[*keys, "rows", "status"])
+
+
+def crossover_table(summary: dict) -> pd.DataFrame:
+    """summary.json's crossovers: per mode and d_state, the L where Mamba-2 overtakes attention."""
+    rows = []
+    for mode, by_state in summary["crossover"].items():
+        for d_state, found in by_state.items():
+            length, lower, upper = found["length"], found["lower"], found["upper"]
+            if length is not None:
+                text, measured = f"≈ {length:,.0f}", f"between L = {lower} and {upper}"
+            elif upper is not None:
+                text, measured = f"≤ {upper}", f"Mamba-2 already faster at the shortest L ({upper})"
+            elif lower is not None:
+                text, measured = f"> {lower}", f"attention faster up to the longest L ({lower})"
+            else:
+                text, measured = "—", "no length measured for both"
+            rows.append({"mode": MODE_TITLES.get(mode, mode), "d_state": d_state,
+                         "crossover L (Mamba-2 tokens/s > attention's)": text, "measured": measured})
+    return pd.DataFrame(rows, columns=["mode", "d_state", "crossover L (Mamba-2 tokens/s > attention's)", "measured"])
+
+
+def wrapper_tax_table(summary: dict) -> pd.DataFrame:
+    """summary.json's wrapper tax: per layer, the largest raw-over-align-mamba tokens/s ratio."""
+    rows = [{"layer": layer, "compared with": WRAPPER_PAIRS.get(layer, "?"),
+             "max ratio (raw ÷ align-mamba tokens/s)": _number(tax["max_ratio"]),
+             "at": f"{tax['mode']}, L = {tax['seq_len']}" + (f", N = {tax['d_state']}" if tax["d_state"] else ""),
+             "shapes compared": tax["shapes"]} for layer, tax in summary["wrapper_tax"].items()]
+    return pd.DataFrame(rows, columns=["layer", "compared with", "max ratio (raw ÷ align-mamba tokens/s)", "at",
+                                       "shapes compared"])
+
+
+def training_sentence(summary: dict, ladder: pd.DataFrame) -> str:
+    """What the ladder's final rung reached, and whether align_mamba.train's own rung ran."""
+    final = summary.get("training_speedup")
+    if final is None:
+        text = "No ladder rung ran."
+    else:
+        text = (f"The final rung that ran, rung {final['rung']} ({final['description']}), takes "
+                f"{_number(final['ms_per_step'])} ms per step: **{_number(final['speedup_vs_naive'])}× the naive "
+                f"rung 0**.")
+    rung = ladder[ladder["rung"] == TRAIN_STEP_RUNG]
+    if rung.empty:
+        return f"{text} Rung {TRAIN_STEP_RUNG} is align_mamba.train's step; it was not in this run."
+    row = rung.iloc[0]
+    if row["status"] != "ok":
+        return f"{text} Rung {TRAIN_STEP_RUNG} is align_mamba.train's step; it did not run ({row['status']})."
+    return (f"{text} Rung {TRAIN_STEP_RUNG} is align_mamba.train's step: {_number(row['ms_per_step'])} ms per "
+            f"step, {_number(row['speedup_vs_naive'])}× naive.")
+
+
+def scan_throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """MiB/s per system × device × file size, pooled over carrier kinds (total bytes ÷ total seconds)."""
+    keys = ["system", "version", "device", "backend"]
+    pooled = frame.groupby([*keys, "size_mb"], sort=False).agg(bytes=("bytes", "sum"), seconds=("seconds", "sum"))
+    pooled["rate"] = [_number(b / MIB / s) if s > 0 else "—" for b, s in pooled[["bytes", "seconds"]].values]
+    wide = pooled["rate"].unstack("size_mb")
+    wide = wide[sorted(wide.columns)].fillna("—")
+    wide.columns = [f"{size:g} MiB file: MiB/s" for size in wide.columns]
+    return wide.reset_index()
+
+
+def bench_metrics(summary: dict) -> dict[str, float | int]:
+    """Flat headline numbers: bench.training_speedup (and its rung), bench.crossover.<mode>.ds<N>
+    (interpolated crossovers only), bench.wrapper_tax.<layer> and bench.max_wrapper_tax."""
+    metrics: dict[str, float | int] = {}
+    final = summary.get("training_speedup")
+    if final is not None and final["speedup_vs_naive"] is not None:
+        metrics["bench.training_speedup"] = float(final["speedup_vs_naive"])
+        metrics["bench.training_speedup_rung"] = int(final["rung"])
+    for mode, by_state in summary["crossover"].items():
+        for d_state, found in by_state.items():
+            if found["length"] is not None:
+                metrics[f"bench.crossover.{mode}.ds{d_state}"] = float(found["length"])
+    ratios = {layer: tax["max_ratio"] for layer, tax in summary["wrapper_tax"].items() if tax["max_ratio"] is not None}
+    metrics.update({f"bench.wrapper_tax.{layer}": float(ratio) for layer, ratio in ratios.items()})
+    if ratios:
+        metrics["bench.max_wrapper_tax"] = float(max(ratios.values()))
+    return metrics

@@ -31,7 +31,7 @@ def architecture_styles(architectures) -> dict[str, dict]:
             for i, arch in enumerate(sorted(set(architectures)))}
 
 
-def _panels(count: int, max_cols: int = 3) -> tuple[Figure, list[Axes]]:
+def panels(count: int, max_cols: int = 3) -> tuple[Figure, list[Axes]]:
     """A figure with `count` panels on a grid at most `max_cols` wide; spare slots hidden."""
     cols = max(1, min(count, max_cols))
     rows = math.ceil(count / cols)
@@ -50,7 +50,7 @@ def png_bytes(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _log2_axis(ax: Axes, values, which: str = "x") -> None:
+def log2_axis(ax: Axes, values, which: str = "x") -> None:
     """A log2 axis ticked at the grid values (also sensible with a single value)."""
     ticks = sorted(set(int(v) for v in values))
     getattr(ax, f"set_{which}scale")("log", base=2)
@@ -70,7 +70,7 @@ def cliff_figure(summary: pd.DataFrame, threshold: float) -> Figure:
     """Accuracy vs num_pairs, one panel per d_state, one line per architecture, 95% CI error bars."""
     d_states = sorted(summary["d_state"].unique())
     styles = architecture_styles(summary["architecture"])
-    fig, axes = _panels(len(d_states))
+    fig, axes = panels(len(d_states))
     for ax, d_state in zip(axes, d_states):
         panel = summary[summary["d_state"] == d_state]
         for arch, line in panel.groupby("architecture"):
@@ -78,7 +78,7 @@ def cliff_figure(summary: pd.DataFrame, threshold: float) -> Figure:
             ax.errorbar(line["num_pairs"], line["acc_mean"], yerr=_clipped_ci(line), capsize=3,
                         label=arch, **styles[arch])
         ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
-        _log2_axis(ax, summary["num_pairs"])
+        log2_axis(ax, summary["num_pairs"])
         ax.set(ylim=(0, 1.02), title=f"d_state = {d_state}", xlabel="num_pairs (log2)", ylabel="accuracy")
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize="small", loc="best")
@@ -89,7 +89,7 @@ def heatmap_figure(summary: pd.DataFrame) -> Figure:
     """Mean accuracy over (d_state × num_pairs), one annotated panel per architecture."""
     architectures = sorted(summary["architecture"].unique())
     num_pairs, d_states = sorted(summary["num_pairs"].unique()), sorted(summary["d_state"].unique())
-    fig, axes = _panels(len(architectures))
+    fig, axes = panels(len(architectures))
     image = None
     for ax, arch in zip(axes, architectures):
         grid = (summary[summary["architecture"] == arch]
@@ -109,7 +109,7 @@ def heatmap_figure(summary: pd.DataFrame) -> Figure:
 
 def capacity_figure(capacity: pd.DataFrame, threshold: float) -> Figure:
     """Capacity vs state size in floats (log-log); hollow markers are lower bounds ("≥ N")."""
-    fig, (ax,) = _panels(1)
+    fig, (ax,) = panels(1)
     reached = capacity[capacity["capacity"] > 0]
     if reached.empty:
         ax.text(0.5, 0.5, f"no architecture reached accuracy ≥ {threshold:g}\nat any grid point",
@@ -124,17 +124,17 @@ def capacity_figure(capacity: pd.DataFrame, threshold: float) -> Figure:
         ax.plot(lower["state_at_capacity"], lower["capacity"], linestyle="none", marker=style["marker"],
                 markersize=7, markerfacecolor="white", markeredgecolor=style["color"])
     ax.set_xscale("log")
-    _log2_axis(ax, reached["capacity"], which="y")
+    log2_axis(ax, reached["capacity"], which="y")
     ax.set(xlabel="state size at capacity (floats, log)", ylabel=f"capacity: num_pairs with accuracy ≥ {threshold:g}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small", loc="best")
     return fig
 
 
-def breakdown_figure(panels: dict[str, pd.DataFrame]) -> Figure:
+def breakdown_figure(breakdowns: dict[str, pd.DataFrame]) -> Figure:
     """One panel per breakdown (name → long frame from tables.breakdown), one line per series."""
-    fig, axes = _panels(len(panels), max_cols=2)
-    for ax, (name, long) in zip(axes, panels.items()):
+    fig, axes = panels(len(breakdowns), max_cols=2)
+    for ax, (name, long) in zip(axes, breakdowns.items()):
         buckets = long[["order", "bucket"]].drop_duplicates().sort_values("order")["bucket"].tolist()
         position = {bucket: i for i, bucket in enumerate(buckets)}
         styles = architecture_styles(long["architecture"])

@@ -16,7 +16,7 @@ import pandas as pd
 
 from align_mamba.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from align_mamba.errors import ConfigError
-from align_mamba.report import figures, tables
+from align_mamba.report import bench, figures, secrets, tables
 
 TITLE = "align-mamba: MQAR recall across the grid"
 CSS = """body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -135,14 +135,98 @@ def _provenance(cells: pd.DataFrame) -> Section:
     return Section("Provenance", tuple(blocks))
 
 
-def build_sections(grid: tables.Grid, threshold: float, command: str) -> tuple[list[Section], dict]:
-    """The report's sections in order, and the flat headline metrics."""
+def _benchmark(directory: Path) -> tuple[Section, dict]:
+    """Speed and memory against L, crossovers, wrapper tax, the training ladder, provenance, scan MiB/s."""
+    title = "Benchmark"
+    missing = bench.missing_bench_files(directory)
+    if missing:
+        return Section(title, (Text(f"No benchmark results: {directory} lacks {', '.join(missing)}; produce them "
+                                    f"with `python -m align_mamba.bench --out {directory}`."),)), {}
+    results = bench.load_bench(directory)
+    summary, mixers = results.summary, results.mixers
+    blocks = [Text(f"From `python -m align_mamba.bench` ({directory}): median of timed repeats after warm-up; "
+                   f"dashed lines are the bare mamba-ssm / SDPA layers, dotted ones whole models."),
+              Table(bench.environment_table(summary)),
+              Image("bench_throughput", "Tokens/s against sequence length (log-log), per mode; the dash-dot line "
+                    "is the interpolated attention/Mamba-2 crossover.",
+                    figures.png_bytes(bench.throughput_figure(mixers))),
+              Image("bench_memory", "Peak memory above the inputs (forward, train; GPU only) and cache/state size "
+                    "(decode) against L (log-log).", figures.png_bytes(bench.memory_figure(mixers))),
+              Text("Crossover: the L where Mamba-2's tokens/s first exceeds attention's, per mode and d_state."),
+              Table(bench.crossover_table(summary))]
+    tax = bench.wrapper_tax_table(summary)
+    blocks += ([Text("Wrapper tax: bare layer's tokens/s ÷ align-mamba's, the largest over the shapes both ran "
+                     "(> 1: align-mamba's layer is slower)."), Table(tax)] if not tax.empty else
+               [Text("Wrapper tax: no shape ran both an align-mamba layer and its bare mamba-ssm / SDPA twin.")])
+    blocks += [Text("Training-step ladder: each rung adds one change to the rung before it. "
+                    + bench.training_sentence(summary, results.ladder)), Table(bench.ladder_table(results.ladder)),
+               Text("Provenance: which backend, path and dtype produced each case's rows."),
+               Table(bench.provenance_table(mixers))]
+    if summary["device_type"] == "cpu":
+        blocks.insert(0, Text(f"WARNING: the benchmark ran on {summary['device']}, not a GPU: these numbers do "
+                              f"not describe the CUDA kernels.", loud=True))
+    blocks += _scan_throughput(directory, results.scan_throughput)
+    return Section(title, tuple(blocks)), bench.bench_metrics(summary)
+
+
+def _scan_throughput(directory: Path, frame: pd.DataFrame | None) -> list:
+    """The scan-throughput table, or one line on how to produce scan_throughput.csv."""
+    path = directory / bench.SCAN_THROUGHPUT
+    if frame is None:
+        return [Text(f"No scan throughput ({path}): run `python -m align_mamba.secrets.throughput "
+                     f"--checkpoint RUN/model.pt --out {path}`.")]
+    return [Text("Scan throughput (`python -m align_mamba.secrets.throughput`): MiB/s (2^20 bytes) of whole scans, "
+                 "total bytes ÷ total seconds over the carrier kinds; baselines include their start-up."),
+            Table(bench.scan_throughput_table(frame))]
+
+
+def _secret_spans(directory: Path, taggers: list[str] | None) -> tuple[Section, dict]:
+    """Headline table, the tagger-vs-CredSweeper sentence, per-format recall, recall figures."""
+    title = "Secret spans"
+    results = secrets.load_secrets(directory, taggers)
+    runs, breakdowns = results.runs, results.breakdowns
+    notes = [Text(note) for note in results.notes]
+    if runs.empty:
+        return Section(title, tuple(notes)), {}
+    blocks = [*notes, Text("Span P / R / F1: predicted spans (merged) matched one-to-one to true spans at IoU ≥ 0.5; "
+                           "hit rate: true spans overlapped by any prediction; byte F1 over all bytes; false alarms: "
+                           "predictions overlapping no secret, per MB (10^6 bytes) of test_decoys; MB/s: bytes of "
+                           "the splits ÷ scan time (CredSweeper's includes its start-up)."),
+              Table(secrets.headline_table(runs)), Text(secrets.comparison_sentence(runs))]
+    mismatched = secrets.mismatched_splits(runs)
+    if mismatched:
+        blocks.insert(0, Text(f"WARNING: systems were scored on different files in {', '.join(mismatched)}: "
+                              f"their numbers are not comparable.", loud=True))
+    if set(runs["split"]) & set(secrets.SCORED):
+        blocks += [Text("Span recall per format with its Wilson 95% interval; **held out** formats appear only in "
+                        "test_unseen, never in training."), Table(secrets.per_format_table(breakdowns))]
+        for breakdown, (name, axis) in secrets.FIGURES.items():
+            png = figures.png_bytes(secrets.recall_figure(breakdowns, breakdown))
+            blocks.append(Image(name, f"Span recall by {axis}, one line per system; bars are Wilson 95% "
+                                      f"intervals, dashed lines baselines.", png))
+    return Section(title, tuple(blocks)), secrets.secret_metrics(runs)
+
+
+def build_sections(grid: tables.Grid, threshold: float, command: str, bench_dir: Path | None = None,
+                   secrets_dir: Path | None = None, taggers: list[str] | None = None) -> tuple[list[Section], dict]:
+    """The report's sections in order, and the flat headline metrics.
+
+    bench_dir / secrets_dir (None: that section is left out) add the benchmark and secret-span
+    sections; a directory without results gives its section one line saying how to produce them.
+    taggers: the tagger folders of secrets_dir to report (None: every one with a summary.json).
+    """
     summary = tables.summarize(grid.cells)
     capacity = tables.capacity_table(summary, threshold)
     sections = [_header(grid, summary, command), _every_cell(summary), _cliff(summary, threshold),
                 _heatmap(summary), _capacity(capacity, threshold), _failures(grid), _hypotheses(summary),
                 _provenance(grid.cells)]
-    return sections, tables.headline_metrics(grid.cells, capacity)
+    metrics = tables.headline_metrics(grid.cells, capacity)
+    extras = [_benchmark(Path(bench_dir))] if bench_dir is not None else []
+    extras += [_secret_spans(Path(secrets_dir), taggers)] if secrets_dir is not None else []
+    for section, headline in extras:
+        sections.append(section)
+        metrics.update(headline)
+    return sections, dict(sorted(metrics.items()))
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -200,8 +284,10 @@ def render_html(sections: list[Section]) -> str:
 
 
 def write_report(cells_dir: Path, out_dir: Path, threshold: float = 0.9, command: str | None = None,
-                 expected: list[Path] | None = None) -> dict:
-    """Load the metrics files under `cells_dir` (exactly `expected`, if given) and write the report.
+                 expected: list[Path] | None = None, bench_dir: Path | None = None,
+                 secrets_dir: Path | None = None, taggers: list[str] | None = None) -> dict:
+    """Load the metrics files under `cells_dir` (exactly `expected`, if given) and write the report,
+    with the benchmark and secret-span sections when `bench_dir` / `secrets_dir` are given.
 
     Writes report.md, report.html, figures/*.png, cells.csv and metrics.json; returns the metrics.
     """
@@ -209,10 +295,12 @@ def write_report(cells_dir: Path, out_dir: Path, threshold: float = 0.9, command
         raise ConfigError(f"--capacity-threshold must be in (0, 1], got {threshold}")
     out_dir = Path(out_dir)
     params = "--params params.yaml " if expected is not None else ""
+    extra = "".join(f" --{flag} {value}" for flag, value in (("bench", bench_dir), ("secrets", secrets_dir))
+                    if value is not None)
     command = command or (f"python -m align_mamba.report --cells {cells_dir} {params}--out {out_dir} "
-                          f"--capacity-threshold {threshold:g}")
+                          f"--capacity-threshold {threshold:g}{extra}")
     grid = tables.load_grid(cells_dir, expected)
-    sections, metrics = build_sections(grid, threshold, command)
+    sections, metrics = build_sections(grid, threshold, command, bench_dir, secrets_dir, taggers)
     for block in (b for s in sections for b in s.blocks if isinstance(b, Image)):
         atomic_write_bytes(out_dir / "figures" / f"{block.name}.png", block.png)
     atomic_write_text(out_dir / "cells.csv", grid.cells.to_csv(index=False))

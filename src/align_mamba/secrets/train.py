@@ -147,9 +147,9 @@ class TaggerTrainer(Trainer):
     __init__ replaces Trainer's (other data, model and loss) and sets the attributes those use.
     """
 
-    def __init__(self, run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path):
+    def __init__(self, run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path, name: str | None = None):
         self.run_config, self.cfg = run, run.train
-        self.out_dir, self.resume_path, self.name = out_dir, resume_dir / "last.pt", out_dir.name
+        self.out_dir, self.resume_path, self.name = out_dir, resume_dir / "last.pt", name or out_dir.name
         self.device = resolve_device(self.cfg.device)
         self.backend = resolve_backend(self.cfg.backend, self.device, run.model.mixer)
         manifest = read_secret_manifest(data_dir)
@@ -245,11 +245,12 @@ class TaggerTrainer(Trainer):
         return summary
 
 
-def train_tagger(run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path | None = None) -> dict:
+def train_tagger(run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path | None = None,
+                 name: str | None = None) -> dict:
     """Train one tagger end to end (resuming if a matching checkpoint exists); returns train.json's summary."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} exists and is not a directory")
-    trainer = TaggerTrainer(run, data_dir, out_dir, resume_dir or out_dir / "resume")  # validates before writing
+    trainer = TaggerTrainer(run, data_dir, out_dir, resume_dir or out_dir / "resume", name)  # validates first
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "model.pt").unlink(missing_ok=True)
     return trainer.run()
@@ -288,10 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(*flag_names("resume_dir"), dest="resume_dir", type=Path,
                         help="where resume checkpoints live (default OUT/resume)")
     parser.add_argument("--config", type=Path, help="YAML with model:, train:, tagger: sections; flags override it")
+    parser.add_argument("--name", help="the tagger's name in logs and reports (default: the --out folder's name)")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log)
-    train_tagger(load_run_config(args), args.data, args.out, args.resume_dir)
+    train_tagger(load_run_config(args), args.data, args.out, args.resume_dir, args.name)
     return 0
 
 

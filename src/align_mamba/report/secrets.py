@@ -1,0 +1,255 @@
+"""The secret-span task's report pieces, from `python -m align_mamba.secrets.evaluate` (DIR/<tagger>/)
+and `python -m align_mamba.secrets.baselines` (DIR/baselines/) outputs.
+
+Loaded into two frames (one row per system × split; one row per system × split × breakdown value),
+then: the headline table, per-format recall with Wilson 95% intervals, recall by target decile and
+by file length (figures), the best tagger beside CredSweeper, and flat metrics for `dvc exp show`.
+Pure functions of the loaded frames; render.py turns them into a section.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from align_mamba.errors import DataIntegrityError
+from align_mamba.report.figures import architecture_styles, log2_axis, panels
+from align_mamba.report.tables import _field, _read_json
+from align_mamba.secrets.score import BREAKDOWN_COLUMNS, BREAKDOWNS, wilson_interval
+
+SPLITS = {"test": "test (in-distribution formats)", "test_unseen": "test_unseen (held-out formats)",
+          "test_decoys": "test_decoys (decoys only)"}
+SCORED = ("test", "test_unseen")  # the splits with secrets to find
+SCALARS = {"files": int, "bytes": int, "n_true": int, "n_pred": int, "span_tp": int, "span_precision": float,
+           "span_recall": float, "span_f1": float, "hit_rate": float, "byte_f1": float, "wall_seconds": float}
+BASELINES = "baselines"
+CREDSWEEPER = "credsweeper"
+# (metric key's split, field) of the flat metrics, per system
+METRICS = (("test", "span_f1"), ("test_unseen", "span_recall"), ("test_decoys", "false_alarms_per_mb"))
+FIGURES = {"by_decile": ("recall_by_position", "target decile of the secrets (0: the file's first 10%)"),
+           "by_length": ("recall_by_length", "file length bucket (bytes, log2)")}
+
+
+@dataclass(frozen=True)
+class SecretResults:
+    """runs: one row per (system, split): kind (tagger / baseline), ran_on, SCALARS and
+    false_alarms_per_mb; breakdowns: one row per (system, split, breakdown, value) with
+    BREAKDOWN_COLUMNS; notes: one line per missing input, saying how to produce it."""
+
+    runs: pd.DataFrame
+    breakdowns: pd.DataFrame
+    notes: tuple[str, ...]
+
+
+def _scores(path: Path, system: str, kind: str, split: str, ran_on: str) -> tuple[dict, list[dict]]:
+    """One scores.json as a run row and its breakdown rows."""
+    if not path.is_file():
+        raise DataIntegrityError(f"{path} is missing (listed as run by its summary)")
+    scores = _read_json(path)
+    alarms = _field(scores, "false_alarms_per_mb", path)  # null when the split has no bytes
+    run = {"system": system, "kind": kind, "split": split, "ran_on": ran_on,
+           **{name: _field(scores, name, path, cast) for name, cast in SCALARS.items()},
+           "false_alarms_per_mb": math.nan if alarms is None else float(alarms)}
+    rows = []
+    for breakdown, key in BREAKDOWNS.items():
+        for i in range(len(_field(scores, breakdown, path, list))):
+            record = {c: _field(scores, f"{breakdown}.{i}.{c}", path) for c in BREAKDOWN_COLUMNS}
+            rows.append({"system": system, "kind": kind, "split": split, "breakdown": breakdown,
+                         "value": _field(scores, f"{breakdown}.{i}.{key}", path), **record})
+    return run, rows
+
+
+def _taggers(directory: Path, expected: list[str] | None) -> tuple[list, list, list[str]]:
+    """Every tagger folder with a summary.json (only `expected` names, if given)."""
+    found = sorted(p.parent.name for p in directory.glob("*/summary.json") if p.parent.name != BASELINES)
+    names = found if expected is None else list(expected)
+    runs, rows, notes = [], [], []
+    for name in names:
+        summary_path = directory / name / "summary.json"
+        if not summary_path.is_file():
+            notes.append(f"No results for tagger {name} ({summary_path}): run `python -m align_mamba.secrets.evaluate "
+                         f"--data DATA --checkpoint RUN/model.pt --out {directory / name}`.")
+            continue
+        summary = _read_json(summary_path)
+        ran_on = f"{_field(summary, 'backend', summary_path)} on {_field(summary, 'device', summary_path)}"
+        for split in _field(summary, "splits", summary_path, dict):
+            run, more = _scores(directory / name / split / "scores.json", name, "tagger", split, ran_on)
+            runs.append(run)
+            rows += more
+    if not names:
+        notes.append(f"No tagger results in {directory} (<tagger>/summary.json): run `python -m "
+                     f"align_mamba.secrets.evaluate --data DATA --checkpoint RUN/model.pt --out {directory}/<tagger>`.")
+    return runs, rows, notes
+
+
+def _baselines(directory: Path) -> tuple[list, list, list[str]]:
+    """Every (tool, split) listed in DIR/baselines/summary.csv."""
+    summary_path = directory / BASELINES / "summary.csv"
+    if not summary_path.is_file():
+        return [], [], [f"No baseline results ({summary_path}): run `python -m align_mamba.secrets.baselines "
+                         f"--data DATA --out {directory / BASELINES}`."]
+    listed = pd.read_csv(summary_path, dtype=str, keep_default_na=False)
+    absent = [c for c in ("tool", "split", "version") if c not in listed.columns]
+    if absent:
+        raise DataIntegrityError(f"{summary_path}: missing column(s) {', '.join(absent)}")
+    runs, rows = [], []
+    for tool, split, version in listed[["tool", "split", "version"]].values:
+        run, more = _scores(directory / BASELINES / tool / split / "scores.json", tool, "baseline", split,
+                            f"{tool} {version} on cpu")
+        runs.append(run)
+        rows += more
+    return runs, rows, []
+
+
+def load_secrets(directory: Path, taggers: list[str] | None = None) -> SecretResults:
+    """The scores under `directory`; `taggers` (e.g. params.yaml's names) limits which folders count.
+
+    Missing inputs become notes; a malformed or incomplete file raises, naming it.
+    """
+    directory = Path(directory)
+    tagger_runs, tagger_rows, notes = _taggers(directory, taggers)
+    base_runs, base_rows, base_notes = _baselines(directory)
+    clash = sorted({r["system"] for r in base_runs} & {r["system"] for r in tagger_runs})
+    if clash:
+        raise DataIntegrityError(f"{directory}: a tagger folder has a baseline tool's name: {', '.join(clash)}")
+    runs = pd.DataFrame(tagger_runs + base_runs, columns=["system", "kind", "split", "ran_on", *SCALARS,
+                                                          "false_alarms_per_mb"])
+    breakdowns = pd.DataFrame(tagger_rows + base_rows, columns=["system", "kind", "split", "breakdown", "value",
+                                                                *BREAKDOWN_COLUMNS])
+    return SecretResults(runs, breakdowns, tuple(notes + base_notes))
+
+
+def systems(runs: pd.DataFrame) -> list[str]:
+    """Taggers (sorted) then baselines (in their summary's order): the order of rows and legends."""
+    order = runs.drop_duplicates("system")
+    return sorted(order[order["kind"] == "tagger"]["system"]) + order[order["kind"] == "baseline"]["system"].tolist()
+
+
+def mismatched_splits(runs: pd.DataFrame) -> list[str]:
+    """Splits whose systems were scored on different files (files, bytes or secrets differ)."""
+    counts = runs.groupby("split")[["files", "bytes", "n_true"]].nunique()
+    return counts[(counts > 1).any(axis=1)].index.tolist()
+
+
+def _number(value: float, digits: int = 3) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def headline_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per system: span P / R / F1, hit rate and byte F1 per scored split, false alarms
+    per MB on test_decoys, and MB/s over all its splits (bytes ÷ scan seconds)."""
+    rows = []
+    for system in systems(runs):
+        mine = runs[runs["system"] == system].set_index("split")
+        row = {"system": system, "kind": mine["kind"].iloc[0]}
+        for split in SCORED:
+            have = split in mine.index
+            r = mine.loc[split] if have else None
+            row[f"{split}: span P / R / F1"] = (" / ".join(_number(r[k]) for k in ("span_precision", "span_recall",
+                                                                                    "span_f1")) if have else "—")
+            row[f"{split}: hit rate"] = _number(r["hit_rate"]) if have else "—"
+            row[f"{split}: byte F1"] = _number(r["byte_f1"]) if have else "—"
+        decoys = mine.loc["test_decoys", "false_alarms_per_mb"] if "test_decoys" in mine.index else math.nan
+        row["test_decoys: false alarms / MB"] = _number(decoys, 1)
+        seconds = mine["wall_seconds"].sum()
+        row["MB/s"] = _number(mine["bytes"].sum() / 1e6 / seconds, 4) if seconds > 0 else "—"
+        row["ran on"] = mine["ran_on"].iloc[0]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _interval(recall: float, low: float, high: float) -> str:
+    return f"{recall:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def per_format_table(breakdowns: pd.DataFrame) -> pd.DataFrame:
+    """Span recall [Wilson 95%] per format (rows) and system (columns), on test and test_unseen;
+    `held out` marks the formats of test_unseen (never in training)."""
+    frame = breakdowns[(breakdowns["breakdown"] == "per_format") & breakdowns["split"].isin(SCORED)]
+    heldout = set(frame[frame["split"] == "test_unseen"]["value"])
+    names = systems(frame)
+    rows = []
+    for (split, fmt), group in frame.groupby(["split", "value"], sort=False):
+        by_system = group.set_index("system")
+        rows.append({"split": split, "format": fmt, "held out": "yes" if fmt in heldout else "",
+                     "secrets": int(group["true"].max()),
+                     **{name: _interval(*by_system.loc[name, ["recall", "wilson_low", "wilson_high"]])
+                        if name in by_system.index else "—" for name in names}})
+    table = pd.DataFrame(rows, columns=["split", "format", "held out", "secrets", *names])
+    order = {split: i for i, split in enumerate(SCORED)}
+    return table.sort_values(["split", "format"], key=lambda c: c.map(order) if c.name == "split" else c,
+                             ignore_index=True)
+
+
+def recall_figure(breakdowns: pd.DataFrame, breakdown: str) -> Figure:
+    """Span recall against `breakdown` ("by_decile" or "by_length"): a panel per scored split, one
+    error-bar line per system (Wilson 95%; dashed: baselines), systems nudged apart along x."""
+    frame = breakdowns[(breakdowns["breakdown"] == breakdown) & breakdowns["split"].isin(SCORED)
+                       & breakdowns["value"].notna()]
+    splits = [s for s in SCORED if s in set(breakdowns["split"])]
+    names = systems(breakdowns)
+    styles = architecture_styles(names)
+    fig, axes = panels(max(len(splits), 1), max_cols=2)
+    for ax, split in zip(axes, splits):
+        panel = frame[frame["split"] == split]
+        for i, name in enumerate(n for n in names if n in set(panel["system"])):
+            line = panel[panel["system"] == name].sort_values("value")
+            x = line["value"].astype(float)
+            nudge = (i - (len(names) - 1) / 2) * 0.08
+            x = x * 2 ** nudge if breakdown == "by_length" else x + nudge
+            errors = [line["recall"] - line["wilson_low"], line["wilson_high"] - line["recall"]]
+            ax.errorbar(x, line["recall"], yerr=errors, capsize=2, label=name, **styles[name],
+                        linestyle="--" if line["kind"].iloc[0] == "baseline" else "-")
+        if panel.empty:
+            ax.text(0.5, 0.5, "no secrets with this breakdown", ha="center", va="center", transform=ax.transAxes)
+        elif breakdown == "by_length":
+            log2_axis(ax, panel["value"])
+        else:
+            ax.set(xticks=range(10), xlim=(-0.5, 9.5))
+        ax.set(ylim=(-0.03, 1.03), title=SPLITS[split], xlabel=FIGURES[breakdown][1],
+               ylabel="span recall (IoU ≥ 0.5)")
+        ax.grid(alpha=0.3)
+        if not panel.empty:
+            ax.legend(fontsize="x-small", loc="best")
+    return fig
+
+
+def comparison_sentence(runs: pd.DataFrame) -> str:
+    """The best tagger's test span F1 beside CredSweeper's, with both span recalls' Wilson intervals."""
+    test = runs[runs["split"] == "test"]
+    taggers = test[test["kind"] == "tagger"].sort_values("system")
+    sweeper = test[(test["kind"] == "baseline") & (test["system"] == CREDSWEEPER)]
+    if taggers.empty or sweeper.empty:
+        absent = "no tagger" if taggers.empty else "CredSweeper"
+        return f"No comparison with CredSweeper on test: {absent} was not scored on it."
+    best, cs = taggers.loc[taggers["span_f1"].idxmax()], sweeper.iloc[0]
+    tied = taggers[(taggers["span_f1"] == best["span_f1"]) & (taggers["system"] != best["system"])]["system"]
+    name = f"**{best['system']}**" + (f" (tied with {', '.join(tied)})" if len(tied) else "")
+    gap = best["span_f1"] - cs["span_f1"]
+    relation = "the same as" if round(abs(gap), 3) == 0 else f"{abs(gap):.3f} {'above' if gap > 0 else 'below'}"
+    text = (f"On test ({int(best['n_true'])} secrets in in-distribution formats, {int(best['files'])} files) the "
+            f"best tagger, {name}, reaches span F1 {best['span_f1']:.3f} (P {best['span_precision']:.3f}, "
+            f"R {best['span_recall']:.3f}), {relation} CredSweeper's {cs['span_f1']:.3f} "
+            f"(P {cs['span_precision']:.3f}, R {cs['span_recall']:.3f}).")
+    if best["n_true"] == 0:
+        return text
+    ours, theirs = (wilson_interval(int(r["span_tp"]), int(r["n_true"])) for r in (best, cs))
+    overlap = ours[0] <= theirs[1] and theirs[0] <= ours[1]
+    verdict = ("overlap: this test split does not separate their recall" if overlap
+               else "do not overlap")
+    return (f"{text} Their span recalls' Wilson 95% intervals, [{ours[0]:.2f}, {ours[1]:.2f}] and "
+            f"[{theirs[0]:.2f}, {theirs[1]:.2f}], {verdict}.")
+
+
+def secret_metrics(runs: pd.DataFrame) -> dict[str, float]:
+    """secrets.<system>.test.span_f1, .test_unseen.span_recall, .test_decoys.false_alarms_per_mb."""
+    metrics = {}
+    for _, run in runs.iterrows():
+        for split, field in METRICS:
+            if run["split"] == split and math.isfinite(run[field]):
+                metrics[f"secrets.{run['system']}.{split}.{field}"] = float(run[field])
+    return metrics

@@ -1,0 +1,310 @@
+"""The report's benchmark and secret-span sections, on outputs of the real tools run on tiny settings
+(data generator, tagger train/evaluate, baseline scanners, bench, scan throughput), plus the
+sections' arithmetic on hand-made inputs and the one-line notes of missing inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from align_mamba.bench.__main__ import main as bench_main
+from align_mamba.data.__main__ import main as data_main
+from align_mamba.data.secrets import load_secret_split
+from align_mamba.errors import ConfigError, run_cli
+from align_mamba.report import write_report
+from align_mamba.report.__main__ import main as report_main
+from align_mamba.report.bench import (bench_metrics, crossover_table, load_bench, training_sentence,
+                                      wrapper_tax_table)
+from align_mamba.report.render import Image, Table, Text, build_sections
+from align_mamba.report.secrets import (comparison_sentence, headline_table, load_secrets, mismatched_splits,
+                                        per_format_table, recall_figure)
+from align_mamba.report.tables import load_grid
+from align_mamba.secrets.baselines import main as baselines_main
+from align_mamba.secrets.evaluate import main as evaluate_main
+from align_mamba.secrets.throughput import main as throughput_main
+from align_mamba.secrets.train import main as train_main
+from test_report import ACCURACY, metrics_json, write_cell
+
+TOOLS = [t for t, module in (("detect-secrets", "detect_secrets"), ("credsweeper", "credsweeper"))
+         if importlib.util.find_spec(module) is not None]
+SPLITS = ("test", "test_unseen", "test_decoys")
+TAGGERS = {  # name -> train flags: a briefly trained transformer, an untrained-ish bidirectional Mamba
+    "transformer": ["--variant", "transformer", "--n-heads", "2", "--window", "16", "--steps", "20"],
+    "bimamba": ["--variant", "bimamba", "--d-state", "8", "--headdim", "8", "--chunk-size", "16", "--steps", "2"],
+}
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory) -> dict[str, Path]:
+    """cells/, bench/ (with scan_throughput.csv) and secrets/ written by the real tools."""
+    root = tmp_path_factory.mktemp("sections")
+    data, secrets, bench = root / "data", root / "secrets", root / "bench"
+    assert run_cli(data_main, ["secrets", "--out", str(data), "--seed", "0", "--train-files", "12", "--val-files",
+                               "2", "--test-files", "4", "--unseen-files", "3", "--decoy-files", "2",
+                               "--length-buckets", "1024", "2048", "--train-max-length", "2048"]) == 0
+    for name, flags in TAGGERS.items():
+        run = root / "runs" / name
+        assert run_cli(train_main, ["--data", str(data), "--out", str(run), "--d-model", "16", "--n-layers", "1",
+                                    "--batch-size", "4", "--eval-every", "100", "--device", "cpu", "--crop-len",
+                                    "128", "--chunk-len", "512", "--overlap", "64", *flags]) == 0
+        assert run_cli(evaluate_main, ["--data", str(data), "--checkpoint", str(run / "model.pt"),
+                                       "--out", str(secrets / name), "--device", "cpu"]) == 0
+    if TOOLS:
+        assert run_cli(baselines_main, ["--data", str(data), "--out", str(secrets / "baselines"),
+                                        "--tools", *TOOLS]) == 0
+    assert run_cli(bench_main, ["--out", str(bench), "--device", "cpu", "--lengths", "32", "64",
+                                "--decode_contexts", "16", "32", "--tokens-per-batch", "128", "--d_model", "32",
+                                "--d-states", "16", "--headdim", "16", "--n-heads", "2", "--chunk-size", "16",
+                                "--modes", "forward", "decode", "--mixers", "attention", "raw_attention", "mamba2",
+                                "--architectures", "--repeats", "1", "--warmup", "0", "--ladder-rungs", "0", "4",
+                                "--ladder_d_model", "32", "--ladder-n-layers", "1", "--ladder-d-state", "16",
+                                "--ladder-headdim", "16", "--ladder-batch", "2", "--ladder-seq-len", "64",
+                                "--ladder-num-pairs", "8"]) == 0
+    assert run_cli(throughput_main, ["--checkpoint", str(root / "runs" / "transformer" / "model.pt"),
+                                     "--out", str(bench / "scan_throughput.csv"), "--sizes-mb", "0.001", "0.002",
+                                     "--kinds", "log", "--tools", "--device", "cpu", "--repeats", "1",
+                                     "--warmup", "0"]) == 0
+    for (arch, d_state), by_np in ACCURACY.items():
+        for num_pairs, seeds in by_np.items():
+            for seed, accuracy in enumerate(seeds):
+                write_cell(root / "cells", metrics_json(arch, num_pairs, d_state, seed, accuracy))
+    return {"root": root, "data": data, "secrets": secrets, "bench": bench, "cells": root / "cells"}
+
+
+@pytest.fixture(scope="module")
+def report(outputs) -> Path:
+    out = outputs["root"] / "report"
+    assert report_main(["--cells", str(outputs["cells"]), "--out", str(out), "--capacity_threshold", "0.9",
+                        "--bench", str(outputs["bench"]), "--secrets", str(outputs["secrets"])]) == 0
+    return out
+
+
+def scores(outputs, system: str, split: str) -> dict:
+    folder = outputs["secrets"] / ("baselines/" + system if system in TOOLS else system)
+    return json.loads((folder / split / "scores.json").read_text())
+
+
+def section(sections, title: str):
+    (found,) = [s for s in sections if s.title == title]
+    return found
+
+
+def tables_of(found) -> list[pd.DataFrame]:
+    return [block.frame for block in found.blocks if isinstance(block, Table)]
+
+
+# --- the whole report from real tool outputs ----------------------------------------------------
+
+def test_report_has_both_sections_with_their_figures(report):
+    markdown = (report / "report.md").read_text()
+    titles = re.findall(r"^## (.+)$", markdown, flags=re.M)
+    assert titles[-2:] == ["Benchmark", "Secret spans"] and len(titles) == 10
+    referenced = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert {"figures/bench_throughput.png", "figures/bench_memory.png", "figures/recall_by_position.png",
+            "figures/recall_by_length.png"} <= set(referenced)
+    assert len(referenced) == 8 and all((report / ref).is_file() for ref in referenced)
+    page = (report / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 8 and "<h2>Secret spans</h2>" in page
+    bench = markdown[markdown.index("## Benchmark"):markdown.index("## Secret spans")]
+    assert "WARNING: the benchmark ran on cpu" in bench  # a CPU run is flagged
+    assert "Rung 4 is align_mamba.train's step" in bench and "× the naive rung 0" in bench
+    assert "0.001 MiB file: MiB/s" in bench and "No scan throughput" not in bench
+
+
+def test_benchmark_section_tables_come_from_the_bench_files(outputs):
+    grid = load_grid(outputs["cells"])
+    sections, metrics = build_sections(grid, 0.9, "cmd", bench_dir=outputs["bench"])
+    environment, crossover, tax, ladder, provenance, throughput = tables_of(section(sections, "Benchmark"))
+    summary = json.loads((outputs["bench"] / "summary.json").read_text())
+    assert dict(zip(environment[""], environment["value"]))["device"] == summary["device"]
+    assert set(crossover["mode"]) == {"forward (prefill)", "decode step"}
+    assert tax["layer"].tolist() == ["attention"] and tax["compared with"].tolist() == ["raw_attention"]
+    assert tax.iloc[0, 2] == f"{summary['wrapper_tax']['attention']['max_ratio']:,.2f}"
+    assert ladder["rung"].tolist() == [0, 4]
+    mixers = pd.read_csv(outputs["bench"] / "mixers.csv")
+    assert provenance["rows"].sum() == len(mixers)
+    csv = pd.read_csv(outputs["bench"] / "scan_throughput.csv")
+    rate = csv[csv["size_mb"] == 0.002]["bytes"].sum() / 2**20 / csv[csv["size_mb"] == 0.002]["seconds"].sum()
+    assert throughput["system"].tolist() == ["tagger"] and throughput.iloc[0, -1] == f"{rate:,.2f}"
+    assert metrics["bench.training_speedup"] == pytest.approx(summary["training_speedup"]["speedup_vs_naive"])
+    assert metrics["bench.training_speedup_rung"] == 4
+
+
+def test_headline_table_holds_every_system_with_its_scores(outputs):
+    results = load_secrets(outputs["secrets"])
+    table = headline_table(results.runs).set_index("system")
+    assert table.index.tolist() == sorted(TAGGERS) + TOOLS and results.notes == ()
+    for system in table.index:
+        test, unseen, decoys = (scores(outputs, system, split) for split in SPLITS)
+        row = table.loc[system]
+        assert row["test: span P / R / F1"] == " / ".join(
+            f"{test[k]:.3f}" for k in ("span_precision", "span_recall", "span_f1"))
+        assert row["test_unseen: hit rate"] == f"{unseen['hit_rate']:.3f}"
+        assert row["test: byte F1"] == f"{test['byte_f1']:.3f}"
+        assert row["test_decoys: false alarms / MB"] == f"{decoys['false_alarms_per_mb']:,.1f}"
+        assert decoys["n_true"] == 0 and decoys["false_alarms_per_mb"] == pytest.approx(
+            decoys["false_alarms"] / (decoys["bytes"] / 1e6))
+        seconds = sum(s["wall_seconds"] for s in (test, unseen, decoys))
+        assert row["MB/s"] == f"{sum(s['bytes'] for s in (test, unseen, decoys)) / 1e6 / seconds:,.4f}"
+    assert table.loc["transformer", "ran on"] == "sdpa on cpu" and table.loc["bimamba", "kind"] == "tagger"
+
+
+def test_per_format_table_counts_and_marks_held_out_formats_from_the_labels(outputs):
+    table = per_format_table(load_secrets(outputs["secrets"]).breakdowns)
+    for split in ("test", "test_unseen"):
+        truth = Counter(span.format for f in load_secret_split(outputs["data"], split) for span in f.spans)
+        rows = table[table["split"] == split]
+        assert dict(zip(rows["format"], rows["secrets"])) == dict(truth)
+        assert set(rows["held out"]) == ({"yes"} if split == "test_unseen" else {""})
+    manifest = json.loads((outputs["data"] / "manifest.json").read_text())
+    assert set(table[table["held out"] == "yes"]["format"]) <= set(manifest["formats"]["heldout"])
+    row = table[table["split"] == "test"].iloc[0]
+    record = next(r for r in scores(outputs, "transformer", "test")["per_format"] if r["format"] == row["format"])
+    assert row["transformer"] == f"{record['recall']:.2f} [{record['wilson_low']:.2f}, {record['wilson_high']:.2f}]"
+    assert record["recall"] == pytest.approx(record["recalled"] / record["true"])
+
+
+@pytest.mark.parametrize("breakdown, key", [("by_decile", "target_decile"), ("by_length", "length_bucket")])
+def test_recall_figures_have_one_line_per_system(outputs, breakdown, key):
+    breakdowns = load_secrets(outputs["secrets"]).breakdowns
+    axes = [ax for ax in recall_figure(breakdowns, breakdown).axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["test (in-distribution formats)", "test_unseen (held-out formats)"]
+    for ax, split in zip(axes, ("test", "test_unseen")):
+        assert [c.get_label() for c in ax.containers] == sorted(TAGGERS) + TOOLS
+        records = [r for r in scores(outputs, "bimamba", split)[breakdown] if r[key] is not None]
+        line = ax.containers[0].lines[0]  # bimamba: its recalls, in bucket order
+        assert list(line.get_ydata()) == pytest.approx([r["recall"] for r in sorted(records, key=lambda r: r[key])])
+
+
+def test_metrics_json_gains_the_headline_keys_and_keeps_the_old_ones(outputs, report, tmp_path):
+    metrics = json.loads((report / "metrics.json").read_text())
+    plain = write_report(outputs["cells"], tmp_path / "plain", 0.9)
+    assert {k: metrics[k] for k in plain} == plain and list(metrics) == sorted(metrics)
+    for system in [*TAGGERS, *TOOLS]:
+        assert metrics[f"secrets.{system}.test.span_f1"] == scores(outputs, system, "test")["span_f1"]
+        assert metrics[f"secrets.{system}.test_unseen.span_recall"] == scores(outputs, system,
+                                                                              "test_unseen")["span_recall"]
+        assert metrics[f"secrets.{system}.test_decoys.false_alarms_per_mb"] == pytest.approx(
+            scores(outputs, system, "test_decoys")["false_alarms_per_mb"])
+    summary = json.loads((outputs["bench"] / "summary.json").read_text())
+    assert metrics["bench.training_speedup"] == summary["training_speedup"]["speedup_vs_naive"]
+    assert metrics["bench.max_wrapper_tax"] == summary["wrapper_tax"]["attention"]["max_ratio"]
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())
+
+
+@pytest.mark.skipif("credsweeper" not in TOOLS, reason="credsweeper not installed")
+def test_comparison_sentence_states_the_real_numbers(outputs):
+    sentence = comparison_sentence(load_secrets(outputs["secrets"]).runs)
+    best = max(sorted(TAGGERS), key=lambda name: scores(outputs, name, "test")["span_f1"])
+    ours, theirs = scores(outputs, best, "test"), scores(outputs, "credsweeper", "test")
+    assert f"**{best}**" in sentence and f"span F1 {ours['span_f1']:.3f}" in sentence
+    assert f"CredSweeper's {theirs['span_f1']:.3f}" in sentence
+
+
+# --- missing inputs -----------------------------------------------------------------------------
+
+def test_missing_inputs_give_one_line_each_and_no_metrics(outputs, tmp_path):
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "mixers.csv").write_text("x\n")
+    metrics = write_report(outputs["cells"], tmp_path / "out", 0.9, bench_dir=tmp_path / "bench",
+                           secrets_dir=tmp_path / "nothing")
+    assert not [k for k in metrics if k.startswith(("bench.", "secrets."))]
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    bench = markdown[markdown.index("## Benchmark\n"):markdown.index("## Secret spans")].strip().splitlines()
+    assert len(bench) == 3 and bench[2].startswith("No benchmark results: ")
+    assert "train_step.csv, summary.json" in bench[2] and "`python -m align_mamba.bench --out" in bench[2]
+    notes = [line for line in markdown[markdown.index("## Secret spans"):].splitlines()[1:] if line]
+    assert len(notes) == 2 and "python -m align_mamba.secrets.evaluate" in notes[0]
+    assert "python -m align_mamba.secrets.baselines" in notes[1]
+
+
+def test_partial_inputs_keep_what_is_there(outputs, tmp_path):
+    for name in TAGGERS:
+        shutil.copytree(outputs["secrets"] / name, tmp_path / "secrets" / name)
+    for name in ("mixers.csv", "train_step.csv", "summary.json"):
+        shutil.copy(outputs["bench"] / name, tmp_path / name)
+    grid = load_grid(outputs["cells"])
+    sections, metrics = build_sections(grid, 0.9, "cmd", tmp_path, tmp_path / "secrets", ["transformer", "hybrid"])
+    texts = [b.body for b in section(sections, "Secret spans").blocks if isinstance(b, Text)]
+    assert texts[0].startswith("No results for tagger hybrid") and texts[1].startswith("No baseline results")
+    assert "No comparison with CredSweeper on test: CredSweeper was not scored on it." in texts
+    assert [k for k in metrics if k.startswith("secrets.")] == [
+        "secrets.transformer.test.span_f1", "secrets.transformer.test_decoys.false_alarms_per_mb",
+        "secrets.transformer.test_unseen.span_recall"]
+    bench = section(sections, "Benchmark")
+    assert sum(isinstance(b, Image) for b in bench.blocks) == 2
+    assert bench.blocks[-1].body.startswith(f"No scan throughput ({tmp_path / 'scan_throughput.csv'})")
+
+
+def test_a_malformed_scores_file_is_named(outputs, tmp_path):
+    shutil.copytree(outputs["secrets"] / "transformer", tmp_path / "transformer")
+    (tmp_path / "transformer" / "test" / "scores.json").write_text('{"files": 3}')
+    with pytest.raises(ConfigError, match=r"transformer/test/scores\.json: missing or invalid '"):
+        load_secrets(tmp_path)
+
+
+# --- arithmetic on hand-made inputs -------------------------------------------------------------
+
+def _run(system, kind, span_tp, n_true=10, f1=0.5, files=4):
+    return {"system": system, "kind": kind, "split": "test", "ran_on": "", "files": files, "bytes": 1000,
+            "n_true": n_true, "n_pred": 10, "span_tp": span_tp, "span_precision": 0.5, "span_recall": span_tp / n_true,
+            "span_f1": f1, "hit_rate": 1.0, "byte_f1": 0.5, "wall_seconds": 1.0, "false_alarms_per_mb": 0.0}
+
+
+def test_comparison_sentence_by_hand():
+    # Wilson 95% by hand: 10/10 -> [0.7225, 1.0], 2/10 -> [0.0567, 0.5098]: apart.
+    runs = pd.DataFrame([_run("b", "tagger", 10, f1=0.9), _run("a", "tagger", 9, f1=0.8),
+                         _run("credsweeper", "baseline", 2, f1=0.3)])
+    sentence = comparison_sentence(runs)
+    assert "best tagger, **b**, reaches span F1 0.900" in sentence and "0.600 above CredSweeper's 0.300" in sentence
+    assert "[0.72, 1.00] and [0.06, 0.51], do not overlap." in sentence
+    # 9/10 -> [0.5958, 0.9821] and 4/10 -> [0.1682, 0.6873] overlap; tied taggers are named.
+    runs = pd.DataFrame([_run("a", "tagger", 9, f1=0.4), _run("b", "tagger", 9, f1=0.4),
+                         _run("credsweeper", "baseline", 4, f1=0.4)])
+    sentence = comparison_sentence(runs)
+    assert "**a** (tied with b)" in sentence and "the same as CredSweeper's 0.400" in sentence
+    assert "[0.60, 0.98] and [0.17, 0.69], overlap" in sentence
+    assert comparison_sentence(runs[runs["kind"] == "tagger"]).endswith("CredSweeper was not scored on it.")
+    assert mismatched_splits(runs) == []
+    assert mismatched_splits(pd.DataFrame([_run("a", "tagger", 1), _run("b", "tagger", 1, files=5)])) == ["test"]
+
+
+def test_bench_tables_and_metrics_by_hand():
+    summary = {"crossover": {"forward": {"16": {"length": 90.5, "lower": 64, "upper": 128},
+                                         "64": {"length": None, "lower": None, "upper": 64}},
+                             "train": {"16": {"length": None, "lower": 256, "upper": None},
+                                       "64": {"length": None, "lower": None, "upper": None}}},
+               "wrapper_tax": {"mamba2": {"max_ratio": 1.25, "mode": "train", "seq_len": 1024, "d_state": 64,
+                                          "shapes": 4},
+                               "attention": {"max_ratio": 1.5, "mode": "forward", "seq_len": 256, "d_state": None,
+                                             "shapes": 2}},
+               "training_speedup": {"rung": 6, "description": "+ CUDA graphs", "ms_per_step": 2.0,
+                                    "speedup_vs_naive": 7.5}}
+    table = crossover_table(summary)
+    assert table.iloc[:, 2].tolist() == ["≈ 90", "≤ 64", "> 256", "—"]
+    assert table["measured"].iloc[0] == "between L = 64 and 128"
+    tax = wrapper_tax_table(summary).set_index("layer")
+    assert tax.loc["mamba2", "at"] == "train, L = 1024, N = 64" and tax.loc["attention", "at"] == "forward, L = 256"
+    assert bench_metrics(summary) == {"bench.training_speedup": 7.5, "bench.training_speedup_rung": 6,
+                                      "bench.crossover.forward.ds16": 90.5, "bench.wrapper_tax.mamba2": 1.25,
+                                      "bench.wrapper_tax.attention": 1.5, "bench.max_wrapper_tax": 1.5}
+    ladder = pd.DataFrame({"rung": [0, 4, 6], "status": ["ok", "skipped", "ok"], "ms_per_step": [15.0, None, 2.0],
+                           "speedup_vs_naive": [1.0, None, 7.5]})
+    sentence = training_sentence(summary, ladder)
+    assert "rung 6 (+ CUDA graphs), takes 2.00 ms per step: **7.50× the naive rung 0**" in sentence
+    assert sentence.endswith("Rung 4 is align_mamba.train's step; it did not run (skipped).")
+    assert bench_metrics({"crossover": {}, "wrapper_tax": {}, "training_speedup": None}) == {}
+
+
+def test_loaded_bench_reads_scan_throughput_only_when_present(outputs, tmp_path):
+    assert load_bench(outputs["bench"]).scan_throughput is not None
+    for name in ("mixers.csv", "train_step.csv", "summary.json"):
+        shutil.copy(outputs["bench"] / name, tmp_path / name)
+    assert load_bench(tmp_path).scan_throughput is None
