@@ -29,7 +29,7 @@ def project_copy(dest: Path, params: Path | None = None, dvc: bool = False) -> P
     return dest
 
 
-def run(command: list[str], cwd: Path, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
+def run(command: list[str], cwd: Path, check: bool = True, timeout: int = 2400) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(cwd / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=check, timeout=timeout)
 

@@ -20,7 +20,7 @@ from align_mamba.bench.summary import Crossover, wrapper_tax
 from align_mamba.bench.timing import Workload, is_oom, time_call
 from align_mamba.bench.train_step import COLUMNS as LADDER_COLUMNS
 from align_mamba.config import ModelConfig
-from align_mamba.errors import ConfigError, run_cli
+from align_mamba.errors import ConfigError, DataIntegrityError, run_cli
 from align_mamba.mixers import CrossAttention, SelfAttention
 from align_mamba.models import build_model
 from align_mamba.report.bench import (ladder_table, load_bench, memory_figure, provenance_table,
@@ -284,3 +284,37 @@ def test_params_file_sets_defaults_and_flags_override(tmp_path):
     params.write_text("bench:\n  lengths: 64\n")
     with pytest.raises(ConfigError, match="bench.lengths must be a list of int"):
         parse_config(["--params", str(params), "--out", str(tmp_path / "o")])
+
+
+# --- merging runs -------------------------------------------------------------------------------
+
+def test_merge_joins_runs_of_one_setup_and_refuses_mixed_ones(tmp_path):
+    from align_mamba.bench.merge import merge_runs
+
+    ladder = dict(ladder_rungs=(0, 2), ladder_d_model=32, ladder_n_layers=1, ladder_d_state=16, ladder_headdim=16,
+                  ladder_batch=2, ladder_seq_len=64, ladder_num_pairs=8)
+    run_bench(BenchConfig(**{**TINY, "mixers": ("attention", "mamba2_reference"), "architectures": (),
+                             "modes": ("forward",)}), tmp_path / "mixers")
+    run_bench(BenchConfig(**{**TINY, "mixers": (), "architectures": ("mamba2",), "modes": ("train",), **ladder}),
+              tmp_path / "rest")
+    parts = [pd.read_csv(tmp_path / name / "mixers.csv") for name in ("mixers", "rest")]
+    mixers, rungs, summary = merge_runs([tmp_path / "mixers", tmp_path / "rest"])
+    assert len(mixers) == len(parts[0]) + len(parts[1]) == 2 * 2 + 2
+    assert rungs["rung"].tolist() == [0, 2]
+    assert summary["rows"]["ok"] == len(mixers) and summary["training_speedup"]["rung"] == 2
+    assert summary["merged_from"] == [str(tmp_path / "mixers"), str(tmp_path / "rest")]
+
+    stopped = tmp_path / "stopped"  # a run cut by a time limit: its rows, no summary
+    stopped.mkdir()
+    (stopped / "mixers.csv").write_text((tmp_path / "mixers" / "mixers.csv").read_text())
+    with pytest.raises(DataIntegrityError, match="no summary.json"):
+        merge_runs([stopped, tmp_path / "rest"])
+    mixers, _, summary = merge_runs([stopped, tmp_path / "rest"], provenance_from=tmp_path / "rest")
+    assert len(mixers) == 6 and summary["config"][0] is None and summary["provenance_from"] == str(tmp_path / "rest")
+
+    with pytest.raises(ConfigError, match="more than one run holds a training ladder"):
+        merge_runs([tmp_path / "rest", tmp_path / "rest"])
+    edited = json.loads((tmp_path / "rest" / "summary.json").read_text())
+    (tmp_path / "rest" / "summary.json").write_text(json.dumps({**edited, "device": "another GPU"}))
+    with pytest.raises(ConfigError, match="differs .* in device"):
+        merge_runs([tmp_path / "mixers", tmp_path / "rest"])

@@ -24,6 +24,14 @@ def _check_report(project) -> dict:
     assert all(isinstance(value, (int, float)) for value in metrics.values())
     html = (project / "results" / "report.html").read_text()
     assert "data:image/png;base64," in html
+    for name in ("mixers.csv", "train_step.csv", "summary.json", "scan_throughput.csv"):
+        assert (project / "results" / "bench" / name).is_file()
+    taggers = yaml.safe_load((project / "params.yaml").read_text())["secrets"]["taggers"]
+    for tagger in taggers:
+        assert (project / "results" / "secrets" / tagger["name"] / "summary.json").is_file()
+        assert f"secrets.{tagger['name']}.test.span_f1" in metrics
+    assert (project / "results" / "secrets" / "baselines" / "summary.csv").is_file()
+    assert "bench.training_speedup" in metrics
     cell_files = sorted((project / "results" / "cells").rglob("*.json"))
     assert len(cell_files) == _cells(project)
     for path in cell_files:

@@ -126,7 +126,8 @@ def test_benchmark_section_tables_come_from_the_bench_files(outputs):
     assert dict(zip(environment[""], environment["value"]))["device"] == summary["device"]
     assert set(crossover["mode"]) == {"forward (prefill)", "decode step"}
     assert tax["layer"].tolist() == ["attention"] and tax["compared with"].tolist() == ["raw_attention"]
-    assert tax.iloc[0, 2] == f"{summary['wrapper_tax']['attention']['max_ratio']:,.2f}"
+    assert tax.iloc[0, 2] == f"{summary['wrapper_tax']['attention']['median_ratio']:,.2f}"
+    assert tax.iloc[0, 3] == f"{summary['wrapper_tax']['attention']['max_ratio']:,.2f}"
     assert ladder["rung"].tolist() == [0, 4]
     mixers = pd.read_csv(outputs["bench"] / "mixers.csv")
     assert provenance["rows"].sum() == len(mixers)
@@ -281,8 +282,8 @@ def test_bench_tables_and_metrics_by_hand():
                                          "64": {"length": None, "lower": None, "upper": 64}},
                              "train": {"16": {"length": None, "lower": 256, "upper": None},
                                        "64": {"length": None, "lower": None, "upper": None}}},
-               "wrapper_tax": {"mamba2": {"max_ratio": 1.25, "mode": "train", "seq_len": 1024, "d_state": 64,
-                                          "shapes": 4},
+               "wrapper_tax": {"mamba2": {"max_ratio": 1.25, "median_ratio": 1.01, "mode": "train", "seq_len": 1024,
+                                          "d_state": 64, "shapes": 4},
                                "attention": {"max_ratio": 1.5, "mode": "forward", "seq_len": 256, "d_state": None,
                                              "shapes": 2}},
                "training_speedup": {"rung": 6, "description": "+ CUDA graphs", "ms_per_step": 2.0,
@@ -291,15 +292,19 @@ def test_bench_tables_and_metrics_by_hand():
     assert table.iloc[:, 2].tolist() == ["≈ 90", "≤ 64", "> 256", "—"]
     assert table["measured"].iloc[0] == "between L = 64 and 128"
     tax = wrapper_tax_table(summary).set_index("layer")
-    assert tax.loc["mamba2", "at"] == "train, L = 1024, N = 64" and tax.loc["attention", "at"] == "forward, L = 256"
+    assert tax.loc["mamba2", "max at"] == "train, L = 1024, N = 64" and tax.loc["attention", "max at"] == "forward, L = 256"
+    assert tax.loc["mamba2"].iloc[1] == "1.01" and tax.loc["attention"].iloc[1] == "—"
     assert bench_metrics(summary) == {"bench.training_speedup": 7.5, "bench.training_speedup_rung": 6,
                                       "bench.crossover.forward.ds16": 90.5, "bench.wrapper_tax.mamba2": 1.25,
                                       "bench.wrapper_tax.attention": 1.5, "bench.max_wrapper_tax": 1.5}
     ladder = pd.DataFrame({"rung": [0, 4, 6], "status": ["ok", "skipped", "ok"], "ms_per_step": [15.0, None, 2.0],
-                           "speedup_vs_naive": [1.0, None, 7.5]})
+                           "speedup_vs_naive": [1.0, None, 7.5],
+                           "description": ["naive", "+ fused AdamW (= align_mamba.train's step)", "+ CUDA graphs"]})
     sentence = training_sentence(summary, ladder)
     assert "rung 6 (+ CUDA graphs), takes 2.00 ms per step: **7.50× the naive rung 0**" in sentence
     assert sentence.endswith("Rung 4 is align_mamba.train's step; it did not run (skipped).")
+    older = ladder.assign(description=["naive", "+ fused AdamW", "+ CUDA graphs"])  # a ladder without the mark
+    assert training_sentence(summary, older).endswith("No rung of this ladder is marked as align_mamba.train's step.")
     assert bench_metrics({"crossover": {}, "wrapper_tax": {}, "training_speedup": None}) == {}
 
 

@@ -70,8 +70,9 @@ def crossovers(rows: pd.DataFrame, mamba: str = "mamba2", attention: str = "atte
 
 
 def wrapper_tax(rows: pd.DataFrame) -> dict:
-    """{layer: {max_ratio, mode, seq_len, d_state, shapes}}: raw tokens/s over align_mamba's, per
-    shape (mode, seq_len, d_state), and the largest over the shapes both ran (> 1: the wrapper is slower)."""
+    """{layer: {max_ratio, median_ratio, mode, seq_len, d_state, shapes}}: raw tokens/s over
+    align_mamba's, per shape (mode, seq_len, d_state); the largest (at mode/seq_len/d_state) and the
+    median over the shapes both ran (> 1: the wrapper is slower)."""
     keys = ["mode", "seq_len", "d_state"]
     result = {}
     for layer, raw in WRAPPER_PAIRS.items():
@@ -81,7 +82,8 @@ def wrapper_tax(rows: pd.DataFrame) -> dict:
             continue
         ratio = merged["tokens_per_s_raw"] / merged["tokens_per_s"]
         worst = merged.loc[ratio.idxmax()]
-        result[layer] = {"max_ratio": float(ratio.max()), "mode": worst["mode"], "seq_len": int(worst["seq_len"]),
+        result[layer] = {"max_ratio": float(ratio.max()), "median_ratio": float(ratio.median()),
+                         "mode": worst["mode"], "seq_len": int(worst["seq_len"]),
                          "d_state": None if worst["d_state"] < 0 else int(worst["d_state"]), "shapes": len(merged)}
     return result
 
