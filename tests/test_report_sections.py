@@ -184,6 +184,15 @@ def test_recall_figures_have_one_line_per_system(outputs, breakdown, key):
         assert list(line.get_ydata()) == pytest.approx([r["recall"] for r in sorted(records, key=lambda r: r[key])])
 
 
+
+def test_recall_figure_accepts_wilson_bounds_a_rounding_error_inside_the_recall(outputs):
+    breakdowns = load_secrets(outputs["secrets"]).breakdowns.copy()
+    perfect = breakdowns["recall"] == 1.0
+    assert perfect.any()
+    breakdowns.loc[perfect, "wilson_high"] = 1.0 - 1e-12  # what float rounding of the Wilson formula gives
+    axes = [ax for ax in recall_figure(breakdowns, "by_decile").axes if ax.get_visible()]
+    assert all(ax.containers for ax in axes)
+
 def test_metrics_json_gains_the_headline_keys_and_keeps_the_old_ones(outputs, report, tmp_path):
     metrics = json.loads((report / "metrics.json").read_text())
     plain = write_report(outputs["cells"], tmp_path / "plain", 0.9)

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -201,7 +202,8 @@ def recall_figure(breakdowns: pd.DataFrame, breakdown: str) -> Figure:
             x = line["value"].astype(float)
             nudge = (i - (len(names) - 1) / 2) * 0.08
             x = x * 2 ** nudge if breakdown == "by_length" else x + nudge
-            errors = [line["recall"] - line["wilson_low"], line["wilson_high"] - line["recall"]]
+            # Wilson bounds can sit a rounding error inside a recall of 0 or 1: clip, matplotlib rejects < 0
+            errors = np.clip([line["recall"] - line["wilson_low"], line["wilson_high"] - line["recall"]], 0, None)
             ax.errorbar(x, line["recall"], yerr=errors, capsize=2, label=name, **styles[name],
                         linestyle="--" if line["kind"].iloc[0] == "baseline" else "-")
         if panel.empty:
