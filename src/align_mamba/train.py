@@ -142,20 +142,27 @@ class Trainer:
         atomic_torch_save(self.resume_path, {"fingerprint": self.fingerprint, "model": self.model.state_dict(),
                                              "optimizer": self.optimizer.state_dict(), "state": self.state})
 
+    kind = "cell"  # how errors name what is being trained
+
+    def step_loss(self, step: int) -> torch.Tensor:
+        """The training loss of batch `step` (subclasses train other models on other data)."""
+        return batch_loss(self.model, self.train_split, self.sampler.indices(step), self.device)
+
     def train_step(self, step: int) -> dict:
         lr = learning_rate(step, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        loss = batch_loss(self.model, self.train_split, self.sampler.indices(step), self.device)
+        loss = self.step_loss(step)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
-            raise NonFiniteLossError(f"cell {self.name}: loss is {loss_value} at step {step}; stopping (lr {lr:.3g})")
+            raise NonFiniteLossError(f"{self.kind} {self.name}: loss is {loss_value} at step {step}; stopping "
+                                     f"(lr {lr:.3g})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip).item()
         if not math.isfinite(grad_norm):
-            raise NonFiniteLossError(f"cell {self.name}: gradient norm is {grad_norm} at step {step}; stopping")
+            raise NonFiniteLossError(f"{self.kind} {self.name}: gradient norm is {grad_norm} at step {step}; stopping")
         self.optimizer.step()
         return {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": grad_norm}
 

@@ -116,21 +116,22 @@ def _sibling(out_dir: Path, tag: str) -> Path:
             continue
 
 
-def _is_dataset(path: Path) -> bool:
+def is_dataset(path: Path, generator: str) -> bool:
+    """True when `path` holds a manifest written by `generator` (mqar, secrets)."""
     try:
-        return json.loads((path / MANIFEST_NAME).read_text()).get("generator") == GENERATOR
+        return json.loads((path / MANIFEST_NAME).read_text()).get("generator") == generator
     except (OSError, ValueError, AttributeError):
         return False
 
 
-def _check_replaceable(out_dir: Path) -> None:
-    # Replacing is a recursive delete; refuse anything that is not one of our datasets.
+def check_replaceable(out_dir: Path, generator: str) -> None:
+    """Replacing is a recursive delete: refuse anything that is not a `generator` dataset (or empty)."""
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
         raise ConfigError(f"out: {out_dir} exists and is not a directory")
-    if any(out_dir.iterdir()) and not _is_dataset(out_dir):
-        raise ConfigError(f"out: {out_dir} is a non-empty directory without an MQAR manifest; "
+    if any(out_dir.iterdir()) and not is_dataset(out_dir, generator):
+        raise ConfigError(f"out: {out_dir} is a non-empty directory without a {generator} dataset manifest; "
                           "refusing to replace it")
 
 
@@ -159,7 +160,7 @@ def write_mqar(config: MQARConfig, out_dir: str | os.PathLike) -> Path:
         raise ConfigError(f"config must be an MQARConfig, got {type(config).__name__}")
     # abspath gives "." and "x/.." a real name and parent for the sibling directories.
     out_dir = Path(os.path.abspath(out_dir))
-    _check_replaceable(out_dir)
+    check_replaceable(out_dir, GENERATOR)
     splits = generate_mqar(config)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staged = _sibling(out_dir, "tmp")

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from align_mamba.atomic import atomic_write_json, atomic_write_text
 from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
-from align_mamba.data.secrets import SECRET_SPLITS, load_secret_split
+from align_mamba.data.secrets import SECRET_SPLITS, TEST_SPLITS, load_secret_split
 from align_mamba.errors import BackendUnavailableError, DataIntegrityError, run_cli
 from align_mamba.secrets.score import SplitScores, match_spans, merge_spans, score_split
 from align_mamba.secrets.spans import LabelledFile, Span
@@ -48,7 +48,6 @@ from align_mamba.secrets.spans import LabelledFile, Span
 log = logging.getLogger("align_mamba.secrets.baselines")
 
 INSTALL_HINT = "pip install -e '.[baselines]'"
-DEFAULT_SPLITS = ("test", "test_unseen", "test_decoys")
 SUMMARY_COLUMNS = ["span_precision", "span_recall", "span_f1", "hit_rate", "byte_precision", "byte_recall",
                    "byte_f1", "false_alarms_per_mb", "n_true", "n_pred", "decoy_hits", "files", "bytes"]
 
@@ -234,7 +233,7 @@ def _build_parser() -> OneLineParser:
 
     option("data", type=Path, required=True, help="dataset directory with <split>/files and <split>/labels.jsonl")
     option("out", type=Path, required=True, help="output directory")
-    option("splits", nargs="+", choices=SECRET_SPLITS, default=list(DEFAULT_SPLITS), help="default: %(default)s")
+    option("splits", nargs="+", choices=SECRET_SPLITS, default=list(TEST_SPLITS), help="default: %(default)s")
     option("tools", nargs="+", choices=list(TOOLS), default=list(TOOLS), help="default: %(default)s")
     option("iou_threshold", type=float, default=0.5, help="span match IoU (default 0.5)")
     option("merge_gap", type=int, default=2, help="merge predicted spans this close, in bytes (default 2)")

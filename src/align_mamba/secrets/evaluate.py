@@ -21,14 +21,13 @@ from tqdm import tqdm
 from align_mamba.atomic import atomic_write_json, atomic_write_text
 from align_mamba.backends import BACKENDS, resolve_device
 from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
-from align_mamba.data.secrets import SECRET_SPLITS, load_secret_split, read_file_bytes
+from align_mamba.data.secrets import SECRET_SPLITS, TEST_SPLITS, load_secret_split, read_file_bytes
 from align_mamba.errors import ConfigError, run_cli
 from align_mamba.secrets.infer import INFERENCE_KEYS, load_tagger, predict_spans
 from align_mamba.secrets.score import score_split
 from align_mamba.secrets.tagger import ByteTagger
 
 log = logging.getLogger("align_mamba.secrets.evaluate")
-DEFAULT_SPLITS = ("test", "test_unseen", "test_decoys")
 HEADLINE = ("span_f1", "span_precision", "span_recall", "hit_rate", "byte_precision", "byte_recall", "byte_f1",
             "false_alarms", "false_alarms_per_mb", "n_decoys", "decoy_hits", "n_true", "n_pred", "files", "bytes")
 
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="secret-span dataset directory")
     parser.add_argument("--checkpoint", type=Path, required=True, help="the tagger's model.pt")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--splits", nargs="+", default=list(DEFAULT_SPLITS), choices=SECRET_SPLITS)
+    parser.add_argument("--splits", nargs="+", default=list(TEST_SPLITS), choices=SECRET_SPLITS)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument(*flag_names("chunk_len"), dest="chunk_len", type=int, help="default: the checkpoint's")

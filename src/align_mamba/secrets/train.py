@@ -28,12 +28,12 @@ from align_mamba.backends import resolve_backend, resolve_device
 from align_mamba.cli_args import OneLineParser, flag_names, read_yaml, setup_logging
 from align_mamba.config import TrainConfig, _require, _require_positive, from_mapping, to_dict
 from align_mamba.data.secrets import load_secret_split, read_file_bytes, read_secret_manifest
-from align_mamba.errors import ConfigError, DataIntegrityError, NonFiniteLossError, run_cli
+from align_mamba.errors import ConfigError, DataIntegrityError, run_cli
 from align_mamba.secrets.infer import predict_spans, save_tagger
 from align_mamba.secrets.score import SplitScores, score_split
 from align_mamba.secrets.spans import LabelledFile, mask_to_ranges
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
-from align_mamba.train import Trainer, TrainState, learning_rate, parameter_groups
+from align_mamba.train import Trainer, TrainState, parameter_groups
 
 log = logging.getLogger("align_mamba.secrets.train")
 HISTORY_COLUMNS = ["step", "loss", "lr", "grad_norm", "val_span_f1", "val_span_precision", "val_span_recall",
@@ -172,26 +172,15 @@ class TaggerTrainer(Trainer):
         self.class_weights = weights.to(self.device)
         self.state = TrainState()
 
-    def train_step(self, step: int) -> dict:
-        lr = learning_rate(step, self.cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.model.train()
+    kind = "tagger"
+
+    def step_loss(self, step: int) -> torch.Tensor:
+        """Per-byte cross-entropy of crop batch `step`, secret bytes weighted by secret_weight."""
         ids, classes = (t.to(self.device) for t in self.sampler.batch(step))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             logits = self.model(ids)  # (B, L, C)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), classes.flatten(), weight=self.class_weights,
+        return F.cross_entropy(logits.float().flatten(0, 1), classes.flatten(), weight=self.class_weights,
                                ignore_index=IGNORE)
-        loss_value = loss.item()
-        if not np.isfinite(loss_value):
-            raise NonFiniteLossError(f"tagger {self.name}: loss is {loss_value} at step {step}; stopping (lr {lr:.3g})")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip).item()
-        if not np.isfinite(grad_norm):
-            raise NonFiniteLossError(f"tagger {self.name}: gradient norm is {grad_norm} at step {step}; stopping")
-        self.optimizer.step()
-        return {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": grad_norm}
 
     def validation_scores(self) -> SplitScores:
         """score_split of the model's chunked predictions on every validation file."""

@@ -5,7 +5,7 @@ and their published regexes, `decoys` for the look-alikes, `kinds` for the carri
 `storage` for the on-disk layout and the verified loaders.
 """
 
-from align_mamba.data.secrets.config import SECRET_SPLITS, SecretDataConfig
+from align_mamba.data.secrets.config import SECRET_SPLITS, TEST_SPLITS, SecretDataConfig
 from align_mamba.data.secrets.decoys import DECOY_KINDS, DECOYS, DecoyKind
 from align_mamba.data.secrets.formats import FORMAT_NAMES, FORMATS, SecretFormat, github_checksum, secret_span
 from align_mamba.data.secrets.generate import draw_file, generate_split
@@ -22,6 +22,7 @@ __all__ = [
     "FORMATS",
     "FORMAT_NAMES",
     "SECRET_SPLITS",
+    "TEST_SPLITS",
     "DecoyKind",
     "SecretDataConfig",
     "SecretFormat",

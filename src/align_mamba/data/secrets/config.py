@@ -14,6 +14,8 @@ from align_mamba.errors import ConfigError
 SECRET_SPLITS = ("train", "validation", "test", "test_unseen", "test_decoys")
 # Splits whose files train or select a model: held-out formats must never reach them.
 SEEN_SPLITS = ("train", "validation")
+# Splits every system (tagger or scanner) is scored on by default.
+TEST_SPLITS = ("test", "test_unseen", "test_decoys")
 MIN_LENGTH = 512
 MAX_LENGTH = 64 << 20
 _SPLIT_SIZE_FIELDS = {"train": "train_files", "validation": "val_files", "test": "test_files",

@@ -27,7 +27,8 @@ from align_mamba.data.secrets.config import SECRET_SPLITS, SecretDataConfig, che
 from align_mamba.data.secrets.decoys import DECOY_KINDS
 from align_mamba.data.secrets.formats import FORMAT_NAMES
 from align_mamba.data.secrets.generate import GENERATION_ORDER, SeenValues, generate_split
-from align_mamba.data.storage import MANIFEST_NAME, _json_bytes, _move_into_place, _sibling, _write_file
+from align_mamba.data.storage import (MANIFEST_NAME, _json_bytes, _move_into_place, _sibling, _write_file,
+                                      check_replaceable)
 from align_mamba.errors import ConfigError, DataIntegrityError
 from align_mamba.secrets.spans import LabelledFile, Span, spans_to_mask
 
@@ -80,27 +81,12 @@ def _write_split(root: Path, split: str, config: SecretDataConfig, seen: SeenVal
     return files, summary
 
 
-def _is_dataset(path: Path) -> bool:
-    try:
-        return json.loads((path / MANIFEST_NAME).read_text()).get("generator") == GENERATOR
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _check_replaceable(out_dir: Path) -> None:
-    # Replacing is a recursive delete; refuse anything that is not one of our datasets.
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"out: {out_dir} exists and is not a directory")
-    if out_dir.exists() and any(out_dir.iterdir()) and not _is_dataset(out_dir):
-        raise ConfigError(f"out: {out_dir} is a non-empty directory without a secrets manifest; refusing to replace it")
-
-
 def write_secret_dataset(config: SecretDataConfig, out_dir: str | os.PathLike) -> Path:
     """Generate every split of `config` into `out_dir` (replacing a dataset there); returns its path."""
     if not isinstance(config, SecretDataConfig):
         raise ConfigError(f"config must be a SecretDataConfig, got {type(config).__name__}")
     out_dir = Path(os.path.abspath(out_dir))
-    _check_replaceable(out_dir)
+    check_replaceable(out_dir, GENERATOR)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staged = _sibling(out_dir, "tmp")
     try:
