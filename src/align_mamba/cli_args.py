@@ -46,12 +46,12 @@ def flag_names(field_name: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field; unset flags stay None so the YAML value wins.
+def add_dataclass_arguments(parser: argparse.ArgumentParser, sections: dict[str, type] = SECTIONS) -> None:
+    """One flag per field of every config section; unset flags stay None so the YAML value wins.
 
     A tuple field (hybrid_positions) takes zero or more integers: `--hybrid-positions 0 2`.
     """
-    for section, cls in SECTIONS.items():
+    for section, cls in sections.items():
         group = parser.add_argument_group(f"{section} settings")
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
@@ -71,28 +71,34 @@ def read_yaml(path: Path, what: str):
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
 
 
-def _read_cell_yaml(path: Path) -> dict:
+def _read_sections_yaml(path: Path, sections: dict[str, type]) -> dict:
+    names = ", ".join(sections)
     loaded = read_yaml(path, "config file") or {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"{path} must hold a mapping with `model:` and `train:` sections")
-    unknown = sorted(set(loaded) - set(SECTIONS))
+        raise ConfigError(f"{path} must hold a mapping with sections {names}")
+    unknown = sorted(set(loaded) - set(sections))
     if unknown:
-        raise ConfigError(f"unknown section(s) in {path}: {', '.join(unknown)} (expected model, train)")
+        raise ConfigError(f"unknown section(s) in {path}: {', '.join(unknown)} (expected {names})")
     bad = [name for name, section in loaded.items() if section is not None and not isinstance(section, dict)]
     if bad:
         raise ConfigError(f"{path}: section {bad[0]!r} must be a mapping of settings")
     return loaded
 
 
-def load_cell_config(args: argparse.Namespace) -> CellConfig:
-    """CellConfig from `--config` (if given) with every explicitly passed flag laid over it."""
-    values = _read_cell_yaml(args.config) if getattr(args, "config", None) else {}
-    sections = {}
-    for section, cls in SECTIONS.items():
+def load_sections(args: argparse.Namespace, sections: dict[str, type] = SECTIONS) -> dict:
+    """{section: dataclass instance} from `--config` (if given) with every passed flag laid over it."""
+    values = _read_sections_yaml(args.config, sections) if getattr(args, "config", None) else {}
+    loaded = {}
+    for section, cls in sections.items():
         merged = dict(values.get(section) or {})
         for f in dataclasses.fields(cls):
             flag = getattr(args, f"{section}__{f.name}")
             if flag is not None:
                 merged[f.name] = flag
-        sections[section] = from_mapping(cls, merged, section)
-    return CellConfig(**sections)
+        loaded[section] = from_mapping(cls, merged, section)
+    return loaded
+
+
+def load_cell_config(args: argparse.Namespace) -> CellConfig:
+    """CellConfig from `--config` (if given) with every explicitly passed flag laid over it."""
+    return CellConfig(**load_sections(args))

@@ -166,20 +166,25 @@ class Trainer:
         self.optimizer.step()
         return {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": grad_norm}
 
+    def track_best(self, score: float, what: str, step: int) -> None:
+        """Keep the best weights by validation `score`; set stop_reason at the target or out of patience."""
+        s = self.state
+        if score > s.best_val:
+            s.best_val, s.best_step, s.evals_since_best = score, step, 0
+            s.best_model = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        else:
+            s.evals_since_best += 1
+        if score >= self.cfg.target_accuracy:
+            s.stop_reason = f"{what} {score:.4f} reached the target {self.cfg.target_accuracy}"
+        elif s.evals_since_best >= self.cfg.patience:
+            s.stop_reason = f"no validation improvement in {self.cfg.patience} evaluations"
+
     def validate(self, row: dict) -> None:
         correct = query_correctness(self.model, self.val_split, self.cfg.eval_batch_size, self.device)
         accuracy, exact = correct.float().mean().item(), correct.all(dim=1).float().mean().item()
         row.update(val_accuracy=accuracy, val_exact_match=exact)
+        self.track_best(accuracy, "validation accuracy", row["step"])
         s = self.state
-        if accuracy > s.best_val:
-            s.best_val, s.best_step, s.evals_since_best = accuracy, row["step"], 0
-            s.best_model = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
-        else:
-            s.evals_since_best += 1
-        if accuracy >= self.cfg.target_accuracy:
-            s.stop_reason = f"validation accuracy {accuracy:.4f} reached the target {self.cfg.target_accuracy}"
-        elif s.evals_since_best >= self.cfg.patience:
-            s.stop_reason = f"no validation improvement in {self.cfg.patience} evaluations"
         log.info("%s: step %d/%d loss %.4f validation accuracy %.4f (best %.4f at step %d)", self.name,
                  row["step"], self.cfg.steps, row["loss"], accuracy, s.best_val, s.best_step)
 

@@ -192,8 +192,8 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
     return manifest
 
 
-def _load_verified(data_dir: Path, manifest: dict, relative: str) -> np.ndarray:
-    """Load one array after checking its bytes against the manifest's sha256."""
+def verified_bytes(data_dir: Path, manifest: dict, relative: str) -> bytes:
+    """The bytes of one dataset file after checking them against the manifest's sha256."""
     path = data_dir / relative
     entry = manifest.get("files", {}).get(relative)
     if entry is None:
@@ -206,7 +206,12 @@ def _load_verified(data_dir: Path, manifest: dict, relative: str) -> np.ndarray:
     if digest != entry.get("sha256"):
         raise DataIntegrityError(f"{path}: sha256 {digest} does not match the manifest's "
                                  f"{entry.get('sha256')}; regenerate the dataset")
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    return data
+
+
+def _load_verified(data_dir: Path, manifest: dict, relative: str) -> np.ndarray:
+    """Load one array after checking its bytes against the manifest's sha256."""
+    return np.load(io.BytesIO(verified_bytes(data_dir, manifest, relative)), allow_pickle=False)
 
 
 def load_mqar(data_dir: str | os.PathLike, split: str, layout: str) -> MQARSplit:

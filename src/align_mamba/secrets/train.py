@@ -10,11 +10,7 @@ loop are align_mamba.train.Trainer's. Outputs in --out: history.csv, train.json,
 
 from __future__ import annotations
 
-import argparse
-import copy
-import dataclasses
 import logging
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +21,8 @@ import torch.nn.functional as F
 
 from align_mamba.atomic import atomic_write_json, atomic_write_text
 from align_mamba.backends import resolve_backend, resolve_device
-from align_mamba.cli_args import OneLineParser, flag_names, read_yaml, setup_logging
-from align_mamba.config import TrainConfig, _require, _require_positive, from_mapping, to_dict
+from align_mamba.cli_args import OneLineParser, add_dataclass_arguments, flag_names, load_sections, setup_logging
+from align_mamba.config import TrainConfig, _require, _require_positive, to_dict
 from align_mamba.data.secrets import load_secret_split, read_file_bytes, read_secret_manifest
 from align_mamba.errors import ConfigError, DataIntegrityError, run_cli
 from align_mamba.secrets.infer import predict_spans, save_tagger
@@ -195,16 +191,8 @@ class TaggerTrainer(Trainer):
         f1 = scores.span_f1
         row.update(val_span_f1=f1, val_span_precision=scores.span_precision, val_span_recall=scores.span_recall,
                    val_byte_f1=scores.byte_f1)
+        self.track_best(f1, "validation span F1", row["step"])
         s = self.state
-        if f1 > s.best_val:
-            s.best_val, s.best_step, s.evals_since_best = f1, row["step"], 0
-            s.best_model = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
-        else:
-            s.evals_since_best += 1
-        if f1 >= self.cfg.target_accuracy:
-            s.stop_reason = f"validation span F1 {f1:.4f} reached the target {self.cfg.target_accuracy}"
-        elif s.evals_since_best >= self.cfg.patience:
-            s.stop_reason = f"no validation improvement in {self.cfg.patience} evaluations"
         log.info("%s: step %d/%d loss %.4f validation span F1 %.4f byte F1 %.4f (best %.4f at step %d)", self.name,
                  row["step"], self.cfg.steps, row["loss"], f1, scores.byte_f1, s.best_val, s.best_step)
 
@@ -245,32 +233,6 @@ def train_tagger(run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path
     return trainer.run()
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per field of every section (both spellings); unset flags stay None so the YAML wins."""
-    for section, cls in SECTIONS.items():
-        group = parser.add_argument_group(f"{section} settings")
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            is_list = typing.get_origin(hints[f.name]) is tuple
-            group.add_argument(*flag_names(f.name), dest=f"{section}__{f.name}", default=None,
-                               type=int if is_list else hints[f.name], nargs="*" if is_list else None,
-                               help=f"default {f.default!r}")
-
-
-def load_run_config(args: argparse.Namespace) -> TaggerRun:
-    """TaggerRun from `--config` (sections model, train, tagger) with every passed flag laid over it."""
-    values = (read_yaml(args.config, "config file") or {}) if args.config else {}
-    if not isinstance(values, dict) or set(values) - set(SECTIONS):
-        raise ConfigError(f"{args.config} must be a mapping with sections {', '.join(SECTIONS)} only")
-    sections = {}
-    for section, cls in SECTIONS.items():
-        merged = dict(values.get(section) or {})
-        merged.update({f.name: getattr(args, f"{section}__{f.name}") for f in dataclasses.fields(cls)
-                       if getattr(args, f"{section}__{f.name}") is not None})
-        sections[section] = from_mapping(cls, merged, section)
-    return TaggerRun(**sections)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m align_mamba.secrets.train", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="secret-span dataset directory (manifest.json)")
@@ -279,10 +241,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="where resume checkpoints live (default OUT/resume)")
     parser.add_argument("--config", type=Path, help="YAML with model:, train:, tagger: sections; flags override it")
     parser.add_argument("--name", help="the tagger's name in logs and reports (default: the --out folder's name)")
-    add_run_arguments(parser)
+    add_dataclass_arguments(parser, SECTIONS)
     args = parser.parse_args(argv)
     setup_logging(args.log)
-    train_tagger(load_run_config(args), args.data, args.out, args.resume_dir, args.name)
+    train_tagger(TaggerRun(**load_sections(args, SECTIONS)), args.data, args.out, args.resume_dir, args.name)
     return 0
 
 

@@ -14,7 +14,6 @@ reader never sees half a dataset; loading checks every byte against the manifest
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import os
@@ -28,7 +27,7 @@ from align_mamba.data.secrets.decoys import DECOY_KINDS
 from align_mamba.data.secrets.formats import FORMAT_NAMES
 from align_mamba.data.secrets.generate import GENERATION_ORDER, SeenValues, generate_split
 from align_mamba.data.storage import (MANIFEST_NAME, _json_bytes, _move_into_place, _sibling, _write_file,
-                                      check_replaceable)
+                                      check_replaceable, verified_bytes)
 from align_mamba.errors import ConfigError, DataIntegrityError
 from align_mamba.secrets.spans import LabelledFile, Span, spans_to_mask
 
@@ -146,33 +145,17 @@ def read_secret_manifest(dataset_dir: str | os.PathLike) -> dict:
     return _parse_manifest(Path(dataset_dir) / MANIFEST_NAME)
 
 
-def _verified_bytes(dataset_dir: Path, manifest: dict, relative: str) -> bytes:
-    path = dataset_dir / relative
-    entry = manifest.get("files", {}).get(relative)
-    if entry is None:
-        raise DataIntegrityError(f"{path}: not listed in {MANIFEST_NAME}")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataIntegrityError(f"{path}: file missing; regenerate the dataset") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != entry.get("sha256"):
-        raise DataIntegrityError(f"{path}: sha256 {digest} does not match the manifest's {entry.get('sha256')}; "
-                                 "regenerate the dataset")
-    return data
-
-
 def load_secret_split(dataset_dir: str | os.PathLike, split: str) -> list[LabelledFile]:
     """The labels of every file of `split`, after checking labels, mask and each file against the manifest."""
     check_split(split)
     dataset_dir = Path(dataset_dir)
     manifest = _manifest(dataset_dir)
     where = f"{dataset_dir}/{split}/labels.jsonl"
-    text = _verified_bytes(dataset_dir, manifest, f"{split}/labels.jsonl").decode("utf-8")
+    text = verified_bytes(dataset_dir, manifest, f"{split}/labels.jsonl").decode("utf-8")
     labels = [_parse_label(line, where) for line in text.splitlines() if line]
-    _verified_bytes(dataset_dir, manifest, f"{split}/mask.npy")
+    verified_bytes(dataset_dir, manifest, f"{split}/mask.npy")
     for lf in labels:
-        data = _verified_bytes(dataset_dir, manifest, f"{split}/{lf.relpath}")
+        data = verified_bytes(dataset_dir, manifest, f"{split}/{lf.relpath}")
         if len(data) != lf.length:
             raise DataIntegrityError(f"{dataset_dir}/{split}/{lf.relpath}: {len(data)} bytes, labels say {lf.length}")
     return labels
@@ -182,12 +165,12 @@ def read_file_bytes(dataset_dir: str | os.PathLike, split: str, labelled_file: L
     """The raw bytes of one file of `split`, checked against the manifest's sha256."""
     check_split(split)
     dataset_dir = Path(dataset_dir)
-    return _verified_bytes(dataset_dir, _manifest(dataset_dir), f"{split}/{labelled_file.relpath}")
+    return verified_bytes(dataset_dir, _manifest(dataset_dir), f"{split}/{labelled_file.relpath}")
 
 
 def load_split_mask(dataset_dir: str | os.PathLike, split: str) -> np.ndarray:
     """(total bytes of the split,) uint8 mask, 1 on secret bytes, files concatenated in labels.jsonl order."""
     check_split(split)
     dataset_dir = Path(dataset_dir)
-    data = _verified_bytes(dataset_dir, _manifest(dataset_dir), f"{split}/mask.npy")
+    data = verified_bytes(dataset_dir, _manifest(dataset_dir), f"{split}/mask.npy")
     return np.load(io.BytesIO(data), allow_pickle=False)
