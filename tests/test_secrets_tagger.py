@@ -186,6 +186,18 @@ def test_streamed_decoding_joins_runs_across_block_edges():
     np.testing.assert_allclose([s.score for s in streamed], [s.score for s in whole], rtol=1e-6)
 
 
+def test_feeding_only_the_candidate_rows_decodes_like_the_dense_probabilities():
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet([3, 1, 1], size=500).astype(np.float32)
+    whole = decode_spans(probs, threshold=0.3, min_len=2)
+    decoder = SpanDecoder(["none", "class_1", "class_2"], threshold=0.3, min_len=2)
+    for start in range(0, 500, 64):  # rows far below the threshold never reach the decoder
+        block = probs[start:start + 64]
+        rows = np.flatnonzero(block[:, 1:].sum(1) >= 0.2)
+        decoder.feed_rows(start, len(block), start + rows, block[rows])
+    assert len(whole) > 10 and decoder.finish() == whole
+
+
 def test_predict_spans_is_decode_spans_of_the_chunked_probabilities():
     model, data = _tagger("bimamba"), _text(900)
     torch.nn.init.normal_(model.embedding.weight, std=3.0)

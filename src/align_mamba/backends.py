@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from functools import lru_cache
 
 import torch
@@ -15,6 +16,11 @@ import torch
 from align_mamba.errors import BackendUnavailableError, ConfigError
 
 log = logging.getLogger(__name__)
+
+# mamba-ssm's Triton kernels autotune in every new process (seconds per kernel, minutes when a
+# packed grid starts many processes at once); Triton keeps the winners in its on-disk cache when
+# asked, so a grid's cells reuse them. Read when a kernel first runs, so setting it here suffices.
+os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
 
 BACKENDS = ("auto", "kernels", "reference")
 KERNELS_INSTALL = (

@@ -10,7 +10,8 @@ bidirectional Mamba sees the whole file in a full pass, so chunking is an approx
 
 Spans are decoded in a stream: runs of bytes with p(secret) = 1 - p(none) >= threshold, of at
 least `min_len` bytes; a run's format is the argmax of the class probabilities averaged over it,
-its score the mean p(secret). Only (bytes, C) probabilities of one batch of windows are held.
+its score the mean p(secret). Only one batch of windows is held; scanning (`predict_spans`) copies
+back just the rows that may be secret, so a GPU scan moves bytes in and a few rows out.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from align_mamba.backends import resolve_backend
 from align_mamba.checkpoint import atomic_torch_save
 from align_mamba.config import from_mapping, to_dict
 from align_mamba.errors import ConfigError, DataIntegrityError
-from align_mamba.secrets.spans import Span, mask_to_ranges
+from align_mamba.secrets.spans import Span
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
 
 CHECKPOINT_FORMAT = "align-mamba-byte-tagger"
@@ -65,21 +66,58 @@ def _batches(windows: list[Window], batch_chunks: int) -> Iterator[list[Window]]
         yield batch
 
 
+def _window_batches(model: ByteTagger, data: bytes, device: torch.device, chunk_len: int, overlap: int,
+                    batch_chunks: int) -> Iterator[tuple[list[Window], torch.Tensor]]:
+    """(windows, probs) per batch of equal-length windows: probs (b, window length, C) float32 on `device`.
+
+    The file goes to the device once as uint8; windows are cut there, so only bytes cross the bus.
+    """
+    if batch_chunks < 1:
+        raise ConfigError(f"batch_chunks must be >= 1, got {batch_chunks}")
+    model.eval()
+    file_bytes = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device) if data else None
+    for batch in _batches(plan_windows(len(data), chunk_len, overlap), batch_chunks):
+        ids = torch.stack([file_bytes[w.start:w.end] for w in batch]).long()  # (b, window length)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(ids)  # (b, window length, C)
+        yield batch, logits.float().softmax(-1)
+
+
 @torch.inference_mode()
 def iter_probabilities(model: ByteTagger, data: bytes, device: torch.device, chunk_len: int = 32768,
                        overlap: int = 1024, batch_chunks: int = 8) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (offset, probs) in file order: probs (n, C) float32 class probabilities of bytes offset..offset+n."""
-    if batch_chunks < 1:
-        raise ConfigError(f"batch_chunks must be >= 1, got {batch_chunks}")
-    model.eval()
-    array = np.frombuffer(data, dtype=np.uint8)
-    for batch in _batches(plan_windows(len(array), chunk_len, overlap), batch_chunks):
-        ids = torch.from_numpy(np.stack([array[w.start:w.end] for w in batch]).astype(np.int64)).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(ids)  # (b, window length, C)
-        probs = logits.float().softmax(-1).cpu().numpy()
+    for batch, probs in _window_batches(model, data, device, chunk_len, overlap, batch_chunks):
+        probs = probs.cpu().numpy()
         for row, w in zip(probs, batch):
             yield w.keep_start, row[w.keep_start - w.start:w.keep_end - w.start]
+
+
+# Candidates are picked on the device a hair below the threshold, then checked on the host with the
+# dense path's own arithmetic, so both paths flag exactly the same bytes whatever the device's rounding.
+_CANDIDATE_MARGIN = 1e-3
+
+
+@torch.inference_mode()
+def iter_candidates(model: ByteTagger, data: bytes, device: torch.device, threshold: float, chunk_len: int = 32768,
+                    overlap: int = 1024, batch_chunks: int = 8) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Yield (offset, n, positions, probs) per window in file order, for its kept bytes offset..offset+n:
+    positions (k,) int64 file offsets of the bytes whose p(secret) may reach `threshold`, probs (k, C).
+
+    Secrets are a sliver of a file, so only these rows leave the device instead of n × C probabilities.
+    """
+    for batch, probs in _window_batches(model, data, device, chunk_len, overlap, batch_chunks):
+        columns = torch.arange(probs.shape[1], device=probs.device)  # (window length,)
+        keep_start = torch.tensor([w.keep_start - w.start for w in batch], device=probs.device)[:, None]
+        keep_end = torch.tensor([w.keep_end - w.start for w in batch], device=probs.device)[:, None]
+        kept = (columns >= keep_start) & (columns < keep_end)  # (b, window length)
+        candidate = kept & (probs[..., 1:].sum(-1) >= threshold - _CANDIDATE_MARGIN)
+        rows, cols = (t.cpu().numpy() for t in candidate.nonzero(as_tuple=True))  # row-major: file order
+        picked = probs[candidate].cpu().numpy()  # (k, C)
+        bounds = np.searchsorted(rows, np.arange(len(batch) + 1))
+        for index, w in enumerate(batch):
+            a, b = bounds[index], bounds[index + 1]
+            yield w.keep_start, w.keep_end - w.keep_start, w.start + cols[a:b].astype(np.int64), picked[a:b]
 
 
 def predict_bytes(model: ByteTagger, data: bytes, device: torch.device, chunk_len: int = 32768,
@@ -113,15 +151,27 @@ class SpanDecoder:
 
     def feed(self, offset: int, probs: np.ndarray) -> None:
         """probs: (n, C) probabilities of bytes offset..offset+n, continuing the previous feed."""
-        p_secret = probs[:, 1:].sum(axis=1)  # (n,) = 1 - p(none), but never below 0 by rounding
-        for a, b in mask_to_ranges(p_secret >= self.threshold):
-            if self._run is None or self._run.end != offset + a:  # a run continues only across a block edge
+        self.feed_rows(offset, len(probs), offset + np.arange(len(probs)), probs)
+
+    def feed_rows(self, offset: int, n: int, positions: np.ndarray, probs: np.ndarray) -> None:
+        """Of bytes offset..offset+n (continuing the previous feed), the rows that may be secret:
+        positions (k,) increasing file offsets and their (k, C) probabilities; unlisted bytes are none."""
+        p_secret = probs[:, 1:].sum(axis=1)  # (k,) = 1 - p(none), but never below 0 by rounding
+        hit = p_secret >= self.threshold
+        positions, probs, p_secret = positions[hit], probs[hit], p_secret[hit]
+        starts = np.flatnonzero(np.diff(positions, prepend=-2) != 1)  # row index where each run begins
+        ends = np.append(starts[1:], len(positions))
+        p_sums = np.add.reduceat(p_secret.astype(np.float64), starts) if len(starts) else []
+        class_sums = np.add.reduceat(probs[:, 1:].astype(np.float64), starts, axis=0) if len(starts) else []
+        for a, b, p_sum, class_sum in zip(starts, ends, p_sums, class_sums):
+            start, end = int(positions[a]), int(positions[b - 1]) + 1
+            if self._run is None or self._run.end != start:  # a run continues only across a block edge
                 self._close()
-                self._run = _Run(offset + a, offset + a, 0.0, np.zeros(probs.shape[1] - 1))
-            self._run.end = offset + b
-            self._run.p_sum += float(p_secret[a:b].sum(dtype=np.float64))
-            self._run.class_sums += probs[a:b, 1:].sum(axis=0, dtype=np.float64)
-        if self._run is not None and self._run.end != offset + len(probs):
+                self._run = _Run(start, start, 0.0, np.zeros(probs.shape[1] - 1))
+            self._run.end = end
+            self._run.p_sum += float(p_sum)
+            self._run.class_sums += class_sum
+        if self._run is not None and self._run.end != offset + n:
             self._close()
 
     def _close(self) -> None:
@@ -150,8 +200,9 @@ def predict_spans(model: ByteTagger, data: bytes, device: torch.device, chunk_le
                   overlap: int = 1024, batch_chunks: int = 8, threshold: float = 0.5, min_len: int = 8) -> list[Span]:
     """The secrets the model finds in `data`, formats named by model.class_names; memory bounded by chunk_len."""
     decoder = SpanDecoder(model.class_names, threshold, min_len)
-    for offset, probs in iter_probabilities(model, data, device, chunk_len, overlap, batch_chunks):
-        decoder.feed(offset, probs)
+    for offset, n, positions, probs in iter_candidates(model, data, device, threshold, chunk_len, overlap,
+                                                      batch_chunks):
+        decoder.feed_rows(offset, n, positions, probs)
     return decoder.finish()
 
 

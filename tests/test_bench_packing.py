@@ -1,0 +1,89 @@
+"""The serial-vs-packed timing tool: what it runs, in which order, where, and what it records."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from align_mamba.bench import packing
+from align_mamba.errors import ConfigError
+from align_mamba.pipeline import cells
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESET = ROOT / "workflow" / "presets" / "gpu_packing.yaml"
+
+
+def _params() -> dict:
+    return yaml.safe_load(PRESET.read_text())
+
+
+def test_warmup_covers_each_architecture_and_state_size_once():
+    params = _params()
+    chosen = packing.warmup_cells(params)
+    expected = {(c.name, c.d_state) for c in cells(params)}
+    assert sorted((c.name, c.d_state) for c in chosen) == sorted(expected)
+    assert len(chosen) == len(expected) < sum(1 for _ in cells(params))
+
+
+class FakeShell:
+    """Stands in for the shell: records (command, project) and writes each cell's metrics on `evaluate`."""
+
+    def __init__(self, params: dict, seconds: dict[str, float]):
+        self.params, self.seconds, self.calls = params, seconds, []
+
+    def __call__(self, command: str, cwd: Path, log_path: Path) -> None:
+        self.calls.append((command, cwd.name))
+        assert (cwd / "params.yaml").read_text() == PRESET.read_text() and (cwd / "src" / "align_mamba").is_dir()
+        if "--until evaluate" in command:
+            time.sleep(self.seconds[cwd.name])
+            for cell in cells(self.params):
+                (cwd / cell.metrics).parent.mkdir(parents=True, exist_ok=True)
+                (cwd / cell.metrics).write_text("{}")
+
+
+def test_measure_runs_data_warmup_then_serial_then_packed_in_separate_projects(tmp_path):
+    params = _params()
+    shell = FakeShell(params, {"serial": 0.2, "packed": 0.05})
+    result = packing.measure_packing(ROOT, PRESET, tmp_path / "work", tmp_path / "out", slots=8, cores=4, run=shell)
+    commands = [command for command, _ in shell.calls]
+    assert [project for _, project in shell.calls[:2]] == ["serial", "packed"]
+    assert all("--until mqar_data" in c for c in commands[:2])
+    warmups = commands[2:-2]
+    assert len(warmups) == len(packing.warmup_cells(params))
+    assert all(c.startswith("python -m align_mamba.train") and c.endswith(".log") and "--steps 2 " in c
+               for c in warmups)
+    assert shell.calls[-2] == (packing.snakemake_command("workflow/profiles/gpu-node", "evaluate", 1, 4), "serial")
+    assert shell.calls[-1] == (packing.snakemake_command("workflow/profiles/gpu-node", "evaluate", 8, 4), "packed")
+    assert result["cells"] == 8 and result["slots"] == 8
+    assert result["serial_seconds"] >= 0.2 and 0.05 <= result["packed_seconds"] < result["serial_seconds"]
+    assert result["speedup"] == pytest.approx(result["serial_seconds"] / result["packed_seconds"], rel=0.1)
+    assert not (ROOT / "runs" / "warmup").exists()
+
+
+def test_missing_cells_and_cpu_grids_are_refused(tmp_path):
+    class Lazy(FakeShell):
+        def __call__(self, command, cwd, log_path):
+            if "--until evaluate" not in command or cwd.name == "serial":
+                super().__call__(command, cwd, log_path)
+
+    with pytest.raises(ConfigError, match="expected 8 evaluated cells"):
+        packing.measure_packing(ROOT, PRESET, tmp_path / "w", tmp_path / "o", 8, 2,
+                                run=Lazy(_params(), {"serial": 0, "packed": 0}))
+    cpu = tmp_path / "cpu.yaml"
+    cpu.write_text(PRESET.read_text().replace("device: cuda", "device: cpu"))
+    with pytest.raises(ConfigError, match="run.device must be cuda"):
+        packing.measure_packing(ROOT, cpu, tmp_path / "w2", tmp_path / "o2", 8, 2, run=lambda *a: None)
+
+
+def test_a_failing_command_is_one_line_naming_its_log(tmp_path):
+    with pytest.raises(ConfigError, match="exit status 3.*see .*x.log"):
+        packing.run_shell("exit 3", tmp_path, tmp_path / "x.log")
+    assert "$ exit 3" in (tmp_path / "x.log").read_text()
+
+
+def test_cli_refuses_a_single_slot(tmp_path, capsys):
+    code = packing.run_cli(packing.main, ["--params", str(PRESET), "--out", str(tmp_path), "--slots", "1"])
+    assert code == 2 and "--slots must be >= 2" in capsys.readouterr().err
