@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -29,47 +30,61 @@ def test_warmup_covers_each_architecture_and_state_size_once():
 
 
 class FakeShell:
-    """Stands in for the shell: records (command, project) and writes each cell's metrics on `evaluate`."""
+    """Stands in for the shell: records (commands, project) and writes each cell's metrics on `evaluate`."""
 
     def __init__(self, params: dict, seconds: dict[str, float]):
         self.params, self.seconds, self.calls = params, seconds, []
 
-    def __call__(self, command: str, cwd: Path, log_path: Path) -> None:
-        self.calls.append((command, cwd.name))
+    def __call__(self, commands: list[str], cwd: Path, log_path: Path) -> None:
+        self.calls.append((commands, cwd.name))
         assert (cwd / "params.yaml").read_text() == PRESET.read_text() and (cwd / "src" / "align_mamba").is_dir()
-        if "--until evaluate" in command:
+        if "--until evaluate" in commands[0]:
             time.sleep(self.seconds[cwd.name])
             for cell in cells(self.params):
                 (cwd / cell.metrics).parent.mkdir(parents=True, exist_ok=True)
                 (cwd / cell.metrics).write_text("{}")
 
 
-def test_measure_runs_data_warmup_then_serial_then_packed_in_separate_projects(tmp_path):
+def _evaluate(slots: int, cores: int) -> list[str]:
+    return [packing.snakemake_command("workflow/profiles/gpu-node", "evaluate", slots, cores)]
+
+
+def test_measure_runs_data_warmups_then_serial_then_packed_in_separate_projects(tmp_path):
     params = _params()
     shell = FakeShell(params, {"serial": 0.2, "packed": 0.05})
     result = packing.measure_packing(ROOT, PRESET, tmp_path / "work", tmp_path / "out", slots=8, cores=4, run=shell)
-    commands = [command for command, _ in shell.calls]
-    assert [project for _, project in shell.calls[:2]] == ["serial", "packed"]
-    assert all("--until mqar_data" in c for c in commands[:2])
-    warmups = commands[2:-2]
+    assert [(c[0].split(" --until ")[1].split()[0], project) for c, project in shell.calls[:2]] == [
+        ("mqar_data", "serial"), ("mqar_data", "packed")]
+    warmups, _ = shell.calls[2]  # one call: they run side by side
     assert len(warmups) == len(packing.warmup_cells(params))
     assert all(c.startswith("python -m align_mamba.train") and c.endswith(".log") and "--steps 2 " in c
                for c in warmups)
-    assert shell.calls[-2] == (packing.snakemake_command("workflow/profiles/gpu-node", "evaluate", 1, 4), "serial")
-    assert shell.calls[-1] == (packing.snakemake_command("workflow/profiles/gpu-node", "evaluate", 8, 4), "packed")
+    assert shell.calls[3:] == [(_evaluate(1, 4), "serial"), (_evaluate(8, 4), "packed")]
     assert result["cells"] == 8 and result["slots"] == 8
     assert result["serial_seconds"] >= 0.2 and 0.05 <= result["packed_seconds"] < result["serial_seconds"]
     assert result["speedup"] == pytest.approx(result["serial_seconds"] / result["packed_seconds"], rel=0.1)
+    assert json.loads((tmp_path / "out" / "packing.json").read_text()) == result
     assert not (ROOT / "runs" / "warmup").exists()
+
+
+def test_two_invocations_one_mode_each_merge_into_one_result(tmp_path):
+    shell = FakeShell(_params(), {"serial": 0.1, "packed": 0.02})
+    first = packing.measure_packing(ROOT, PRESET, tmp_path / "w", tmp_path / "out", 8, 4, ("serial",), run=shell)
+    assert "serial_seconds" in first and "speedup" not in first
+    second = packing.measure_packing(ROOT, PRESET, tmp_path / "w", tmp_path / "out", 8, 4, ("packed",), run=shell)
+    assert second["serial_seconds"] == first["serial_seconds"] and second["speedup"] > 1
+    assert [project for commands, project in shell.calls if "--until evaluate" in commands[0]] == ["serial", "packed"]
+    other = packing.measure_packing(ROOT, PRESET, tmp_path / "w", tmp_path / "out", 4, 4, ("packed",), run=shell)
+    assert "serial_seconds" not in other and "speedup" not in other  # other slots: the earlier run does not count
 
 
 def test_missing_cells_and_cpu_grids_are_refused(tmp_path):
     class Lazy(FakeShell):
-        def __call__(self, command, cwd, log_path):
-            if "--until evaluate" not in command or cwd.name == "serial":
-                super().__call__(command, cwd, log_path)
+        def __call__(self, commands, cwd, log_path):
+            if "--until evaluate" not in commands[0] or cwd.name == "serial":
+                super().__call__(commands, cwd, log_path)
 
-    with pytest.raises(ConfigError, match="expected 8 evaluated cells"):
+    with pytest.raises(ConfigError, match="packed run evaluated 0 of 8 cells"):
         packing.measure_packing(ROOT, PRESET, tmp_path / "w", tmp_path / "o", 8, 2,
                                 run=Lazy(_params(), {"serial": 0, "packed": 0}))
     cpu = tmp_path / "cpu.yaml"
@@ -79,9 +94,9 @@ def test_missing_cells_and_cpu_grids_are_refused(tmp_path):
 
 
 def test_a_failing_command_is_one_line_naming_its_log(tmp_path):
-    with pytest.raises(ConfigError, match="exit status 3.*see .*x.log"):
-        packing.run_shell("exit 3", tmp_path, tmp_path / "x.log")
-    assert "$ exit 3" in (tmp_path / "x.log").read_text()
+    with pytest.raises(ConfigError, match="`exit 3` failed with exit status 3.*see .*x.log"):
+        packing.run_shell(["true", "exit 3"], tmp_path, tmp_path / "x.log")
+    assert "$ true\n$ exit 3\n" in (tmp_path / "x.log").read_text()
 
 
 def test_cli_refuses_a_single_slot(tmp_path, capsys):

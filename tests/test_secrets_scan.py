@@ -281,3 +281,13 @@ def test_throughput_cli_writes_csv(checkpoint, tmp_path, capsys):
     assert "mb_per_s" in capsys.readouterr().out  # the printed table
     bad = run_cli(throughput_main, [*argv[:4], "--repeats", "0"])
     assert bad == 2
+
+
+def test_throughput_without_the_tagger_times_the_baselines_alone(tmp_path, capsys):
+    out = tmp_path / "baselines.csv"
+    argv = ["--no-tagger", "--out", str(out), "--sizes-mb", "0.001", "--kinds", "yaml", "--tools", "detect-secrets"]
+    assert run_cli(throughput_main, argv) == 0
+    assert list(pd.read_csv(out).system) == ["detect-secrets"]
+    assert run_cli(throughput_main, ["--no-tagger", "--out", str(out), "--tools"]) == 2
+    assert run_cli(throughput_main, ["--out", str(out), "--tools"]) == 2
+    assert "give --checkpoint, or --no-tagger" in capsys.readouterr().err

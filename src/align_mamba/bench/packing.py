@@ -9,12 +9,17 @@ copy of the workflow (Snakefile, workflow/, a link to src/, the params file as p
 the project's own runs/ and results/ are never touched. Untimed before either: the MQAR data of
 both copies, and one 2-step training per (architecture, d_state) so Triton's on-disk caches hold
 every kernel compiled and autotuned (TRITON_CACHE_AUTOTUNING, set by align_mamba.backends):
-neither run pays for compilation the other skips. Writes OUT/packing.json (seconds, speedup,
-cells, slots, device) and the two runs' Snakemake output as OUT/serial.log and OUT/packed.log.
+neither run pays for compilation the other skips (the warm-ups run side by side, and again in every
+invocation, so a fresh machine starts as warm as the last one). `--modes serial` and `--modes packed`
+time one run each, e.g. in two calls on a machine with a per-command time limit: each run's seconds
+go into OUT/packing.json as soon as it ends, merged with what an earlier invocation for the same
+grid, slots and cores wrote there; the speedup appears once both are in. The runs' Snakemake output
+is in OUT/serial.log and OUT/packed.log, the warm-ups' in OUT/warmup.log.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -33,17 +38,22 @@ log = logging.getLogger("align_mamba.bench.packing")
 
 PROJECT_FILES = ("Snakefile", "workflow")
 WARMUP_STEPS = 2
-Runner = Callable[[str, Path, Path], None]
+MODES = ("serial", "packed")
+Runner = Callable[[list[str], Path, Path], None]
 
 
-def run_shell(command: str, cwd: Path, log_path: Path) -> None:
-    """Run `command` in `cwd`, its output appended to `log_path`; a failure is one ConfigError line."""
+def run_shell(commands: list[str], cwd: Path, log_path: Path) -> None:
+    """Run `commands` side by side in `cwd`, output appended to `log_path`; a failure is one ConfigError line."""
     with log_path.open("a") as out:
-        out.write(f"$ {command}\n")
+        out.write("".join(f"$ {command}\n" for command in commands))
         out.flush()
-        done = subprocess.run(command, shell=True, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise ConfigError(f"`{command}` failed with exit status {done.returncode} in {cwd}; see {log_path}")
+        running = [(command, subprocess.Popen(command, shell=True, cwd=cwd, stdout=out, stderr=subprocess.STDOUT))
+                   for command in commands]
+        failed = [(command, process.wait()) for command, process in running]
+    failed = [(command, status) for command, status in failed if status != 0]
+    if failed:
+        command, status = failed[0]
+        raise ConfigError(f"`{command}` failed with exit status {status} in {cwd}; see {log_path}")
 
 
 def make_project(root: Path, params_file: Path, dest: Path) -> Path:
@@ -78,37 +88,49 @@ def count_cells(project: Path) -> int:
     return len(list((project / "results" / "cells").rglob("*.json")))
 
 
+def _earlier_result(path: Path, key: dict) -> dict:
+    """What an earlier invocation wrote to `path` for the same grid, slots and cores (else nothing)."""
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    return earlier if all(earlier.get(name) == value for name, value in key.items()) else {}
+
+
 def measure_packing(root: Path, params_file: Path, work: Path, out: Path, slots: int, cores: int,
-                    profile: str = "workflow/profiles/gpu-node", run: Runner = run_shell) -> dict:
-    """Time the grid of `params_file` serial (gpu_slots=1) and packed (gpu_slots=slots); see the module doc."""
+                    modes: tuple[str, ...] = MODES, profile: str = "workflow/profiles/gpu-node",
+                    run: Runner = run_shell) -> dict:
+    """Time the grid of `params_file` serial (gpu_slots=1) and/or packed (gpu_slots=slots); see the module doc."""
     params = read_yaml(params_file, "params file")
     check_params(params, str(params_file))
     if params["run"]["device"] != "cuda":
         raise ConfigError(f"{params_file}: run.device must be cuda (packing shares a GPU), got {params['run']['device']}")
-    out.mkdir(parents=True, exist_ok=True)
-    projects = {mode: make_project(root, params_file, work / mode) for mode in ("serial", "packed")}
-    for mode, project in projects.items():
-        run(snakemake_command(profile, "mqar_data", 1, cores), project, out / f"{mode}.log")
-    started = time.perf_counter()
-    for cell in warmup_cells(params):
-        command = (f"{train_command(params, cell)} --steps {WARMUP_STEPS} --out {work}/warmup/{cell.name}-{cell.stem} "
-                   f"--log {work}/warmup/{cell.name}-{cell.stem}.log")
-        run(command, projects["serial"], out / "warmup.log")
-    warmup_seconds = time.perf_counter() - started
-    seconds = {}
-    for mode, mode_slots in (("serial", 1), ("packed", slots)):
-        started = time.perf_counter()
-        run(snakemake_command(profile, "evaluate", mode_slots, cores), projects[mode], out / f"{mode}.log")
-        seconds[mode] = time.perf_counter() - started
-        log.info("%s (gpu_slots=%d): %.1f s", mode, mode_slots, seconds[mode])
     grid = sum(1 for _ in cells(params))
-    finished = {mode: count_cells(project) for mode, project in projects.items()}
-    if any(n != grid for n in finished.values()):
-        raise ConfigError(f"expected {grid} evaluated cells in each run, found {finished}")
-    return {"cells": grid, "slots": slots, "cores": cores, "serial_seconds": round(seconds["serial"], 2),
-            "packed_seconds": round(seconds["packed"], 2), "speedup": round(seconds["serial"] / seconds["packed"], 3),
-            "warmup_seconds": round(warmup_seconds, 2), "params_file": str(params_file), "profile": profile,
-            "device": _device_name()}
+    key = {"params_file": str(params_file), "cells": grid, "slots": slots, "cores": cores, "profile": profile}
+    result = {**_earlier_result(out / "packing.json", key), **key}
+    out.mkdir(parents=True, exist_ok=True)
+    projects = {}
+    for mode in modes:
+        shutil.rmtree(work / mode, ignore_errors=True)
+        projects[mode] = make_project(root, params_file, work / mode)
+        run([snakemake_command(profile, "mqar_data", 1, cores)], projects[mode], out / f"{mode}.log")
+    started = time.perf_counter()
+    warmups = [f"{train_command(params, cell)} --steps {WARMUP_STEPS} --out {work}/warmup/{cell.name}-{cell.stem} "
+               f"--log {work}/warmup/{cell.name}-{cell.stem}.log" for cell in warmup_cells(params)]
+    run(warmups, projects[modes[0]], out / "warmup.log")
+    result["warmup_seconds"] = round(time.perf_counter() - started, 2)
+    for mode in modes:
+        mode_slots = 1 if mode == "serial" else slots
+        started = time.perf_counter()
+        run([snakemake_command(profile, "evaluate", mode_slots, cores)], projects[mode], out / f"{mode}.log")
+        seconds = time.perf_counter() - started
+        if count_cells(projects[mode]) != grid:
+            raise ConfigError(f"the {mode} run evaluated {count_cells(projects[mode])} of {grid} cells")
+        result.update({f"{mode}_seconds": round(seconds, 2), f"{mode}_device": _device_name()})
+        if "serial_seconds" in result and "packed_seconds" in result:
+            result["speedup"] = round(result["serial_seconds"] / result["packed_seconds"], 3)
+        atomic_write_json(out / "packing.json", result)
+        log.info("%s (gpu_slots=%d): %.1f s", mode, mode_slots, seconds)
+    return result
 
 
 def _device_name() -> str:
@@ -128,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     option("slots", type=int, default=8, help="cells sharing the GPU in the packed run")
     option("cores", type=int, default=os.cpu_count() or 1, help="Snakemake --cores for both runs")
     option("work_dir", type=Path, help="where the scratch projects go (default: a temporary directory)")
+    option("modes", nargs="+", choices=MODES, default=list(MODES), help="which runs to time (default both)")
     args = parser.parse_args(argv)
     setup_logging(args.log)
     if args.slots < 2 or args.cores < 1:
@@ -136,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("run from the project root (no Snakefile here)")
     with tempfile.TemporaryDirectory(prefix="packing-") as tmp:
         work = args.work_dir or Path(tmp)
-        result = measure_packing(Path.cwd(), args.params, work, args.out, args.slots, args.cores)
-    atomic_write_json(args.out / "packing.json", result)
-    print(f"serial {result['serial_seconds']} s, packed ({args.slots} slots) {result['packed_seconds']} s: "
-          f"{result['speedup']}x over {result['cells']} cells")
+        result = measure_packing(Path.cwd(), args.params, work, args.out, args.slots, args.cores,
+                                 tuple(dict.fromkeys(args.modes)))
+    print(", ".join(f"{mode} {result[f'{mode}_seconds']} s" for mode in MODES if f"{mode}_seconds" in result)
+          + (f": {result['speedup']}x over {result['cells']} cells" if "speedup" in result else ""))
     return 0
 
 

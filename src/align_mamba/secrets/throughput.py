@@ -146,15 +146,16 @@ def _row(system: str, version: str, device: str, backend: str, file: BenchFile, 
                round(n / MB / seconds, 6), findings, file.planted)
 
 
-def measure(files: list[BenchFile], checkpoint: Path, device_name: str, backend: str, tools: list[str],
+def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, backend: str, tools: list[str],
             repeats: int, warmup: int, baseline_repeats: int, overrides: dict, batch_chunks: int) -> list[Row]:
-    """Time every system on every file: the tagger first, then each baseline."""
-    device = resolve_device(device_name)
-    model, meta = load_tagger(checkpoint, device, backend=backend)
-    meta = {**meta, **{k: v for k, v in overrides.items() if v is not None}}
-    tagger = f"align-mamba {align_mamba.__version__} ({checkpoint.parent.name})"
+    """Time every system on every file: the tagger first (unless `checkpoint` is None), then each baseline."""
+    if checkpoint is not None:
+        device = resolve_device(device_name)
+        model, meta = load_tagger(checkpoint, device, backend=backend)
+        meta = {**meta, **{k: v for k, v in overrides.items() if v is not None}}
+        tagger = f"align-mamba {align_mamba.__version__} ({checkpoint.parent.name})"
     rows = []
-    cases = [(system, f) for system in ["tagger", *tools] for f in files]
+    cases = [(system, f) for system in ["tagger"] * (checkpoint is not None) + tools for f in files]
     for system, file in tqdm(cases, desc="throughput", unit="scan", disable=None):
         if system == "tagger":
             seconds, found = time_tagger(model, meta, device, file.path, repeats, warmup, batch_chunks)
@@ -172,7 +173,8 @@ def build_parser() -> OneLineParser:
     def option(name: str, **kwargs) -> None:
         parser.add_argument(*flag_names(name), dest=name, **kwargs)
 
-    option("checkpoint", type=Path, required=True, help="tagger checkpoint (model.pt)")
+    option("checkpoint", type=Path, help="tagger checkpoint (model.pt); needed unless --no-tagger")
+    option("no_tagger", action="store_true", help="time the baselines alone (on files another run gave the tagger)")
     option("out", type=Path, required=True, help="CSV to write")
     option("sizes_mb", type=float, nargs="+", default=[1.0, 8.0], help="file sizes in MB (2**20 bytes)")
     option("kinds", nargs="+", choices=CARRIER_KINDS, default=list(DEFAULT_KINDS), help="carrier kinds")
@@ -200,8 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
     for size in args.sizes_mb:
         size_bytes(size)
-    if not args.checkpoint.is_file():
-        raise ConfigError(f"checkpoint not found: {args.checkpoint}")
+    if args.no_tagger:
+        args.checkpoint = None
+        if not args.tools:
+            raise ConfigError("--no-tagger with no --tools leaves nothing to time")
+    elif args.checkpoint is None or not args.checkpoint.is_file():
+        raise ConfigError(f"checkpoint not found: {args.checkpoint} (give --checkpoint, or --no-tagger)")
     with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
         work_dir = args.work_dir or Path(tmp)
         files = build_files(work_dir, args.sizes_mb, list(dict.fromkeys(args.kinds)), args.seed)
