@@ -34,8 +34,7 @@ def query_correctness(model: RecallModel, split: MQARSplit, batch_size: int, dev
     rows = []
     for start in range(0, len(split), batch_size):
         batch = slice(start, start + batch_size)
-        inputs, labels = split.inputs[batch].to(device), split.labels[batch].to(device)
-        context = split.enc_inputs[batch].to(device) if split.enc_inputs is not None else None
+        inputs, labels, context = split.batch(batch, device)
         query_mask = labels != -100
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(inputs, query_mask, context)  # (Nq, V), row-major over query_mask

@@ -93,8 +93,7 @@ class BatchSampler:
 
 def batch_loss(model: RecallModel, split: MQARSplit, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Cross-entropy over the query targets of the examples `idx` (logits only at queries)."""
-    inputs, labels = split.inputs[idx].to(device), split.labels[idx].to(device)
-    context = split.enc_inputs[idx].to(device) if split.enc_inputs is not None else None
+    inputs, labels, context = split.batch(idx, device)
     query_mask = labels != -100
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = model(inputs, query_mask, context)  # (Nq, V)

@@ -34,11 +34,13 @@ MANIFEST_NAME = "manifest.json"
 
 @dataclass(frozen=True)
 class MQARSplit:
-    """One split in one layout, as int64 tensors; n examples, M queries.
+    """One split in one layout; n examples, M queries.
 
     inputs, labels: (n, L) for the decoder layout; (n, M+1) decoder input and labels for seq2seq.
     enc_inputs: (n, 3N+2) for seq2seq, None for the decoder layout.
-    query_slot, query_distance: (n, M), in query order (see ``generate_mqar``).
+    These token arrays keep the dtype they were stored in (int16: a quarter of int64's memory, so
+    large training sets fit); `batch` gives int64 on the device. query_slot, query_distance: (n, M)
+    int64, in query order (see ``generate_mqar``).
     """
 
     inputs: torch.Tensor
@@ -51,6 +53,15 @@ class MQARSplit:
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
+
+    def batch(self, idx: torch.Tensor | slice,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(inputs, labels, context) of the examples `idx` as int64 on `device` (converted there, so
+        only the stored dtype crosses the bus); context is None for the decoder layout."""
+        def take(tokens):
+            return None if tokens is None else tokens[idx].to(device).long()
+
+        return take(self.inputs), take(self.labels), take(self.enc_inputs)
 
 
 class _HashingWriter:
@@ -228,16 +239,15 @@ def load_mqar(data_dir: str | os.PathLike, split: str, layout: str) -> MQARSplit
     # torch is needed only here; importing it lazily keeps the generator CLI quick to start.
     import torch
 
-    arrays = {name: torch.from_numpy(_load_verified(data_dir, manifest, f"{split}/{layout}/{name}.npy")
-                                     .astype(np.int64))
+    arrays = {name: torch.from_numpy(_load_verified(data_dir, manifest, f"{split}/{layout}/{name}.npy"))
               for name in LAYOUT_ARRAYS[layout]}
     decoder = layout == "decoder"
     return MQARSplit(
         inputs=arrays["inputs" if decoder else "dec_inputs"],
         labels=arrays["labels" if decoder else "dec_labels"],
         enc_inputs=None if decoder else arrays["enc_inputs"],
-        query_slot=arrays["query_slot"],
-        query_distance=arrays["query_distance"],
+        query_slot=arrays["query_slot"].long(),
+        query_distance=arrays["query_distance"].long(),
         num_pairs=int(manifest["config"]["num_pairs"]),
         layout=layout,
     )
