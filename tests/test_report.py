@@ -18,7 +18,7 @@ from align_mamba.report import (
     capacity_table, format_mean_ci, hypothesis_table, load_grid, mean_ci, summarize, write_report,
 )
 from align_mamba.report.__main__ import main
-from align_mamba.report.tables import breakdown, breakdown_display
+from align_mamba.report.tables import breakdown, breakdown_display, cells_display
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ARCHITECTURES = {"mamba2": ("mamba2", []), "hybrid-0_2": ("hybrid", [0, 2])}
@@ -86,6 +86,21 @@ def test_mean_and_ci_of_one_cell_by_hand(cells_dir):
     assert row["acc_mean"] == pytest.approx(0.85)
     assert row["acc_ci"] == pytest.approx(half) and half == pytest.approx(0.635, abs=1e-3)
     assert row["em_mean"] == pytest.approx(0.425) and row["n"] == 2
+
+
+def test_train_accuracy_is_averaged_over_seeds_and_shown_as_a_dash_where_it_was_not_measured(cells_dir):
+    for seed, train_accuracy in ((0, 0.7), (1, 0.9)):
+        path = cells_dir / f"mamba2-np64-ds64-s{seed}" / "metrics.json"
+        metrics = json.loads(path.read_text())
+        path.write_text(json.dumps({**metrics, "train_accuracy": train_accuracy, "train_examples_checked": 1000}))
+    summary = summarize(load_grid(cells_dir).cells)
+    assert summary_row(summary, "mamba2", 64, 64)["train_acc_mean"] == pytest.approx(0.8)
+    shown = cells_display(summary).set_index(["architecture", "num_pairs", "d_state"])["train accuracy (mean)"]
+    assert shown[("mamba2", 64, 64)] == "0.800" and shown[("mamba2", 16, 64)] == "—"
+    bad = cells_dir / "mamba2-np16-ds64-s0" / "metrics.json"
+    bad.write_text(json.dumps({**json.loads(bad.read_text()), "train_accuracy": 1.5}))
+    with pytest.raises(ConfigError, match="train_accuracy must be in"):
+        load_grid(cells_dir)
 
 
 def test_ci_uses_t_table_then_normal_and_one_seed_has_none():

@@ -74,6 +74,21 @@ def test_hybrid_cell_trains_and_evaluates_across_slices(mqar4, tmp_path):
     assert [s["num_pairs"] for s in metrics["slices"]] == [4, 6]
     assert metrics["slices"][1]["queries"] == 40 * 4
     assert metrics["state_size_floats"]["total"] == 2 * 2 * 32 * 8 + 2 * 32 * (3 * 4 + 2)
+    assert metrics["train_examples_checked"] == 1000 and 0 <= metrics["train_accuracy"] <= 1
+
+
+def test_head_keeps_the_first_examples_of_every_per_example_array(mqar4):
+    for layout in ("decoder", "seq2seq"):
+        split = load_mqar(mqar4, "train", layout)
+        head = split.head(7)
+        assert len(head) == 7 and head.num_pairs == split.num_pairs and head.layout == layout
+        for name in ("inputs", "labels", "enc_inputs", "query_slot", "query_distance"):
+            full, part = getattr(split, name), getattr(head, name)
+            assert (part is None) == (full is None) and (part is None or torch.equal(part, full[:7]))
+        assert len(split.head(10**6)) == len(split)
+        inputs, labels, context = head.batch(slice(2, 5), torch.device("cpu"))
+        assert inputs.dtype == labels.dtype == torch.int64 and torch.equal(inputs, split.inputs[2:5].long())
+        assert (context is None) == (layout == "decoder")
 
 
 def test_nan_loss_stops_with_cell_and_step_and_no_model(mqar4, tmp_path):

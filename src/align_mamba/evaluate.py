@@ -4,7 +4,9 @@ The first --data directory should be the cell's own num_pairs; further ones meas
 carries to other numbers of pairs. Writes one metrics JSON with the cell's parameters, the backend
 and device that ran, the state size in floats, and per slice: per-query accuracy, per-sequence
 exact match, accuracy by the queried key's position (deciles of the context) and by key→query
-distance (powers of two), each with its count.
+distance (powers of two), each with its count. It also scores the first TRAIN_CHECK examples of the
+cell's own training split: far above the test accuracy, it says the model memorised its training
+contexts instead of learning recall (a pure Mamba decoder does so when examples repeat often).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from align_mamba.errors import ConfigError, run_cli
 from align_mamba.models import RecallModel, state_size_floats
 
 log = logging.getLogger("align_mamba.evaluate")
+
+TRAIN_CHECK = 1000
 
 
 @torch.no_grad()
@@ -88,10 +92,14 @@ def evaluate_cell(checkpoint: Path, data_dirs: list[Path], backend: str, device_
         slices.append({"data": str(data_dir), **metrics})
         log.info("%s on %s: accuracy %.4f", meta["cell"], data_dir, metrics["accuracy"])
     own = slices[0]
+    seen = load_mqar(data_dirs[0], "train", model.config.layout).head(TRAIN_CHECK)
+    train_accuracy = query_correctness(model, seen, batch_size, device).float().mean().item()
+    log.info("%s on its first %d training examples: accuracy %.4f", meta["cell"], len(seen), train_accuracy)
     return {
         "cell": meta["cell"], "architecture": meta["architecture"], "seed": meta["seed"],
         "model": to_dict(model.config), "num_pairs": own["num_pairs"],
         "accuracy": own["accuracy"], "exact_match": own["exact_match"],
+        "train_accuracy": train_accuracy, "train_examples_checked": len(seen),
         "train": {k: meta[k] for k in ("best_step", "best_val_accuracy", "backend", "device")},
         "backend": model.backend, "device": str(device),
         "state_size_floats": state_size_floats(model.config, context_len),

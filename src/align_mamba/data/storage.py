@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 GENERATOR = "mqar"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+
+
+PER_EXAMPLE = ("inputs", "labels", "enc_inputs", "query_slot", "query_distance")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,11 @@ class MQARSplit:
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
+
+    def head(self, n: int) -> MQARSplit:
+        """The first `n` examples (all of them if there are fewer)."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name)[:n] for f in dataclasses.fields(self)
+                                            if f.name in PER_EXAMPLE and getattr(self, f.name) is not None})
 
     def batch(self, idx: torch.Tensor | slice,
               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -77,8 +77,11 @@ def _header(grid: tables.Grid, summary: pd.DataFrame, command: str) -> Section:
 
 def _every_cell(summary: pd.DataFrame) -> Section:
     note = Text("Accuracy is per query, exact match per sequence (every query right), both on the cell's own "
-                "test split; ± is the half-width of the 95% Student t-interval over seeds. State size counts the "
-                "floats kept about the context (SSM state plus attention's key/value reads).")
+                "test split; ± is the half-width of the 95% Student t-interval over seeds. Train accuracy is on the "
+                "first examples of the cell's training split (`train_examples_checked` in its metrics file): far "
+                "above the test accuracy, the model memorised its training contexts rather than learning recall "
+                "(— where the metrics predate that check). State size counts the floats kept about the context "
+                "(SSM state plus attention's key/value reads).")
     return Section("Every cell", (note, Table(tables.cells_display(summary))))
 
 
