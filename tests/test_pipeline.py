@@ -11,9 +11,10 @@ from pipeline_helpers import ROOT, dvc_dag, project_copy, run, snakemake_dag
 from ruamel.yaml import YAML
 
 from align_mamba.errors import ConfigError
-from align_mamba.pipeline import check_params, cli_flags, load_params
+from align_mamba.pipeline import cells, check_params, cli_flags, load_params, train_command
 
-PRESETS = {"default": ROOT / "params.yaml", "paper": ROOT / "workflow" / "presets" / "paper.yaml"}
+PRESETS = {"default": ROOT / "params.yaml", "paper": ROOT / "workflow" / "presets" / "paper.yaml",
+           "gpu_grid": ROOT / "workflow" / "presets" / "gpu_grid.yaml"}
 
 
 def default_params() -> dict:
@@ -44,6 +45,8 @@ def _set(params: dict, dotted: str, value) -> dict:
         ("grid.num_pairs", [4, 5000], "grid.num_pairs.1: 5000 is greater than the maximum of 4086"),
         ("grid.d_state", [0, 16], "grid.d_state.0: 0 is less than the minimum of 1"),
         ("train.lr", "1e-3", "train.lr: '1e-3' is not of type 'number'"),
+        ("grid.architectures.0.lr", "1e-2", "grid.architectures.0.lr: '1e-2' is not of type 'number'"),
+        ("grid.architectures.0.lr", 0, "grid.architectures.0.lr: 0 is less than or equal to the minimum of 0"),
         ("grid.num_pairs", [], "grid.num_pairs: [] should be non-empty"),
         ("grid.seeds", [], "grid.seeds: [] should be non-empty"),
         ("data.num_queries", 6, "grid.num_pairs 4 with data settings: num_queries must be <= num_pairs=4 or 'all', got 6"),
@@ -64,6 +67,15 @@ def test_a_yaml_syntax_error_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="is not valid YAML") as err:
         load_params(broken)
     assert "\n" not in str(err.value)
+
+
+def test_an_architecture_lr_overrides_train_lr_in_its_cells_only():
+    params = _set(default_params(), "grid.architectures.0.lr", 1.0e-2)
+    check_params(params)
+    commands = {cell.name: train_command(params, cell) for cell in cells(params)}
+    lrs = {name: [float(v) for k, v in zip(c.split(), c.split()[1:]) if k == "--lr"] for name, c in commands.items()}
+    assert lrs["mamba2"] == [3.0e-3, 1.0e-2]  # train.lr, then the entry's: the last flag wins
+    assert lrs["hybrid-0"] == lrs["hybrid-0_2"] == [3.0e-3]
 
 
 def test_cli_flags_render_like_dvc_dict_unpacking():

@@ -81,10 +81,10 @@ def data_command(params: Mapping[str, Any], num_pairs: int) -> str:
 
 
 def train_command(params: Mapping[str, Any], cell: Cell) -> str:
+    # The architecture's flags come after train's: an entry's own `lr` overrides train.lr (the last flag wins).
     return (f"python -m align_mamba.train --data {data_dir(cell.num_pairs)} --out {cell.run_dir} "
-            f"{cli_flags(cell.architecture)} --d_state {cell.d_state} --seed {cell.seed} "
-            f"{cli_flags(params['model'])} {cli_flags(params['train'])} {cli_flags(params['run'])} "
-            f"--log logs/train/{cell.name}/{cell.stem}.log")
+            f"--d_state {cell.d_state} --seed {cell.seed} {cli_flags(params['model'])} {cli_flags(params['train'])} "
+            f"{cli_flags(params['run'])} {cli_flags(cell.architecture)} --log logs/train/{cell.name}/{cell.stem}.log")
 
 
 def evaluate_command(params: Mapping[str, Any], cell: Cell) -> str:
@@ -157,6 +157,11 @@ def _schema_error_line(params: Mapping[str, Any]) -> str | None:
     return f"{where}: {error.message}"
 
 
+# Training settings an architecture entry may set for itself (a learning rate per architecture:
+# pure Mamba and hybrids learn MQAR in different learning-rate windows).
+ARCHITECTURE_TRAIN_KEYS = ("lr",)
+
+
 def _check_typed(params: Mapping[str, Any]) -> None:
     """The package's own dataclasses over every combination the grid will build."""
     grid, data = params["grid"], params["data"]
@@ -171,9 +176,10 @@ def _check_typed(params: Mapping[str, Any]) -> None:
     if len(set(names)) != len(names):
         raise ConfigError(f"grid.architectures: names must be unique, got {names}")
     for arch in grid["architectures"]:
+        model_keys = {key: value for key, value in arch.items() if key not in ARCHITECTURE_TRAIN_KEYS}
         for d_state in grid["d_state"]:
             try:
-                from_mapping(ModelConfig, {**params["model"], **arch, "d_state": d_state}, "model")
+                from_mapping(ModelConfig, {**params["model"], **model_keys, "d_state": d_state}, "model")
             except ConfigError as err:
                 raise ConfigError(f"grid.architectures[{arch['name']}] with d_state {d_state}: {err}") from None
     num_queries = None if data["num_queries"] == "all" else data["num_queries"]
