@@ -49,8 +49,8 @@ def run_shell(commands: list[str], cwd: Path, log_path: Path) -> None:
         out.flush()
         running = [(command, subprocess.Popen(command, shell=True, cwd=cwd, stdout=out, stderr=subprocess.STDOUT))
                    for command in commands]
-        failed = [(command, process.wait()) for command, process in running]
-    failed = [(command, status) for command, status in failed if status != 0]
+        statuses = [(command, process.wait()) for command, process in running]
+    failed = [(command, status) for command, status in statuses if status != 0]
     if failed:
         command, status = failed[0]
         raise ConfigError(f"`{command}` failed with exit status {status} in {cwd}; see {log_path}")
