@@ -93,6 +93,13 @@ def test_missing_cells_and_cpu_grids_are_refused(tmp_path):
         packing.measure_packing(ROOT, cpu, tmp_path / "w2", tmp_path / "o2", 8, 2, run=lambda *a: None)
 
 
+def test_a_malformed_earlier_result_is_one_line(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "packing.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="packing.json is not valid JSON.*remove it"):
+        packing.measure_packing(ROOT, PRESET, tmp_path / "w", tmp_path / "out", 8, 2, run=lambda *a: None)
+
+
 def test_a_failing_command_is_one_line_naming_its_log(tmp_path):
     with pytest.raises(ConfigError, match="`exit 3` failed with exit status 3.*see .*x.log"):
         packing.run_shell(["true", "exit 3"], tmp_path, tmp_path / "x.log")

@@ -92,7 +92,12 @@ def _earlier_result(path: Path, key: dict) -> dict:
     """What an earlier invocation wrote to `path` for the same grid, slots and cores (else nothing)."""
     if not path.is_file():
         return {}
-    earlier = json.loads(path.read_text())
+    try:
+        earlier = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path} is not valid JSON ({err}); remove it to start afresh") from None
+    if not isinstance(earlier, dict):
+        raise ConfigError(f"{path} must hold a JSON object; remove it to start afresh")
     return earlier if all(earlier.get(name) == value for name, value in key.items()) else {}
 
 
@@ -123,8 +128,9 @@ def measure_packing(root: Path, params_file: Path, work: Path, out: Path, slots:
         started = time.perf_counter()
         run([snakemake_command(profile, "evaluate", mode_slots, cores)], projects[mode], out / f"{mode}.log")
         seconds = time.perf_counter() - started
-        if count_cells(projects[mode]) != grid:
-            raise ConfigError(f"the {mode} run evaluated {count_cells(projects[mode])} of {grid} cells")
+        evaluated = count_cells(projects[mode])
+        if evaluated != grid:
+            raise ConfigError(f"the {mode} run evaluated {evaluated} of {grid} cells")
         result.update({f"{mode}_seconds": round(seconds, 2), f"{mode}_device": _device_name()})
         if "serial_seconds" in result and "packed_seconds" in result:
             result["speedup"] = round(result["serial_seconds"] / result["packed_seconds"], 3)

@@ -104,7 +104,7 @@ def _cell_row(path: Path, metrics: dict, root: Path) -> dict:
     if get("slices.0.num_pairs", int) != row["num_pairs"]:
         raise ConfigError(f"{path}: slices[0] must be the cell's own num_pairs ({row['num_pairs']})")
     for name in ("accuracy", "exact_match", "train_accuracy"):
-        if not 0.0 <= row[name] <= 1.0 and not (name == "train_accuracy" and pd.isna(row[name])):
+        if not (0.0 <= row[name] <= 1.0 or (name == "train_accuracy" and pd.isna(row[name]))):
             raise ConfigError(f"{path}: {name} must be in [0, 1], got {row[name]}")
     return row
 
