@@ -24,9 +24,10 @@ def _check_heads(d_model: int, n_heads: int, rotary: bool) -> int:
 
 
 def rotary(x: torch.Tensor, offset: int = 0, base: float = 10000.0) -> torch.Tensor:
-    """Rotate query/key pairs by their position (GPT-NeoX half-split RoPE).
+    """Rotate query/key pairs by their position (GPT-NeoX half-split RoPE): the reference formula.
 
-    x: (B, H, L, Dh) → (B, H, L, Dh); `offset` is the position of x's first token.
+    x: (B, H, L, Dh) → (B, H, L, Dh); `offset` is the position of x's first token. SelfAttention
+    computes the same rotation from cached tables (RotaryTables, apply_rotary).
     """
     half = x.shape[-1] // 2
     inv_freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
@@ -35,6 +36,41 @@ def rotary(x: torch.Tensor, offset: int = 0, base: float = 10000.0) -> torch.Ten
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+class RotaryTables:
+    """RoPE's cos and signed-sin tables, built once per device and dtype and grown on demand.
+
+    Rebuilding them on every call costs a handful of small kernels per layer, which dominates a
+    decode step. Plain attributes, not buffers: the tables are derived, never saved in checkpoints.
+    """
+
+    def __init__(self, head_dim: int, base: float):
+        self.head_dim, self.base = head_dim, base
+        self.cos: torch.Tensor | None = None
+        self.signed_sin: torch.Tensor | None = None
+
+    def get(self, end: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tables for positions [0, end): cos (end, Dh) and [-sin, sin] (end, Dh)."""
+        cached = self.cos
+        if cached is None or cached.device != device or cached.dtype != dtype or cached.shape[0] < end:
+            size = end if cached is None or cached.shape[0] >= end else max(end, 2 * cached.shape[0])
+            half = self.head_dim // 2
+            inv_freq = self.base ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
+            angles = torch.outer(torch.arange(size, device=device, dtype=torch.float32), inv_freq)  # (size, Dh/2)
+            self.cos = torch.cat((angles.cos(), angles.cos()), dim=-1).to(dtype)
+            self.signed_sin = torch.cat((-angles.sin(), angles.sin()), dim=-1).to(dtype)
+        return self.cos[:end], self.signed_sin[:end]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """x·cos + swap_halves(x)·[-sin, sin]: `rotary`'s rotation in three kernels.
+
+    x: (..., Dh); cos, signed_sin: broadcastable to x, e.g. (L, 1, 1, Dh) against (B, L, 2, H, Dh).
+    """
+    half = x.shape[-1] // 2
+    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)
+    return torch.addcmul(x * cos, swapped, signed_sin)
 
 
 def _fold_blocks(t: torch.Tensor) -> torch.Tensor:
@@ -86,20 +122,30 @@ class SelfAttention(nn.Module):
             raise ConfigError(f"attention window must be >= 1, got {window}")
         self.n_heads, self.head_dim = n_heads, _check_heads(d_model, n_heads, rotary=True)
         self.causal, self.rope_base, self.window = causal, rope_base, window
+        self.rope = RotaryTables(self.head_dim, rope_base)
         self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=True)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, L, D) → (B, L, D)."""
         batch, length, _ = x.shape
-        qkv = self.qkv_proj(x).view(batch, length, 3, self.n_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, Dh)
-        q, k = rotary(q, base=self.rope_base), rotary(k, base=self.rope_base)
+        q, k, v = self._rotated_qkv(x, position=0)  # each (B, H, L, Dh)
         if self.window is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, H, L, Dh)
         else:
             y = windowed_attention(q, k, v, self.window, self.causal)
         return self.out_proj(y.transpose(1, 2).reshape(batch, length, -1))
+
+    def _rotated_qkv(self, x: torch.Tensor, position: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (B, L, D), its first token at `position` → q, k (rotated), v, each (B, H, L, Dh)."""
+        batch, length, _ = x.shape
+        qkv = self.qkv_proj(x).view(batch, length, 3, self.n_heads, self.head_dim)
+        cos, signed_sin = self.rope.get(position + length, x.device, qkv.dtype)
+        tables = (t[position:, None, None] for t in (cos, signed_sin))  # each (L, 1, 1, Dh)
+        # q and k rotate together, in the projection's own layout: one pass over both.
+        qk = apply_rotary(qkv[:, :, :2], *tables)  # (B, L, 2, H, Dh)
+        q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, qkv[:, :, 2].transpose(1, 2)
 
     def allocate_inference_cache(self, batch_size, max_seqlen, dtype=None, **kwargs):
         """Zeroed key and value caches (k, v), each (B, H, max_seqlen, Dh); keys are stored rotated."""
@@ -122,9 +168,7 @@ class SelfAttention(nn.Module):
         if not 0 <= position < k_cache.shape[2]:
             raise ConfigError(f"SelfAttention.step: position {position} is outside the cache of {k_cache.shape[2]}")
         batch = x.shape[0]
-        qkv = self.qkv_proj(x).view(batch, 1, 3, self.n_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, 1, Dh)
-        q, k = rotary(q, offset=position, base=self.rope_base), rotary(k, offset=position, base=self.rope_base)
+        q, k, v = self._rotated_qkv(x, position)  # each (B, H, 1, Dh)
         k_cache[:, :, position] = k[:, :, 0]
         v_cache[:, :, position] = v[:, :, 0]
         start = 0 if self.window is None else max(0, position - self.window)
