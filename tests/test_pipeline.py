@@ -98,7 +98,7 @@ def test_snakemake_rejects_bad_params_before_any_job(tmp_path):
 # MQAR data + train + evaluate per cell, secret data + baselines + (train, evaluate) per tagger,
 # bench + scan throughput, report + all
 @pytest.mark.parametrize(("preset", "jobs"), [("default", 2 + 12 + 12 + 2 + 3 * 2 + 2 + 2),
-                                              ("paper", 5 + 300 + 300 + 2 + 3 * 2 + 2 + 2)])
+                                              ("paper", 5 + 375 + 375 + 2 + 3 * 2 + 2 + 2)])
 def test_snakemake_dry_run(tmp_path, preset, jobs):
     project = project_copy(tmp_path / "project", params=PRESETS[preset])
     result = run(["snakemake", "-n", "--quiet", "rules"], project)
