@@ -67,10 +67,12 @@ def test_hybrid_cell_trains_and_evaluates_across_slices(mqar4, tmp_path):
     cell = CellConfig(
         ModelConfig(variant="hybrid", hybrid_positions=(0,), d_model=32, n_layers=2, encoder_layers=1,
                     d_state=8, headdim=16, chunk_size=8, n_heads=2),
-        TrainConfig(steps=6, batch_size=16, eval_every=3, checkpoint_every=3, device="cpu", backend="reference"),
+        TrainConfig(steps=6, batch_size=16, lr=2.5e-3, eval_every=3, checkpoint_every=3, device="cpu",
+                    backend="reference"),
     )
     train_cell(cell, mqar4, tmp_path / "run")
     metrics = evaluate_cell(tmp_path / "run" / "model.pt", [mqar4, other], "reference", "cpu", 64)
+    assert metrics["train"]["lr"] == 2.5e-3  # the report's learning-rate selection names the winner's rate
     assert [s["num_pairs"] for s in metrics["slices"]] == [4, 6]
     assert metrics["slices"][1]["queries"] == 40 * 4
     assert metrics["state_size_floats"]["total"] == 2 * 2 * 32 * 8 + 2 * 32 * (3 * 4 + 2)

@@ -100,7 +100,8 @@ def evaluate_cell(checkpoint: Path, data_dirs: list[Path], backend: str, device_
         "model": to_dict(model.config), "num_pairs": own["num_pairs"],
         "accuracy": own["accuracy"], "exact_match": own["exact_match"],
         "train_accuracy": train_accuracy, "train_examples_checked": len(seen),
-        "train": {k: meta[k] for k in ("best_step", "best_val_accuracy", "backend", "device")},
+        # checkpoints from before the learning rate was saved have none: the report shows "—"
+        "train": {**{k: meta[k] for k in ("best_step", "best_val_accuracy", "backend", "device")}, "lr": meta.get("lr")},
         "backend": model.backend, "device": str(device),
         "state_size_floats": state_size_floats(model.config, context_len),
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -226,6 +226,7 @@ class Trainer:
         atomic_write_json(self.out_dir / "train.json", summary)
         meta = {k: summary[k] for k in ("cell", "architecture", "num_pairs", "seed", "best_step",
                                         "best_val_accuracy", "backend", "device")}
+        meta["lr"] = self.cfg.lr  # the report compares entries that differ only in their learning rate
         save_model(self.out_dir / "model.pt", self.model, s.best_model, meta)
         # The resume checkpoint only recovers a killed run; kept, it would turn a deliberate
         # rerun (new code, `dvc repro -f`) into a no-op that returns the old weights.

@@ -16,7 +16,7 @@ import pandas as pd
 
 from align_mamba.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from align_mamba.errors import ConfigError
-from align_mamba.report import bench, figures, secrets, tables
+from align_mamba.report import bench, figures, secrets, selection, tables
 
 TITLE = "align-mamba: MQAR recall across the grid"
 CSS = """body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -121,6 +121,20 @@ def _failures(grid: tables.Grid) -> Section:
     return Section("Where recall fails", tuple(blocks))
 
 
+def _learning_rate(cells: pd.DataFrame, threshold: float) -> list[Section]:
+    """Entries differing only in their learning rate, reduced to the best on validation (none: no section)."""
+    chosen = selection.select_on_validation(cells)
+    if chosen.empty:
+        return []
+    note = Text("Grid entries that build the same model and differ only in training settings (their own `lr`) "
+                "form a family. Per seed, the member with the best **validation** accuracy is kept, and its test "
+                "accuracy is shown. The test split takes no part in the choice. One learning rate alone can "
+                "fake a capacity cliff: MQAR is learned only inside a narrow learning-rate window.")
+    return [Section("Learning rate chosen on validation",
+                    (note, Table(selection.selection_display(chosen)), Text("Capacity of the chosen cells:"),
+                     Table(selection.family_capacity(chosen, threshold))))]
+
+
 def _hypotheses(summary: pd.DataFrame) -> Section:
     note = Text("The **hypothesis** column is what the project brief expected, not a result; **measured** is "
                 "mean ± 95% CI over seeds of the matching cells (`[]` is the decoder-only mamba2).")
@@ -221,8 +235,8 @@ def build_sections(grid: tables.Grid, threshold: float, command: str, bench_dir:
     summary = tables.summarize(grid.cells)
     capacity = tables.capacity_table(summary, threshold)
     sections = [_header(grid, summary, command), _every_cell(summary), _cliff(summary, threshold),
-                _heatmap(summary), _capacity(capacity, threshold), _failures(grid), _hypotheses(summary),
-                _provenance(grid.cells)]
+                _heatmap(summary), _capacity(capacity, threshold), *_learning_rate(grid.cells, threshold),
+                _failures(grid), _hypotheses(summary), _provenance(grid.cells)]
     metrics = tables.headline_metrics(grid.cells, capacity)
     extras = [_benchmark(Path(bench_dir))] if bench_dir is not None else []
     extras += [_secret_spans(Path(secrets_dir), taggers)] if secrets_dir is not None else []

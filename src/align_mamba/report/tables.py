@@ -82,6 +82,12 @@ def _read_json(path: Path) -> Any:
         raise ConfigError(f"malformed JSON in {path}: {err}") from None
 
 
+def _model_key(model: dict) -> str:
+    """The model's settings without its name and d_state: equal keys mean the same architecture
+    (entries that differ only in training settings, such as their own lr)."""
+    return json.dumps({k: v for k, v in model.items() if k not in ("name", "d_state")}, sort_keys=True)
+
+
 def _cell_row(path: Path, metrics: dict, root: Path) -> dict:
     """One flat row of cells.csv from one metrics file."""
     def get(dotted: str, cast=None):
@@ -99,6 +105,9 @@ def _cell_row(path: Path, metrics: dict, root: Path) -> dict:
         "train_backend": get("train.backend", str), "train_device": get("train.device", str),
         "eval_backend": get("backend", str), "eval_device": get("device", str),
         "best_step": get("train.best_step", int), "best_val_accuracy": get("train.best_val_accuracy", float),
+        # metrics files from before the learning rate was recorded have none: NaN, shown as "—"
+        "lr": get("train.lr", float) if get("train", dict).get("lr") is not None else math.nan,
+        "model_key": _model_key(get("model", dict)),
         "wall_seconds": get("wall_seconds", float), "path": path.relative_to(root).as_posix(),
     }
     if get("slices.0.num_pairs", int) != row["num_pairs"]:

@@ -1,0 +1,65 @@
+"""The learning rate chosen on validation, as Zoology reports MQAR: best over rates, per cell.
+
+Grid entries that build the same model and differ only in training settings (an entry's own `lr`)
+form a *family*. Per (family, num_pairs, d_state, seed), the member with the highest validation
+accuracy (`best_val_accuracy`, measured on the validation split during training) is kept and its
+test accuracy reported. The test split never takes part in the choice. Selecting per seed and then
+averaging keeps the seeds' spread as the interval, as for every other row of the report.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from align_mamba.report import tables
+
+CELL = ["family", "num_pairs", "d_state", "seed"]
+
+
+def family_labels(cells: pd.DataFrame) -> dict[str, str]:
+    """model_key → "<shortest member name> (best of N on validation)", for families of ≥ 2 entries."""
+    members = cells.groupby("model_key")["architecture"].unique()
+    return {key: f"{min(sorted(names), key=len)} (best of {len(names)} on validation)"
+            for key, names in members.items() if len(names) >= 2}
+
+
+def select_on_validation(cells: pd.DataFrame) -> pd.DataFrame:
+    """The chosen cells: one row per (family, num_pairs, d_state, seed) that some member ran.
+
+    Adds `family` (its label) and `compared` (members that ran this seed). Ties on validation
+    accuracy go to the first architecture name in sort order. Empty when no family exists.
+    """
+    labels = family_labels(cells)
+    rows = cells[cells["model_key"].isin(list(labels))]
+    if rows.empty:
+        return rows.assign(family=pd.Series(dtype=str), compared=pd.Series(dtype=int))
+    rows = rows.assign(family=rows["model_key"].map(labels))
+    ordered = rows.sort_values(["best_val_accuracy", "architecture"], ascending=[False, True], kind="stable")
+    chosen = ordered.groupby(CELL, sort=False).head(1)
+    compared = rows.groupby(CELL).size().rename("compared").reset_index()
+    return chosen.merge(compared, on=CELL).sort_values(CELL, ignore_index=True)
+
+
+def _chosen_text(group: pd.DataFrame) -> str:
+    """`mamba2-lr1e-2 (lr 0.01) ×2, mamba2 (lr 0.001) ×1`: which member won how many seeds."""
+    counts = group.groupby(["architecture", "lr"], dropna=False).size().sort_values(ascending=False, kind="stable")
+    return ", ".join(f"{arch} (lr {'—' if pd.isna(lr) else f'{lr:g}'}) ×{n}" for (arch, lr), n in counts.items())
+
+
+def selection_display(chosen: pd.DataFrame) -> pd.DataFrame:
+    """Per (family, num_pairs, d_state): test accuracy of the chosen cells, mean ± CI over seeds,
+    with the winners and how many members each seed compared."""
+    rows = []
+    for (family, num_pairs, d_state), group in chosen.groupby(CELL[:-1], sort=True):
+        rows.append({"family": family, "num_pairs": num_pairs, "d_state": d_state,
+                     "test accuracy (mean ± 95% CI)": tables.format_mean_ci(*tables.mean_ci(group["accuracy"])),
+                     "validation accuracy (mean)": f"{group['best_val_accuracy'].mean():.3f}",
+                     "chosen (seeds)": _chosen_text(group),
+                     "members compared": ", ".join(str(n) for n in sorted(set(group["compared"])))})
+    return pd.DataFrame(rows)
+
+
+def family_capacity(chosen: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """The capacity table of the chosen cells, one family standing in for its members."""
+    summary = tables.summarize(chosen.assign(architecture=chosen["family"]))
+    return tables.capacity_display(tables.capacity_table(summary, threshold), threshold)
