@@ -24,6 +24,7 @@ from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
 from align_mamba.config import to_dict
 from align_mamba.data import MQARSplit, load_mqar, read_manifest
 from align_mamba.errors import ConfigError, run_cli
+from align_mamba.gpu_slots import select_gpu
 from align_mamba.models import RecallModel, state_size_floats
 
 log = logging.getLogger("align_mamba.evaluate")
@@ -77,7 +78,7 @@ def evaluate_cell(checkpoint: Path, data_dirs: list[Path], backend: str, device_
                   batch_size: int) -> dict:
     """Metrics of one checkpoint on the test split of each data directory (the first is its own)."""
     started = time.time()
-    device = resolve_device(device_name)
+    device = select_gpu(resolve_device(device_name))
     model, meta = load_model(checkpoint, backend, device)
     own_pairs = read_manifest(data_dirs[0])["config"]["num_pairs"]
     if own_pairs != meta["num_pairs"]:

@@ -28,6 +28,7 @@ from align_mamba.config import CellConfig, to_dict
 from align_mamba.data import MQARSplit, load_mqar, read_manifest
 from align_mamba.errors import ConfigError, NonFiniteLossError, run_cli
 from align_mamba.evaluate import query_correctness
+from align_mamba.gpu_slots import select_gpu
 from align_mamba.models import RecallModel, build_model
 
 log = logging.getLogger("align_mamba.train")
@@ -111,7 +112,7 @@ class Trainer:
     def __init__(self, cell: CellConfig, data_dir: Path, out_dir: Path, resume_dir: Path):
         self.cell, self.cfg = cell, cell.train
         self.out_dir, self.resume_path = out_dir, resume_dir / "last.pt"
-        self.device = resolve_device(self.cfg.device)
+        self.device = select_gpu(resolve_device(self.cfg.device))
         self.backend = resolve_backend(self.cfg.backend, self.device, cell.model.mixer)
         layout = cell.model.layout
         self.train_split = load_mqar(data_dir, "train", layout)

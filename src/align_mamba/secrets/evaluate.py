@@ -23,6 +23,7 @@ from align_mamba.backends import BACKENDS, resolve_device
 from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
 from align_mamba.data.secrets import SECRET_SPLITS, TEST_SPLITS, load_secret_split, read_file_bytes
 from align_mamba.errors import ConfigError, run_cli
+from align_mamba.gpu_slots import select_gpu
 from align_mamba.secrets.infer import INFERENCE_KEYS, load_tagger, predict_spans
 from align_mamba.secrets.score import score_split
 from align_mamba.secrets.tagger import ByteTagger
@@ -71,7 +72,7 @@ def evaluate_tagger(checkpoint: Path, data_dir: Path, out_dir: Path, splits: lis
         raise ConfigError(f"unknown split(s) {', '.join(unknown)}; known: {', '.join(SECRET_SPLITS)}")
     if batch_chunks < 1:
         raise ConfigError(f"batch_chunks must be >= 1, got {batch_chunks}")
-    device = resolve_device(device_name)
+    device = select_gpu(resolve_device(device_name))
     model, meta = load_tagger(checkpoint, device, backend)
     settings = {key: meta[key] for key in INFERENCE_KEYS}
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})

@@ -25,6 +25,7 @@ from align_mamba.cli_args import OneLineParser, add_dataclass_arguments, flag_na
 from align_mamba.config import TrainConfig, _require, _require_positive, to_dict
 from align_mamba.data.secrets import load_secret_split, read_file_bytes, read_secret_manifest
 from align_mamba.errors import ConfigError, DataIntegrityError, run_cli
+from align_mamba.gpu_slots import select_gpu
 from align_mamba.secrets.infer import predict_spans, save_tagger
 from align_mamba.secrets.score import SplitScores, score_split
 from align_mamba.secrets.spans import LabelledFile, mask_to_ranges
@@ -146,7 +147,7 @@ class TaggerTrainer(Trainer):
     def __init__(self, run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path, name: str | None = None):
         self.run_config, self.cfg = run, run.train
         self.out_dir, self.resume_path, self.name = out_dir, resume_dir / "last.pt", name or out_dir.name
-        self.device = resolve_device(self.cfg.device)
+        self.device = select_gpu(resolve_device(self.cfg.device))
         self.backend = resolve_backend(self.cfg.backend, self.device, run.model.mixer)
         manifest = read_secret_manifest(data_dir)
         self.formats = manifest["formats"]
