@@ -47,3 +47,12 @@ def test_causal_self_attention_matches_rotary_plus_sdpa_float64():
     y = F.scaled_dot_product_attention(rotary(q), rotary(k), v, is_causal=True)  # (B, H, L, Dh)
     torch.testing.assert_close(attention(x), attention.out_proj(y.transpose(1, 2).reshape(2, 11, 16)))
     assert not any("rope" in name or "cos" in name for name in attention.state_dict())
+
+
+def test_tables_first_built_in_inference_mode_still_serve_training():
+    attention = SelfAttention(16, 2)
+    x = torch.randn(2, 9, 16)
+    with torch.inference_mode():
+        attention(x)  # the tables are built here, during an evaluation pass
+    attention(x).sum().backward()
+    assert attention.qkv_proj.weight.grad is not None

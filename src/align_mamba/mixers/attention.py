@@ -56,10 +56,13 @@ class RotaryTables:
         if cached is None or cached.device != device or cached.dtype != dtype or cached.shape[0] < end:
             size = end if cached is None or cached.shape[0] >= end else max(end, 2 * cached.shape[0])
             half = self.head_dim // 2
-            inv_freq = self.base ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
-            angles = torch.outer(torch.arange(size, device=device, dtype=torch.float32), inv_freq)  # (size, Dh/2)
-            self.cos = torch.cat((angles.cos(), angles.cos()), dim=-1).to(dtype)
-            self.signed_sin = torch.cat((-angles.sin(), angles.sin()), dim=-1).to(dtype)
+            # Built outside inference mode: tables first made during a validation pass must still
+            # serve training steps, and autograd refuses inference tensors.
+            with torch.inference_mode(False), torch.no_grad():
+                inv_freq = self.base ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
+                angles = torch.outer(torch.arange(size, device=device, dtype=torch.float32), inv_freq)  # (size, Dh/2)
+                self.cos = torch.cat((angles.cos(), angles.cos()), dim=-1).to(dtype)
+                self.signed_sin = torch.cat((-angles.sin(), angles.sin()), dim=-1).to(dtype)
         return self.cos[:end], self.signed_sin[:end]
 
 
