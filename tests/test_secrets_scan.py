@@ -291,3 +291,13 @@ def test_throughput_without_the_tagger_times_the_baselines_alone(tmp_path, capsy
     assert run_cli(throughput_main, ["--no-tagger", "--out", str(out), "--tools"]) == 2
     assert run_cli(throughput_main, ["--out", str(out), "--tools"]) == 2
     assert "give --checkpoint, or --no-tagger" in capsys.readouterr().err
+
+
+def test_throughput_profile_names_the_operators_of_one_scan(checkpoint, tmp_path):
+    out, profile = tmp_path / "throughput.csv", tmp_path / "profile.txt"
+    argv = ["--checkpoint", str(checkpoint), "--out", str(out), "--sizes-mb", "0.001", "0.002", "--kinds", "log",
+            "--device", "cpu", "--repeats", "1", "--warmup", "0", "--tools", "--profile", str(profile)]
+    assert run_cli(throughput_main, argv) == 0
+    text = profile.read_text()
+    assert text.startswith("one scan of ") and "(2097 bytes) on cpu" in text.splitlines()[0]  # the largest file
+    assert "aten::" in text and "Self CPU" in text

@@ -129,6 +129,22 @@ def time_tagger(model, meta: dict, device: torch.device, path: Path, repeats: in
     return statistics.median(seconds), found
 
 
+def profile_tagger(model, meta: dict, device: torch.device, path: Path, batch_chunks: int, out: Path) -> None:
+    """One more scan of `path` under torch.profiler: its 30 costliest operators (own time on the device
+    on cuda, on the CPU otherwise) to `out`, so the next speed-up targets what the time goes to."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")
+    settings = {key: meta[key] for key in ("chunk_len", "overlap", "threshold")}
+    with profile(activities=activities) as profiler:
+        predict_spans(model, path.read_bytes(), device, batch_chunks=batch_chunks, min_len=meta["min_span_len"],
+                      **settings)
+        _synchronize(device)
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    header = f"one scan of {path.name} ({path.stat().st_size} bytes) on {device}, batch_chunks {batch_chunks}\n"
+    atomic_write_text(out, header + profiler.key_averages().table(sort_by=sort, row_limit=30) + "\n")
+
+
 def time_baseline(tool: str, directory: Path, repeats: int) -> tuple[float, int, str]:
     """(median seconds, spans found, tool version) of `repeats` scans of `directory/files`."""
     seconds, result = [], None
@@ -147,8 +163,12 @@ def _row(system: str, version: str, device: str, backend: str, file: BenchFile, 
 
 
 def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, backend: str, tools: list[str],
-            repeats: int, warmup: int, baseline_repeats: int, overrides: dict, batch_chunks: int) -> list[Row]:
-    """Time every system on every file: the tagger first (unless `checkpoint` is None), then each baseline."""
+            repeats: int, warmup: int, baseline_repeats: int, overrides: dict, batch_chunks: int,
+            profile_out: Path | None = None) -> list[Row]:
+    """Time every system on every file: the tagger first (unless `checkpoint` is None), then each baseline.
+
+    profile_out: also profile one tagger scan of the largest file (after the timed ones) into this file.
+    """
     if checkpoint is not None:
         device = resolve_device(device_name)
         model, meta = load_tagger(checkpoint, device, backend=backend)
@@ -164,6 +184,10 @@ def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, b
             seconds, found, version = time_baseline(system, file.directory, baseline_repeats)
             rows.append(_row(system, version, "cpu", "-", file, seconds, found))
         log.info("%s on %s (%d bytes): %.3f s, %d findings", system, file.path.name, rows[-1].bytes, seconds, found)
+    if checkpoint is not None and profile_out is not None:
+        largest = max(files, key=lambda f: f.path.stat().st_size)
+        profile_tagger(model, meta, device, largest.path, batch_chunks, profile_out)
+        log.info("profile of one scan of %s written to %s", largest.path.name, profile_out)
     return rows
 
 
@@ -189,6 +213,7 @@ def build_parser() -> OneLineParser:
     option("overlap", type=int, help="default: the checkpoint's")
     option("batch_chunks", type=int, default=8, help="chunks per forward pass")
     option("work_dir", type=Path, help="keep the generated files here (default: a temporary directory)")
+    option("profile", type=Path, help="also write torch.profiler's operator table of one tagger scan here")
     return parser
 
 
@@ -213,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         files = build_files(work_dir, args.sizes_mb, list(dict.fromkeys(args.kinds)), args.seed)
         rows = measure(files, args.checkpoint, args.device, args.backend, list(dict.fromkeys(args.tools)),
                        args.repeats, args.warmup, args.baseline_repeats,
-                       {"chunk_len": args.chunk_len, "overlap": args.overlap}, args.batch_chunks)
+                       {"chunk_len": args.chunk_len, "overlap": args.overlap}, args.batch_chunks, args.profile)
     table = pd.DataFrame([asdict(row) for row in rows], columns=COLUMNS)
     atomic_write_text(args.out, table.to_csv(index=False))
     print(table.to_string(index=False))
