@@ -56,7 +56,8 @@ def test_the_table_averages_the_chosen_seeds_and_names_the_winners(sweep):
 
 
 def test_the_report_has_the_section_only_when_a_family_exists(sweep, tmp_path):
-    write_report(sweep, tmp_path / "with")
+    metrics = write_report(sweep, tmp_path / "with", threshold=0.5)
+    assert metrics["capacity.mamba2-best-lr.ds16"] == 16  # chosen means: 0.70 at np16, 0.10 at np64
     text = (tmp_path / "with" / "report.md").read_text()
     assert "## Learning rate chosen on validation" in text and "mamba2 (best of 2 on validation)" in text
     lone = tmp_path / "lone"

@@ -238,6 +238,9 @@ def build_sections(grid: tables.Grid, threshold: float, command: str, bench_dir:
                 _heatmap(summary), _capacity(capacity, threshold), *_learning_rate(grid.cells, threshold),
                 _failures(grid), _hypotheses(summary), _provenance(grid.cells)]
     metrics = tables.headline_metrics(grid.cells, capacity)
+    chosen = selection.select_on_validation(grid.cells)
+    if not chosen.empty:
+        metrics.update(selection.family_metrics(chosen, threshold))
     extras = [_benchmark(Path(bench_dir))] if bench_dir is not None else []
     extras += [_secret_spans(Path(secrets_dir), taggers)] if secrets_dir is not None else []
     for section, headline in extras:

@@ -59,7 +59,19 @@ def selection_display(chosen: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _family_capacity(chosen: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """capacity_table of the chosen cells, the family label standing in for the architecture."""
+    return tables.capacity_table(tables.summarize(chosen.assign(architecture=chosen["family"])), threshold)
+
+
 def family_capacity(chosen: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """The capacity table of the chosen cells, one family standing in for its members."""
-    summary = tables.summarize(chosen.assign(architecture=chosen["family"]))
-    return tables.capacity_display(tables.capacity_table(summary, threshold), threshold)
+    """The capacity table of the chosen cells, formatted, one family standing in for its members."""
+    return tables.capacity_display(_family_capacity(chosen, threshold), threshold)
+
+
+def family_metrics(chosen: pd.DataFrame, threshold: float) -> dict[str, int]:
+    """`capacity.<shortest member>-best-lr.ds<d>` for `dvc exp show` (0 = none), beside the members' own."""
+    short = {label: label.split(" (best of")[0] for label in chosen["family"].unique()}
+    capacity = _family_capacity(chosen, threshold)
+    return {f"capacity.{short[family]}-best-lr.ds{d_state}": int(cap)
+            for family, d_state, cap in capacity[["architecture", "d_state", "capacity"]].values}
