@@ -16,24 +16,31 @@ from align_mamba.report import tables
 CELL = ["family", "num_pairs", "d_state", "seed"]
 
 
+def family_names(cells: pd.DataFrame) -> dict[str, str]:
+    """model_key → its shortest member name, for families of ≥ 2 entries."""
+    members = cells.groupby("model_key")["architecture"].unique()
+    return {key: min(sorted(names), key=len) for key, names in members.items() if len(names) >= 2}
+
+
 def family_labels(cells: pd.DataFrame) -> dict[str, str]:
     """model_key → "<shortest member name> (best of N on validation)", for families of ≥ 2 entries."""
-    members = cells.groupby("model_key")["architecture"].unique()
-    return {key: f"{min(sorted(names), key=len)} (best of {len(names)} on validation)"
-            for key, names in members.items() if len(names) >= 2}
+    sizes = cells.groupby("model_key")["architecture"].nunique()
+    return {key: f"{name} (best of {sizes[key]} on validation)" for key, name in family_names(cells).items()}
 
 
 def select_on_validation(cells: pd.DataFrame) -> pd.DataFrame:
     """The chosen cells: one row per (family, num_pairs, d_state, seed) that some member ran.
 
-    Adds `family` (its label) and `compared` (members that ran this seed). Ties on validation
-    accuracy go to the first architecture name in sort order. Empty when no family exists.
+    Adds `family` (its label), `family_name` (its shortest member name) and `compared` (members that
+    ran this seed). Ties on validation accuracy go to the first architecture name in sort order.
+    Empty when no family exists.
     """
     labels = family_labels(cells)
     rows = cells[cells["model_key"].isin(list(labels))]
     if rows.empty:
-        return rows.assign(family=pd.Series(dtype=str), compared=pd.Series(dtype=int))
-    rows = rows.assign(family=rows["model_key"].map(labels))
+        return rows.assign(family=pd.Series(dtype=str), family_name=pd.Series(dtype=str),
+                           compared=pd.Series(dtype=int))
+    rows = rows.assign(family=rows["model_key"].map(labels), family_name=rows["model_key"].map(family_names(cells)))
     ordered = rows.sort_values(["best_val_accuracy", "architecture"], ascending=[False, True], kind="stable")
     chosen = ordered.groupby(CELL, sort=False).head(1)
     compared = rows.groupby(CELL).size().rename("compared").reset_index()
@@ -71,7 +78,7 @@ def family_capacity(chosen: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 def family_metrics(chosen: pd.DataFrame, threshold: float) -> dict[str, int]:
     """`capacity.<shortest member>-best-lr.ds<d>` for `dvc exp show` (0 = none), beside the members' own."""
-    short = {label: label.split(" (best of")[0] for label in chosen["family"].unique()}
+    short = dict(zip(chosen["family"], chosen["family_name"]))
     capacity = _family_capacity(chosen, threshold)
     return {f"capacity.{short[family]}-best-lr.ds{d_state}": int(cap)
             for family, d_state, cap in capacity[["architecture", "d_state", "capacity"]].values}

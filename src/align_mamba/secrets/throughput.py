@@ -108,22 +108,23 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def scan_file(model, meta: dict, device: torch.device, path: Path, batch_chunks: int) -> int:
+    """Spans found by reading `path` and scanning it through the chunked tagger, as `align-mamba scan` does."""
+    settings = {key: meta[key] for key in ("chunk_len", "overlap", "threshold")}
+    return len(predict_spans(model, path.read_bytes(), device, batch_chunks=batch_chunks,
+                             min_len=meta["min_span_len"], **settings))
+
+
 def time_tagger(model, meta: dict, device: torch.device, path: Path, repeats: int, warmup: int,
                 batch_chunks: int) -> tuple[float, int]:
-    """(median seconds, spans found) of reading `path` and scanning it through the chunked tagger."""
-    settings = {key: meta[key] for key in ("chunk_len", "overlap", "threshold")}
-
-    def scan() -> int:
-        return len(predict_spans(model, path.read_bytes(), device, batch_chunks=batch_chunks,
-                                 min_len=meta["min_span_len"], **settings))
-
+    """(median seconds, spans found) of `scan_file`."""
     for _ in range(warmup):
-        scan()
+        scan_file(model, meta, device, path, batch_chunks)
     seconds, found = [], 0
     for _ in range(repeats):
         _synchronize(device)
         start = time.perf_counter()
-        found = scan()
+        found = scan_file(model, meta, device, path, batch_chunks)
         _synchronize(device)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds), found
@@ -135,10 +136,8 @@ def profile_tagger(model, meta: dict, device: torch.device, path: Path, batch_ch
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")
-    settings = {key: meta[key] for key in ("chunk_len", "overlap", "threshold")}
     with profile(activities=activities) as profiler:
-        predict_spans(model, path.read_bytes(), device, batch_chunks=batch_chunks, min_len=meta["min_span_len"],
-                      **settings)
+        scan_file(model, meta, device, path, batch_chunks)
         _synchronize(device)
     sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     header = f"one scan of {path.name} ({path.stat().st_size} bytes) on {device}, batch_chunks {batch_chunks}\n"
