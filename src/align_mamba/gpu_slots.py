@@ -34,7 +34,9 @@ def lock_dir() -> Path:
 
 
 def claim(n_gpus: int, directory: Path) -> tuple[int, IO]:
-    """Lock the first free slot file in round-robin order; returns (GPU index, the open locked file)."""
+    """Lock the first free slot file in round-robin order; returns (GPU index, the open locked file).
+
+    Slot numbers are unbounded, so a free one is always found."""
     directory.mkdir(parents=True, exist_ok=True)
     for slot in itertools.count():
         for gpu in range(n_gpus):
@@ -45,7 +47,6 @@ def claim(n_gpus: int, directory: Path) -> tuple[int, IO]:
                 handle.close()
                 continue
             return gpu, handle
-    raise AssertionError("unreachable: slot numbers are unbounded")
 
 
 def select_gpu(device: torch.device) -> torch.device:
