@@ -6,8 +6,10 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
+from align_mamba.errors import ConfigError
 from align_mamba.gpu_slots import claim, select_gpu
 
 
@@ -51,3 +53,9 @@ def test_a_killed_process_releases_its_claim(tmp_path):
 def test_devices_that_need_no_claim_are_returned_unchanged():
     for device in (torch.device("cpu"), torch.device("cuda", 0)):
         assert select_gpu(device) == device
+
+
+def test_an_unusable_slot_folder_is_one_clear_error(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match="ALIGN_MAMBA_GPU_LOCKS to a writable folder"):
+        claim(2, tmp_path / "a-file" / "slots")

@@ -20,6 +20,8 @@ from typing import IO
 
 import torch
 
+from align_mamba.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 LOCK_DIR_ENV = "ALIGN_MAMBA_GPU_LOCKS"
@@ -37,7 +39,11 @@ def claim(n_gpus: int, directory: Path) -> tuple[int, IO]:
     """Lock the first free slot file in round-robin order; returns (GPU index, the open locked file).
 
     Slot numbers are unbounded, so a free one is always found."""
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create the GPU slot folder {directory} ({err.strerror}); "
+                          f"set {LOCK_DIR_ENV} to a writable folder") from None
     for slot in itertools.count():
         for gpu in range(n_gpus):
             handle = open(directory / f"gpu{gpu}-slot{slot}", "a")
