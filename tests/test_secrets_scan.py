@@ -301,3 +301,5 @@ def test_throughput_profile_names_the_operators_of_one_scan(checkpoint, tmp_path
     text = profile.read_text()
     assert text.startswith("one scan of ") and "(2097 bytes) on cpu" in text.splitlines()[0]  # the largest file
     assert "aten::" in text and "Self CPU" in text
+    assert run_cli(throughput_main, ["--no-tagger", "--out", str(out), "--tools", "detect-secrets",
+                                     "--profile", str(profile)]) == 2

@@ -121,9 +121,9 @@ def _failures(grid: tables.Grid) -> Section:
     return Section("Where recall fails", tuple(blocks))
 
 
-def _learning_rate(cells: pd.DataFrame, threshold: float) -> list[Section]:
-    """Entries differing only in their learning rate, reduced to the best on validation (none: no section)."""
-    chosen = selection.select_on_validation(cells)
+def _learning_rate(chosen: pd.DataFrame, threshold: float) -> list[Section]:
+    """Entries differing only in their learning rate, reduced to the best on validation
+    (`chosen`: selection.select_on_validation; empty: no section)."""
     if chosen.empty:
         return []
     note = Text("Grid entries that build the same model and differ only in training settings (their own `lr`) "
@@ -234,11 +234,11 @@ def build_sections(grid: tables.Grid, threshold: float, command: str, bench_dir:
     """
     summary = tables.summarize(grid.cells)
     capacity = tables.capacity_table(summary, threshold)
+    chosen = selection.select_on_validation(grid.cells)
     sections = [_header(grid, summary, command), _every_cell(summary), _cliff(summary, threshold),
-                _heatmap(summary), _capacity(capacity, threshold), *_learning_rate(grid.cells, threshold),
+                _heatmap(summary), _capacity(capacity, threshold), *_learning_rate(chosen, threshold),
                 _failures(grid), _hypotheses(summary), _provenance(grid.cells)]
     metrics = tables.headline_metrics(grid.cells, capacity)
-    chosen = selection.select_on_validation(grid.cells)
     if not chosen.empty:
         metrics.update(selection.family_metrics(chosen, threshold))
     extras = [_benchmark(Path(bench_dir))] if bench_dir is not None else []

@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpoint = None
         if not args.tools:
             raise ConfigError("--no-tagger with no --tools leaves nothing to time")
+        if args.profile is not None:
+            raise ConfigError("--profile profiles a tagger scan: it cannot go with --no-tagger")
     elif args.checkpoint is None or not args.checkpoint.is_file():
         raise ConfigError(f"checkpoint not found: {args.checkpoint} (give --checkpoint, or --no-tagger)")
     with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
