@@ -35,7 +35,7 @@ from align_mamba.secrets.scan import (
 from align_mamba.secrets.spans import Span
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
 from align_mamba.secrets.throughput import COLUMNS as THROUGHPUT_COLUMNS
-from align_mamba.secrets.throughput import build_files, size_bytes
+from align_mamba.secrets.throughput import build_files, size_bytes, tune_tagger
 from align_mamba.secrets.throughput import main as throughput_main
 
 TOKEN = "ghp_R8qLz0w3VbN5tYc2XkP9mJd4Hs7Ga1Ef6Ui0"  # synthetic, GitHub-classic shaped
@@ -303,3 +303,29 @@ def test_throughput_profile_names_the_operators_of_one_scan(checkpoint, tmp_path
     assert "aten::" in text and "Self CPU" in text
     assert run_cli(throughput_main, ["--no-tagger", "--out", str(out), "--tools", "detect-secrets",
                                      "--profile", str(profile)]) == 2
+
+
+def test_ssd_chunk_size_changes_the_work_split_not_the_probabilities(checkpoint):
+    data = np.random.default_rng(1).integers(32, 127, 3000).astype(np.uint8).tobytes()
+    model, meta = load_tagger(checkpoint, torch.device("cpu"), "reference")
+    saved = predict_bytes(model.double(), data, torch.device("cpu"), meta["chunk_len"], meta["overlap"])
+    assert tune_tagger(model, "float32", ssd_chunk_size=5) == "ssd chunk 5"
+    assert {m.chunk_size for m in model.modules() if hasattr(m, "A_log")} == {5}  # was 16: blocks split anew
+    retuned = predict_bytes(model, data, torch.device("cpu"), meta["chunk_len"], meta["overlap"])
+    np.testing.assert_allclose(retuned, saved, rtol=0, atol=1e-6)
+
+
+def test_tagger_settings_label_the_csv_rows_and_bf16_casts_the_weights(checkpoint, tmp_path):
+    model, _ = load_tagger(checkpoint, torch.device("cpu"), "reference")
+    assert tune_tagger(model, "float32", None) == "" and model.head.weight.dtype == torch.float32
+    assert tune_tagger(model, "bfloat16", 8) == "ssd chunk 8, bf16 weights"
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    transformer = ByteTagger(TaggerConfig(variant="transformer", d_model=16, n_layers=1, n_heads=2), "sdpa", 3)
+    with pytest.raises(ConfigError, match="no Mamba-2 mixer"):
+        tune_tagger(transformer, "float32", 8)
+    out = tmp_path / "throughput.csv"
+    argv = ["--checkpoint", str(checkpoint), "--out", str(out), "--sizes-mb", "0.001", "--kinds", "log",
+            "--device", "cpu", "--repeats", "1", "--warmup", "0", "--tools", "--ssd-chunk-size", "8"]
+    assert run_cli(throughput_main, argv) == 0
+    assert pd.read_csv(out).settings.tolist() == ["ssd chunk 8"]
+    assert run_cli(throughput_main, [*argv[:-1], "0"]) == 2

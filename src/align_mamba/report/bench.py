@@ -62,7 +62,9 @@ def load_bench(directory: Path) -> BenchResults:
 
 
 def _read_scan_throughput(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path, keep_default_na=False, converters={"backend": str, "version": str})
+    frame = pd.read_csv(path, keep_default_na=False, converters={"backend": str, "version": str, "settings": str})
+    if "settings" not in frame.columns:  # written before the tagger's inference settings were recorded
+        frame.insert(THROUGHPUT_COLUMNS.index("settings"), "settings", "")
     absent = [c for c in THROUGHPUT_COLUMNS if c not in frame.columns]
     if absent:
         raise DataIntegrityError(f"{path}: missing column(s) {', '.join(absent)} "
@@ -223,7 +225,7 @@ def training_sentence(summary: dict, ladder: pd.DataFrame) -> str:
 
 def scan_throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
     """MiB/s per system × device × file size, pooled over carrier kinds (total bytes ÷ total seconds)."""
-    keys = ["system", "version", "device", "backend"]
+    keys = ["system", "version", "device", "backend", "settings"]
     pooled = frame.groupby([*keys, "size_mb"], sort=False).agg(bytes=("bytes", "sum"), seconds=("seconds", "sum"))
     pooled["rate"] = [_number(b / MIB / s) if s > 0 else "—" for b, s in pooled[["bytes", "seconds"]].values]
     wide = pooled["rate"].unstack("size_mb")

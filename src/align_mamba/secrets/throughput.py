@@ -14,8 +14,13 @@ Timing (median of repeats, the tools read the same files):
              fresh scan as its users run it (CredSweeper: its CLI, start-up included;
              detect-secrets: its Python API); wall time around the whole call.
 
-Writes --out (CSV, atomically): system, version, device, backend, kind, size_mb, bytes, seconds,
-mb_per_s, findings (spans reported), planted (secrets in the file); prints the same table.
+Inference settings of the tagger that change its speed, not the function it computes (up to
+rounding), to find what pays on a GPU: --weights bfloat16 casts the model to bf16 (default: fp32
+weights under bf16 autocast on cuda), --ssd-chunk-size sets the block length of every Mamba-2 mixer's
+chunked scan (default: the checkpoint's). Each run names its non-default settings in `settings`.
+
+Writes --out (CSV, atomically): system, version, device, backend, settings, kind, size_mb, bytes,
+seconds, mb_per_s, findings (spans reported), planted (secrets in the file); prints the same table.
 """
 
 from __future__ import annotations
@@ -41,12 +46,13 @@ from align_mamba.data.secrets.generate import SeenValues
 from align_mamba.errors import ConfigError, run_cli
 from align_mamba.secrets.baselines import TOOLS
 from align_mamba.secrets.infer import load_tagger, predict_spans
+from align_mamba.secrets.tagger import ByteTagger
 
 log = logging.getLogger("align_mamba.secrets.throughput")
 
 MB = 2**20
-COLUMNS = ["system", "version", "device", "backend", "kind", "size_mb", "bytes", "seconds", "mb_per_s", "findings",
-           "planted"]
+COLUMNS = ["system", "version", "device", "backend", "settings", "kind", "size_mb", "bytes", "seconds", "mb_per_s",
+           "findings", "planted"]
 DEFAULT_KINDS = ("log", "python", "yaml")
 SECRETS_PER_FILE = (4, 8)
 
@@ -68,6 +74,7 @@ class Row:
     version: str
     device: str
     backend: str
+    settings: str  # the tagger's non-default inference settings, "" for as saved (and for baselines)
     kind: str
     size_mb: float
     bytes: int
@@ -101,6 +108,29 @@ def build_files(work_dir: Path, sizes_mb: list[float], kinds: list[str], seed: i
         path.write_bytes(data)
         files.append(BenchFile(kind, size_mb, directory, path, len(labels.spans)))
     return files
+
+
+WEIGHTS = ("float32", "bfloat16")
+
+
+def tune_tagger(model: ByteTagger, weights: str, ssd_chunk_size: int | None) -> str:
+    """Apply the inference settings in place; return their label for the CSV ("" when none is set).
+
+    ssd_chunk_size: the block length of every Mamba-2 mixer's chunked scan; the SSD result does not
+    depend on it beyond rounding, only the kernels' work split does.
+    """
+    labels = []
+    if ssd_chunk_size is not None:
+        mixers = [m for m in model.modules() if hasattr(m, "A_log") and hasattr(m, "chunk_size")]
+        if not mixers:
+            raise ConfigError("--ssd-chunk-size: this tagger has no Mamba-2 mixer")
+        for mixer in mixers:
+            mixer.chunk_size = ssd_chunk_size
+        labels.append(f"ssd chunk {ssd_chunk_size}")
+    if weights == "bfloat16":
+        model.to(torch.bfloat16)
+        labels.append("bf16 weights")
+    return ", ".join(labels)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -154,23 +184,25 @@ def time_baseline(tool: str, directory: Path, repeats: int) -> tuple[float, int,
     return statistics.median(seconds), sum(map(len, result.predictions.values())), result.version
 
 
-def _row(system: str, version: str, device: str, backend: str, file: BenchFile, seconds: float,
+def _row(system: str, version: str, device: str, backend: str, settings: str, file: BenchFile, seconds: float,
          findings: int) -> Row:
     n = file.path.stat().st_size
-    return Row(system, version, device, backend, file.kind, file.size_mb, n, round(seconds, 6),
+    return Row(system, version, device, backend, settings, file.kind, file.size_mb, n, round(seconds, 6),
                round(n / MB / seconds, 6), findings, file.planted)
 
 
 def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, backend: str, tools: list[str],
             repeats: int, warmup: int, baseline_repeats: int, overrides: dict, batch_chunks: int,
-            profile_out: Path | None = None) -> list[Row]:
+            profile_out: Path | None = None, weights: str = "float32", ssd_chunk_size: int | None = None) -> list[Row]:
     """Time every system on every file: the tagger first (unless `checkpoint` is None), then each baseline.
 
     profile_out: also profile one tagger scan of the largest file (after the timed ones) into this file.
+    weights, ssd_chunk_size: the tagger's inference settings (`tune_tagger`).
     """
     if checkpoint is not None:
         device = resolve_device(device_name)
         model, meta = load_tagger(checkpoint, device, backend=backend)
+        settings = tune_tagger(model, weights, ssd_chunk_size)
         meta = {**meta, **{k: v for k, v in overrides.items() if v is not None}}
         tagger = f"align-mamba {align_mamba.__version__} ({checkpoint.parent.name})"
     rows = []
@@ -178,10 +210,10 @@ def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, b
     for system, file in tqdm(cases, desc="throughput", unit="scan", disable=None):
         if system == "tagger":
             seconds, found = time_tagger(model, meta, device, file.path, repeats, warmup, batch_chunks)
-            rows.append(_row("tagger", tagger, str(device), meta["backend"], file, seconds, found))
+            rows.append(_row("tagger", tagger, str(device), meta["backend"], settings, file, seconds, found))
         else:
             seconds, found, version = time_baseline(system, file.directory, baseline_repeats)
-            rows.append(_row(system, version, "cpu", "-", file, seconds, found))
+            rows.append(_row(system, version, "cpu", "-", "", file, seconds, found))
         log.info("%s on %s (%d bytes): %.3f s, %d findings", system, file.path.name, rows[-1].bytes, seconds, found)
     if checkpoint is not None and profile_out is not None:
         largest = max(files, key=lambda f: f.path.stat().st_size)
@@ -211,6 +243,8 @@ def build_parser() -> OneLineParser:
     option("chunk_len", type=int, help="default: the checkpoint's")
     option("overlap", type=int, help="default: the checkpoint's")
     option("batch_chunks", type=int, default=8, help="chunks per forward pass")
+    option("weights", default="float32", choices=WEIGHTS, help="the tagger's weight dtype (see above)")
+    option("ssd_chunk_size", type=int, help="block length of the Mamba-2 chunked scan (default: the checkpoint's)")
     option("work_dir", type=Path, help="keep the generated files here (default: a temporary directory)")
     option("profile", type=Path, help="also write torch.profiler's operator table of one tagger scan here")
     return parser
@@ -219,8 +253,8 @@ def build_parser() -> OneLineParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
-    for name in ("repeats", "baseline_repeats", "batch_chunks"):
-        if getattr(args, name) < 1:
+    for name in ("repeats", "baseline_repeats", "batch_chunks", "ssd_chunk_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
         raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
@@ -239,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         files = build_files(work_dir, args.sizes_mb, list(dict.fromkeys(args.kinds)), args.seed)
         rows = measure(files, args.checkpoint, args.device, args.backend, list(dict.fromkeys(args.tools)),
                        args.repeats, args.warmup, args.baseline_repeats,
-                       {"chunk_len": args.chunk_len, "overlap": args.overlap}, args.batch_chunks, args.profile)
+                       {"chunk_len": args.chunk_len, "overlap": args.overlap}, args.batch_chunks, args.profile,
+                       args.weights, args.ssd_chunk_size)
     table = pd.DataFrame([asdict(row) for row in rows], columns=COLUMNS)
     atomic_write_text(args.out, table.to_csv(index=False))
     print(table.to_string(index=False))
