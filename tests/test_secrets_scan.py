@@ -21,7 +21,7 @@ import torch
 from align_mamba.cli import main as cli_main
 from align_mamba.errors import ConfigError, run_cli
 from align_mamba.secrets.baselines import TOOLS
-from align_mamba.secrets.infer import load_tagger, predict_bytes, save_tagger
+from align_mamba.secrets.infer import load_tagger, predict_bytes, save_tagger, tune_tagger
 from align_mamba.secrets.scan import (
     CHECKPOINT_GLOB,
     binary_reason,
@@ -35,7 +35,7 @@ from align_mamba.secrets.scan import (
 from align_mamba.secrets.spans import Span
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
 from align_mamba.secrets.throughput import COLUMNS as THROUGHPUT_COLUMNS
-from align_mamba.secrets.throughput import build_files, size_bytes, tune_tagger
+from align_mamba.secrets.throughput import build_files, size_bytes
 from align_mamba.secrets.throughput import main as throughput_main
 
 TOKEN = "ghp_R8qLz0w3VbN5tYc2XkP9mJd4Hs7Ga1Ef6Ui0"  # synthetic, GitHub-classic shaped
@@ -146,6 +146,18 @@ def test_exit_codes_clean_and_found(checkpoint, tmp_path, capsys):
     code, out, _ = scan(capsys, target, "--checkpoint", checkpoint, "--threshold", 0)
     assert code == 1
     assert out.startswith(f"{target}:1: [0,{len(target.read_bytes())}) ")  # every byte reaches 0
+
+
+def test_bf16_weights_scan_end_to_end(checkpoint, tmp_path, capsys):
+    target = tmp_path / "app.py"
+    target.write_text(f"TOKEN = '{TOKEN}'\n")
+    runs = [scan(capsys, target, "--checkpoint", checkpoint, "--threshold", 0, "--json", *extra)
+            for extra in ([], ["--weights", "bfloat16"])]
+    assert [code for code, _, _ in runs] == [1, 1]
+    (fp32,), (bf16,) = (json.loads(out)["findings"] for _, out, _ in runs)  # the whole file, one span
+    assert fp32.pop("score") == pytest.approx(bf16.pop("score"), abs=1e-2) and fp32 == bf16
+    code, _, err = scan(capsys, target, "--checkpoint", checkpoint, "--weights", "float16")
+    assert code == 2 and "--weights" in err
 
 
 def test_exit_2_without_a_checkpoint(checkpoint, tmp_path, capsys, monkeypatch):
@@ -323,6 +335,8 @@ def test_tagger_settings_label_the_csv_rows_and_bf16_casts_the_weights(checkpoin
     transformer = ByteTagger(TaggerConfig(variant="transformer", d_model=16, n_layers=1, n_heads=2), "sdpa", 3)
     with pytest.raises(ConfigError, match="no Mamba-2 mixer"):
         tune_tagger(transformer, "float32", 8)
+    with pytest.raises(ConfigError, match="weights must be one of"):
+        tune_tagger(model, "float16")
     out = tmp_path / "throughput.csv"
     argv = ["--checkpoint", str(checkpoint), "--out", str(out), "--sizes-mb", "0.001", "--kinds", "log",
             "--device", "cpu", "--repeats", "1", "--warmup", "0", "--tools", "--ssd-chunk-size", "8"]

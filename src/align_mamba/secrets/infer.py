@@ -33,6 +33,7 @@ from align_mamba.secrets.spans import Span
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
 
 CHECKPOINT_FORMAT = "align-mamba-byte-tagger"
+WEIGHTS = ("float32", "bfloat16")  # the weight dtypes a loaded tagger can run in (tune_tagger)
 INFERENCE_KEYS = ("threshold", "min_span_len", "chunk_len", "overlap")
 
 
@@ -220,6 +221,34 @@ def save_tagger(path: Path, model: ByteTagger, meta: dict[str, Any], state_dict:
         "format": CHECKPOINT_FORMAT, "tagger_config": to_dict(model.config), "class_names": list(model.class_names),
         "state_dict": {k: v.detach().to("cpu", torch.float32) for k, v in weights.items()}, "meta": meta,
     })
+
+
+def tune_tagger(model: ByteTagger, weights: str = "float32", ssd_chunk_size: int | None = None) -> str:
+    """Inference settings that change speed, not the function computed (up to rounding), applied in place.
+
+    weights "bfloat16" casts the model to bf16 (default: fp32 weights, bf16 autocast on cuda);
+    ssd_chunk_size sets the block length of every Mamba-2 mixer's chunked scan, which splits the
+    kernels' work differently but computes the same SSD. Returns a label of what was set ("" if nothing).
+    """
+    if weights not in WEIGHTS:
+        raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    labels = []
+    if ssd_chunk_size is not None:
+        mixers = [m for m in model.modules() if hasattr(m, "A_log") and hasattr(m, "chunk_size")]
+        if not mixers:
+            raise ConfigError("ssd_chunk_size: this tagger has no Mamba-2 mixer")
+        for mixer in mixers:
+            mixer.chunk_size = ssd_chunk_size
+        labels.append(f"ssd chunk {ssd_chunk_size}")
+    if weights == "bfloat16":
+        model.to(torch.bfloat16)
+        labels.append("bf16 weights")
+    return ", ".join(labels)
+
+
+def runs_fused(model: torch.nn.Module) -> bool:
+    """Whether any Mamba mixer of `model` runs mamba-ssm's fused causal-conv1d path."""
+    return any(getattr(m, "fused", False) for m in model.modules())
 
 
 def load_tagger(path: Path, device: torch.device, backend: str = "auto") -> tuple[ByteTagger, dict[str, Any]]:

@@ -56,7 +56,7 @@ from tqdm import tqdm
 from align_mamba.backends import BACKENDS, resolve_device
 from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
 from align_mamba.errors import ConfigError, run_cli
-from align_mamba.secrets.infer import load_tagger, predict_spans
+from align_mamba.secrets.infer import WEIGHTS, load_tagger, predict_spans, tune_tagger
 from align_mamba.secrets.spans import Span
 
 log = logging.getLogger("align_mamba.secrets.scan")
@@ -294,6 +294,8 @@ def build_parser(prog: str) -> OneLineParser:
     option("json", action="store_true", help="print one JSON document (schema: see the module docstring)")
     option("show_secrets", action="store_true", help="print secret values in full (masked by default)")
     option("max_bytes", type=int, default=DEFAULT_MAX_BYTES, help="skip larger files (default 64 MiB)")
+    option("weights", default="float32", choices=WEIGHTS,
+           help="bfloat16: run the tagger in bf16, faster on a GPU (default: fp32 weights, bf16 autocast on cuda)")
     return parser
 
 
@@ -320,6 +322,7 @@ def main(argv: list[str] | None = None, prog: str = "align-mamba scan") -> int:
         raise ConfigError(f"checkpoint not found: {checkpoint}")
     device = resolve_device(args.device)
     model, meta = load_tagger(checkpoint, device, backend=args.backend)
+    tune_tagger(model, args.weights)
     started = time.perf_counter()
     report = scan_paths(args.paths, model, meta, device, options, checkpoint)
     if args.json:

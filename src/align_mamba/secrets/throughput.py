@@ -15,9 +15,10 @@ Timing (median of repeats, the tools read the same files):
              detect-secrets: its Python API); wall time around the whole call.
 
 Inference settings of the tagger that change its speed, not the function it computes (up to
-rounding), to find what pays on a GPU: --weights bfloat16 casts the model to bf16 (default: fp32
-weights under bf16 autocast on cuda), --ssd-chunk-size sets the block length of every Mamba-2 mixer's
-chunked scan (default: the checkpoint's). Each run names its non-default settings in `settings`.
+rounding), to find what pays on a GPU (infer.tune_tagger): --weights bfloat16 casts the model to bf16
+(default: fp32 weights under bf16 autocast on cuda), --ssd-chunk-size sets the block length of every
+Mamba-2 mixer's chunked scan (default: the checkpoint's). Each run names its non-default settings in
+`settings`; `backend` reads "kernels (fused)" where mamba-ssm runs its causal-conv1d fused path.
 
 Writes --out (CSV, atomically): system, version, device, backend, settings, kind, size_mb, bytes,
 seconds, mb_per_s, findings (spans reported), planted (secrets in the file); prints the same table.
@@ -45,8 +46,7 @@ from align_mamba.data.secrets.config import MAX_LENGTH, MIN_LENGTH
 from align_mamba.data.secrets.generate import SeenValues
 from align_mamba.errors import ConfigError, run_cli
 from align_mamba.secrets.baselines import TOOLS
-from align_mamba.secrets.infer import load_tagger, predict_spans
-from align_mamba.secrets.tagger import ByteTagger
+from align_mamba.secrets.infer import WEIGHTS, load_tagger, predict_spans, runs_fused, tune_tagger
 
 log = logging.getLogger("align_mamba.secrets.throughput")
 
@@ -108,29 +108,6 @@ def build_files(work_dir: Path, sizes_mb: list[float], kinds: list[str], seed: i
         path.write_bytes(data)
         files.append(BenchFile(kind, size_mb, directory, path, len(labels.spans)))
     return files
-
-
-WEIGHTS = ("float32", "bfloat16")
-
-
-def tune_tagger(model: ByteTagger, weights: str, ssd_chunk_size: int | None) -> str:
-    """Apply the inference settings in place; return their label for the CSV ("" when none is set).
-
-    ssd_chunk_size: the block length of every Mamba-2 mixer's chunked scan; the SSD result does not
-    depend on it beyond rounding, only the kernels' work split does.
-    """
-    labels = []
-    if ssd_chunk_size is not None:
-        mixers = [m for m in model.modules() if hasattr(m, "A_log") and hasattr(m, "chunk_size")]
-        if not mixers:
-            raise ConfigError("--ssd-chunk-size: this tagger has no Mamba-2 mixer")
-        for mixer in mixers:
-            mixer.chunk_size = ssd_chunk_size
-        labels.append(f"ssd chunk {ssd_chunk_size}")
-    if weights == "bfloat16":
-        model.to(torch.bfloat16)
-        labels.append("bf16 weights")
-    return ", ".join(labels)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -203,6 +180,7 @@ def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, b
         device = resolve_device(device_name)
         model, meta = load_tagger(checkpoint, device, backend=backend)
         settings = tune_tagger(model, weights, ssd_chunk_size)
+        backend_label = meta["backend"] + " (fused)" * runs_fused(model)
         meta = {**meta, **{k: v for k, v in overrides.items() if v is not None}}
         tagger = f"align-mamba {align_mamba.__version__} ({checkpoint.parent.name})"
     rows = []
@@ -210,7 +188,7 @@ def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, b
     for system, file in tqdm(cases, desc="throughput", unit="scan", disable=None):
         if system == "tagger":
             seconds, found = time_tagger(model, meta, device, file.path, repeats, warmup, batch_chunks)
-            rows.append(_row("tagger", tagger, str(device), meta["backend"], settings, file, seconds, found))
+            rows.append(_row("tagger", tagger, str(device), backend_label, settings, file, seconds, found))
         else:
             seconds, found, version = time_baseline(system, file.directory, baseline_repeats)
             rows.append(_row(system, version, "cpu", "-", "", file, seconds, found))
