@@ -318,3 +318,17 @@ def test_merge_joins_runs_of_one_setup_and_refuses_mixed_ones(tmp_path):
     (tmp_path / "rest" / "summary.json").write_text(json.dumps({**edited, "device": "another GPU"}))
     with pytest.raises(ConfigError, match="differs .* in device"):
         merge_runs([tmp_path / "mixers", tmp_path / "rest"])
+
+
+def test_unfused_ladder_rungs_need_an_in_proj_width_causal_conv1d_accepts(monkeypatch):
+    import align_mamba.bench.train_step as train_step
+
+    # ladder_d_model 64, headdim 32: in_proj = 2·128 + 2·16 + 128/32 = 292, not a multiple of 8
+    odd = BenchConfig(ladder_d_model=64, ladder_d_state=16, ladder_headdim=32)
+    even = BenchConfig(ladder_d_model=64, ladder_d_state=16, ladder_headdim=16)  # 256 + 32 + 8 = 296
+    monkeypatch.setattr(train_step, "has_causal_conv1d", lambda: True)
+    assert "got 292" in train_step.unfused_mamba_unavailable(odd, "kernels")
+    assert train_step.unfused_mamba_unavailable(even, "kernels") is None
+    assert train_step.unfused_mamba_unavailable(odd, "reference") is None  # the reference has no such limit
+    monkeypatch.setattr(train_step, "has_causal_conv1d", lambda: False)  # unfused then convolves in PyTorch
+    assert train_step.unfused_mamba_unavailable(odd, "kernels") is None

@@ -24,7 +24,7 @@ def test_bench_kernels_short_range(tmp_path):
                       architectures=("mamba2",), lengths=(256, 512), decode_contexts=(256, 512),
                       tokens_per_batch=4096, d_model=128, d_states=(64,), headdim=64, n_heads=4, n_layers=2,
                       repeats=3, warmup=2, ladder_rungs=(0, 1, 2, 3), ladder_d_model=64, ladder_n_layers=2,
-                      ladder_d_state=16, ladder_headdim=32, ladder_batch=8, ladder_seq_len=256, ladder_num_pairs=16)
+                      ladder_d_state=16, ladder_headdim=16, ladder_batch=8, ladder_seq_len=256, ladder_num_pairs=16)
     summary = run_bench(cfg, tmp_path)
     rows = pd.read_csv(tmp_path / "mixers.csv", keep_default_na=False, na_values=[""])
     assert (rows["status"] == "ok").all(), rows[rows["status"] != "ok"][["name", "mode", "reason"]]

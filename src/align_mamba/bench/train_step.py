@@ -77,6 +77,22 @@ def fused_mamba_unavailable(backend: str) -> str | None:
     return None
 
 
+def unfused_mamba_unavailable(cfg: BenchConfig, backend: str) -> str | None:
+    """Why mamba-ssm's unfused Mamba-2 path cannot run the ladder's model here, or None.
+
+    With causal-conv1d installed, that path hands causal_conv1d_fn a slice of the in_proj output,
+    whose row stride causal-conv1d requires to be a multiple of 8 (the fused path copies it first).
+    """
+    model = cfg.ladder_model_config()
+    d_inner = model.expand * model.d_model
+    width = 2 * d_inner + 2 * model.d_state + d_inner // model.headdim  # in_proj: z, x, B, C, dt (one group)
+    if backend == "kernels" and has_causal_conv1d() and width % 8:
+        return (f"mamba-ssm's unfused Mamba-2 path with causal-conv1d needs the in_proj width to be a multiple "
+                f"of 8, got {width} (ladder_d_model {model.d_model}, ladder_d_state {model.d_state}, "
+                f"ladder_headdim {model.headdim})")
+    return None
+
+
 def set_fused_mamba(model: RecallModel, fused: bool) -> None:
     """Switch every mamba-ssm Mamba-2 layer between its fused and unfused forward."""
     for module in model.modules():
@@ -163,6 +179,7 @@ def run_ladder(cfg: BenchConfig, device: torch.device, on_row=None) -> list[dict
     """
     ladder = Ladder(cfg, device)
     unfusable = fused_mamba_unavailable(ladder.backend)
+    only_fused = unfused_mamba_unavailable(cfg, ladder.backend)
     tokens = cfg.ladder_batch * cfg.ladder_seq_len
     rows = []
     for rung in (r for r in RUNGS if r.rung in cfg.ladder_rungs):
@@ -172,7 +189,7 @@ def run_ladder(cfg: BenchConfig, device: torch.device, on_row=None) -> list[dict
                "fused_mamba": fused, "fused_adamw": rung.fused_adamw, "compile": rung.compile_mode or "none",
                "backend": ladder.backend, "batch": cfg.ladder_batch, "seq_len": cfg.ladder_seq_len,
                "repeats": cfg.repeats}
-        skip = skip_reason(rung, unfusable, device)
+        skip = skip_reason(rung, unfusable, device) or (only_fused if not fused else "")
         if skip:
             rows.append({**row, "ms_per_step": float("nan"), "status": "skipped", "reason": skip})
         else:
