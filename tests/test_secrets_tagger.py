@@ -100,12 +100,17 @@ def test_bad_tagger_configs_fail_in_one_line_naming_the_field(overrides, field):
     assert "\n" not in str(err.value)
 
 
-def test_windows_tile_the_file_and_keep_their_centres():
-    assert plan_windows(10, 4, 1) == [Window(0, 5, 0, 4), Window(3, 9, 4, 8), Window(7, 10, 8, 10)]
+def test_windows_tile_the_file_keep_their_centres_and_share_one_length():
+    # windows of 4 + 2·1 = 6 bytes; the first and last are shifted inward to stay 6 long
+    assert plan_windows(10, 4, 1) == [Window(0, 6, 0, 4), Window(3, 9, 4, 8), Window(4, 10, 8, 10)]
+    assert plan_windows(5, 4, 1) == [Window(0, 5, 0, 4), Window(0, 5, 4, 5)]  # shorter than a window
     windows = plan_windows(1000, 96, 40)
     assert [w.keep_start for w in windows] == list(range(0, 1000, 96))
     assert all(w.keep_end == min(w.keep_start + 96, 1000) for w in windows)
-    assert max(w.end - w.start for w in windows) == 96 + 2 * 40
+    assert {w.end - w.start for w in windows} == {96 + 2 * 40}
+    assert all(0 <= w.start <= w.keep_start and w.keep_end <= w.end <= 1000 for w in windows)
+    assert all(w.keep_start - w.start >= 40 or w.start == 0 for w in windows)  # left context, or the file start
+    assert all(w.end - w.keep_end >= 40 or w.end == 1000 for w in windows)  # right context, or the file end
     assert plan_windows(0, 4, 1) == []
 
 

@@ -1,9 +1,11 @@
 """Chunked inference of the byte tagger over files of any length, and its checkpoint format.
 
-A file is cut into chunks of `chunk_len` bytes; the model reads each chunk with `overlap` bytes of
-context on both sides, window [s - overlap, s + chunk_len + overlap) clipped to the file, and only
-the chunk's own bytes (the window's centre) are kept. The model therefore never sees more than
-chunk_len + 2·overlap bytes at once, whatever the file length. For the windowed transformer the
+A file is cut into chunks of `chunk_len` bytes; the model reads each chunk with at least `overlap`
+bytes of context on both sides (fewer only where the file ends), and only the chunk's own bytes
+are kept. Every window is chunk_len + 2·overlap bytes long, [s - overlap, s + chunk_len + overlap)
+shifted inward at the file's two ends (files shorter than that are one window), so the model never
+sees more than that at once, whatever the file length, and all windows of a file batch together
+in one shape: edge windows of their own length would run as extra, nearly empty batches. For the windowed transformer the
 result equals a full-sequence pass whenever its receptive field n_layers·window <= overlap; a
 bidirectional Mamba sees the whole file in a full pass, so chunking is an approximation there
 (its state decays, so distant bytes matter little; tests measure how little).
@@ -48,11 +50,13 @@ class Window:
 
 
 def plan_windows(length: int, chunk_len: int, overlap: int) -> list[Window]:
-    """The overlapping windows covering a file of `length` bytes; kept ranges tile [0, length)."""
+    """The windows covering a file of `length` bytes (see the module docstring); kept ranges tile [0, length)."""
     if chunk_len < 1 or overlap < 0:
         raise ConfigError(f"chunk_len must be >= 1 and overlap >= 0, got chunk_len={chunk_len}, overlap={overlap}")
-    return [Window(max(0, s - overlap), min(length, s + chunk_len + overlap), s, min(length, s + chunk_len))
-            for s in range(0, length, chunk_len)]
+    size = min(length, chunk_len + 2 * overlap)
+    starts = (max(0, min(s - overlap, length - size)) for s in range(0, length, chunk_len))
+    return [Window(start, start + size, s, min(length, s + chunk_len))
+            for start, s in zip(starts, range(0, length, chunk_len))]
 
 
 def _batches(windows: list[Window], batch_chunks: int) -> Iterator[list[Window]]:
