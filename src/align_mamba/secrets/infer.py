@@ -54,9 +54,11 @@ def plan_windows(length: int, chunk_len: int, overlap: int) -> list[Window]:
     if chunk_len < 1 or overlap < 0:
         raise ConfigError(f"chunk_len must be >= 1 and overlap >= 0, got chunk_len={chunk_len}, overlap={overlap}")
     size = min(length, chunk_len + 2 * overlap)
-    starts = (max(0, min(s - overlap, length - size)) for s in range(0, length, chunk_len))
-    return [Window(start, start + size, s, min(length, s + chunk_len))
-            for start, s in zip(starts, range(0, length, chunk_len))]
+    windows = []
+    for keep_start in range(0, length, chunk_len):
+        start = max(0, min(keep_start - overlap, length - size))  # shifted inward at the file's ends
+        windows.append(Window(start, start + size, keep_start, min(length, keep_start + chunk_len)))
+    return windows
 
 
 def _batches(windows: list[Window], batch_chunks: int) -> Iterator[list[Window]]:

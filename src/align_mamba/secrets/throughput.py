@@ -180,7 +180,7 @@ def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, b
         device = resolve_device(device_name)
         model, meta = load_tagger(checkpoint, device, backend=backend)
         settings = tune_tagger(model, weights, ssd_chunk_size)
-        backend_label = meta["backend"] + " (fused)" * runs_fused(model)
+        backend_label = f"{meta['backend']} (fused)" if runs_fused(model) else meta["backend"]
         meta = {**meta, **{k: v for k, v in overrides.items() if v is not None}}
         tagger = f"align-mamba {align_mamba.__version__} ({checkpoint.parent.name})"
     rows = []
