@@ -148,16 +148,22 @@ def test_exit_codes_clean_and_found(checkpoint, tmp_path, capsys):
     assert out.startswith(f"{target}:1: [0,{len(target.read_bytes())}) ")  # every byte reaches 0
 
 
-def test_bf16_weights_scan_end_to_end(checkpoint, tmp_path, capsys):
+def test_bf16_weights_and_ssd_chunk_size_scan_end_to_end(checkpoint, tmp_path, capsys):
     target = tmp_path / "app.py"
     target.write_text(f"TOKEN = '{TOKEN}'\n")
     runs = [scan(capsys, target, "--checkpoint", checkpoint, "--threshold", 0, "--json", *extra)
             for extra in ([], ["--weights", "bfloat16"])]
     assert [code for code, _, _ in runs] == [1, 1]
     (fp32,), (bf16,) = (json.loads(out)["findings"] for _, out, _ in runs)  # the whole file, one span
-    assert fp32.pop("score") == pytest.approx(bf16.pop("score"), abs=1e-2) and fp32 == bf16
+    fp32_score = fp32.pop("score")
+    assert bf16.pop("score") == pytest.approx(fp32_score, abs=1e-2) and fp32 == bf16
     code, _, err = scan(capsys, target, "--checkpoint", checkpoint, "--weights", "float16")
     assert code == 2 and "--weights" in err
+    code, out, _ = scan(capsys, target, "--checkpoint", checkpoint, "--threshold", 0, "--json", "--ssd-chunk-size", 5)
+    (reblocked,) = json.loads(out)["findings"]
+    assert reblocked.pop("score") == pytest.approx(fp32_score, abs=1e-4) and reblocked == fp32
+    code, _, err = scan(capsys, target, "--checkpoint", checkpoint, "--ssd-chunk-size", 0)
+    assert code == 2 and "ssd_chunk_size must be >= 1" in err
 
 
 def test_exit_2_without_a_checkpoint(checkpoint, tmp_path, capsys, monkeypatch):

@@ -238,6 +238,8 @@ def tune_tagger(model: ByteTagger, weights: str = "float32", ssd_chunk_size: int
     """
     if weights not in WEIGHTS:
         raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    if ssd_chunk_size is not None and ssd_chunk_size < 1:
+        raise ConfigError(f"ssd_chunk_size must be >= 1, got {ssd_chunk_size}")
     labels = []
     if ssd_chunk_size is not None:
         mixers = [m for m in model.modules() if hasattr(m, "A_log") and hasattr(m, "chunk_size")]

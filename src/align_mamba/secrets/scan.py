@@ -296,6 +296,8 @@ def build_parser(prog: str) -> OneLineParser:
     option("max_bytes", type=int, default=DEFAULT_MAX_BYTES, help="skip larger files (default 64 MiB)")
     option("weights", default="float32", choices=WEIGHTS,
            help="bfloat16: run the tagger in bf16, faster on a GPU (default: fp32 weights, bf16 autocast on cuda)")
+    option("ssd_chunk_size", type=int,
+           help="block length of the Mamba-2 chunked scan (default: the checkpoint's); 64 is faster on a CPU")
     return parser
 
 
@@ -322,7 +324,7 @@ def main(argv: list[str] | None = None, prog: str = "align-mamba scan") -> int:
         raise ConfigError(f"checkpoint not found: {checkpoint}")
     device = resolve_device(args.device)
     model, meta = load_tagger(checkpoint, device, backend=args.backend)
-    tune_tagger(model, args.weights)
+    tune_tagger(model, args.weights, args.ssd_chunk_size)
     started = time.perf_counter()
     report = scan_paths(args.paths, model, meta, device, options, checkpoint)
     if args.json:
