@@ -332,3 +332,7 @@ def test_unfused_ladder_rungs_need_an_in_proj_width_causal_conv1d_accepts(monkey
     assert train_step.unfused_mamba_unavailable(odd, "reference") is None  # the reference has no such limit
     monkeypatch.setattr(train_step, "has_causal_conv1d", lambda: False)  # unfused then convolves in PyTorch
     assert train_step.unfused_mamba_unavailable(odd, "kernels") is None
+    rungs = {rung.rung: rung for rung in train_step.RUNGS}
+    cuda = torch.device("cuda")
+    assert train_step.skip_reason(rungs[0], None, "width 292", cuda) == "width 292"  # rungs 0-2 run unfused
+    assert train_step.skip_reason(rungs[3], None, "width 292", cuda) == ""  # the fused path copies the slice

@@ -189,7 +189,7 @@ def run_ladder(cfg: BenchConfig, device: torch.device, on_row=None) -> list[dict
                "fused_mamba": fused, "fused_adamw": rung.fused_adamw, "compile": rung.compile_mode or "none",
                "backend": ladder.backend, "batch": cfg.ladder_batch, "seq_len": cfg.ladder_seq_len,
                "repeats": cfg.repeats}
-        skip = skip_reason(rung, unfusable, device) or (only_fused if not fused else "")
+        skip = skip_reason(rung, unfusable, only_fused, device)
         if skip:
             rows.append({**row, "ms_per_step": float("nan"), "status": "skipped", "reason": skip})
         else:
@@ -206,10 +206,12 @@ def run_ladder(cfg: BenchConfig, device: torch.device, on_row=None) -> list[dict
     return rows
 
 
-def skip_reason(rung: Rung, unfusable: str | None, device: torch.device) -> str:
-    """Why this rung's own change cannot run here ('' when it can)."""
+def skip_reason(rung: Rung, unfusable: str | None, only_fused: str | None, device: torch.device) -> str:
+    """Why this rung cannot run here ('' when it can): its own change, or the unfused path it needs."""
     if rung.rung == 3 and unfusable:
         return unfusable
+    if not rung.fused_mamba and only_fused:
+        return only_fused
     if rung.compile_mode == "reduce-overhead" and device.type != "cuda":
         return "CUDA graphs need device cuda"
     return ""

@@ -5,10 +5,12 @@ bytes of context on both sides (fewer only where the file ends), and only the ch
 are kept. Every window is chunk_len + 2·overlap bytes long, [s - overlap, s + chunk_len + overlap)
 shifted inward at the file's two ends (files shorter than that are one window), so the model never
 sees more than that at once, whatever the file length, and all windows of a file batch together
-in one shape: edge windows of their own length would run as extra, nearly empty batches. For the windowed transformer the
-result equals a full-sequence pass whenever its receptive field n_layers·window <= overlap; a
-bidirectional Mamba sees the whole file in a full pass, so chunking is an approximation there
-(its state decays, so distant bytes matter little; tests measure how little).
+in one shape (edge windows of their own length would run as extra, nearly empty batches).
+
+For the windowed transformer the result equals a full-sequence pass whenever its receptive field
+n_layers·window <= overlap; a bidirectional Mamba sees the whole file in a full pass, so chunking
+is an approximation there (its state decays, so distant bytes matter little; tests measure how
+little).
 
 Spans are decoded in a stream: runs of bytes with p(secret) = 1 - p(none) >= threshold, of at
 least `min_len` bytes; a run's format is the argmax of the class probabilities averaged over it,
@@ -242,6 +244,7 @@ def tune_tagger(model: ByteTagger, weights: str = "float32", ssd_chunk_size: int
         raise ConfigError(f"ssd_chunk_size must be >= 1, got {ssd_chunk_size}")
     labels = []
     if ssd_chunk_size is not None:
+        # Mamba-2 mixers, reference or mamba_ssm.Mamba2: A_log and a chunk_size (Mamba-1 has none)
         mixers = [m for m in model.modules() if hasattr(m, "A_log") and hasattr(m, "chunk_size")]
         if not mixers:
             raise ConfigError("ssd_chunk_size: this tagger has no Mamba-2 mixer")
