@@ -3,7 +3,7 @@
 A file is cut into chunks of `chunk_len` bytes; the model reads each chunk with at least `overlap`
 bytes of context on both sides (fewer only where the file ends), and only the chunk's own bytes
 are kept. Every window is chunk_len + 2·overlap bytes long, [s - overlap, s + chunk_len + overlap)
-shifted inward at the file's two ends (files shorter than that are one window), so the model never
+shifted inward at the file's two ends (a file no longer than that is one window), so the model never
 sees more than that at once, whatever the file length, and all windows of a file batch together
 in one shape (edge windows of their own length would run as extra, nearly empty batches).
 
@@ -55,7 +55,9 @@ def plan_windows(length: int, chunk_len: int, overlap: int) -> list[Window]:
     """The windows covering a file of `length` bytes (see the module docstring); kept ranges tile [0, length)."""
     if chunk_len < 1 or overlap < 0:
         raise ConfigError(f"chunk_len must be >= 1 and overlap >= 0, got chunk_len={chunk_len}, overlap={overlap}")
-    size = min(length, chunk_len + 2 * overlap)
+    size = chunk_len + 2 * overlap
+    if length <= size:  # one window holds the whole file: read it once, not once per chunk
+        return [Window(0, length, 0, length)] if length else []
     windows = []
     for keep_start in range(0, length, chunk_len):
         start = max(0, min(keep_start - overlap, length - size))  # shifted inward at the file's ends
