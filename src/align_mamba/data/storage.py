@@ -8,6 +8,7 @@ Layout of a dataset directory::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -15,7 +16,6 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,8 +60,8 @@ class MQARSplit:
 
     def head(self, n: int) -> MQARSplit:
         """The first `n` examples (all of them if there are fewer)."""
-        return dataclasses.replace(self, **{f.name: getattr(self, f.name)[:n] for f in dataclasses.fields(self)
-                                            if f.name in PER_EXAMPLE and getattr(self, f.name) is not None})
+        return dataclasses.replace(self, **{name: getattr(self, name)[:n] for name in PER_EXAMPLE
+                                            if getattr(self, name) is not None})
 
     def batch(self, idx: torch.Tensor | slice,
               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
