@@ -6,6 +6,7 @@ chosen from the model's own probabilities on the file so that "clean" and "found
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -34,6 +35,7 @@ from align_mamba.secrets.scan import (
 )
 from align_mamba.secrets.spans import Span
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
+import align_mamba.secrets.throughput as throughput_module
 from align_mamba.secrets.throughput import COLUMNS as THROUGHPUT_COLUMNS
 from align_mamba.secrets.throughput import build_files, size_bytes
 from align_mamba.secrets.throughput import main as throughput_main
@@ -309,6 +311,22 @@ def test_throughput_without_the_tagger_times_the_baselines_alone(tmp_path, capsy
     assert run_cli(throughput_main, ["--no-tagger", "--out", str(out), "--tools"]) == 2
     assert run_cli(throughput_main, ["--out", str(out), "--tools"]) == 2
     assert "give --checkpoint, or --no-tagger" in capsys.readouterr().err
+
+
+def test_throughput_checks_every_tool_is_installed_before_timing_anything(checkpoint, tmp_path, capsys,
+                                                                         monkeypatch):
+    def missing(dist):
+        raise importlib.metadata.PackageNotFoundError(dist)
+
+    def timed(*args, **kwargs):
+        raise AssertionError("timed before checking the tools")
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    monkeypatch.setattr(throughput_module, "measure", timed)
+    argv = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "t.csv"), "--tools", "credsweeper"]
+    assert run_cli(throughput_main, argv) == 2
+    assert "credsweeper is not installed: pip install" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()
 
 
 def test_throughput_profile_names_the_operators_of_one_scan(checkpoint, tmp_path):

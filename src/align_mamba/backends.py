@@ -50,8 +50,12 @@ def mamba_ssm_status(mixer: str = "mamba2") -> str | None:
 
 
 def has_causal_conv1d() -> bool:
-    """True when causal-conv1d's CUDA kernel is importable (Mamba-2's fused path needs it)."""
-    return optional_module("causal_conv1d") is not None
+    """True when causal-conv1d's CUDA kernels import as mamba-ssm's fused Mamba-2 path imports them.
+
+    Checking the compiled module, not the package: a package whose extension is missing (or still
+    being installed) makes mamba-ssm set those functions to None and fail only at the first call.
+    """
+    return optional_module("causal_conv1d.cpp_functions") is not None
 
 
 def has_selective_scan_cuda() -> bool:

@@ -154,7 +154,7 @@ def _to_result(tool: str, version: str, split_dir: Path, findings: list[Finding]
     )
 
 
-def _version(dist: str) -> str:
+def tool_version(dist: str) -> str:
     """The installed version of `dist`; a missing tool is one line naming the install command."""
     try:
         return importlib.metadata.version(dist)
@@ -164,7 +164,7 @@ def _version(dist: str) -> str:
 
 def run_detect_secrets(split_dir: Path) -> ScanResult:
     """detect-secrets (Python API, default plugins and filters) over `split_dir/files`."""
-    version = _version(TOOLS["detect-secrets"].dist)
+    version = tool_version(TOOLS["detect-secrets"].dist)
     from detect_secrets import SecretsCollection
     from detect_secrets.settings import default_settings
 
@@ -183,7 +183,7 @@ def run_detect_secrets(split_dir: Path) -> ScanResult:
 
 def run_credsweeper(split_dir: Path) -> ScanResult:
     """CredSweeper (its CLI, default rules and ML validation) over `split_dir/files`."""
-    version = _version(TOOLS["credsweeper"].dist)
+    version = tool_version(TOOLS["credsweeper"].dist)
     split_dir = Path(split_dir).resolve()
     targets = _scan_targets(split_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     merge_spans([], args.merge_gap)
     match_spans([], [], args.iou_threshold)
     for name in tools:
-        _version(TOOLS[name].dist)
+        tool_version(TOOLS[name].dist)
     labels = {split: load_secret_split(args.data, split) for split in splits}
     settings = {"iou_threshold": args.iou_threshold, "merge_gap": args.merge_gap}
     rows = []

@@ -45,7 +45,7 @@ from align_mamba.data.secrets import CARRIER_KINDS, SecretDataConfig, draw_file
 from align_mamba.data.secrets.config import MAX_LENGTH, MIN_LENGTH
 from align_mamba.data.secrets.generate import SeenValues
 from align_mamba.errors import ConfigError, run_cli
-from align_mamba.secrets.baselines import TOOLS
+from align_mamba.secrets.baselines import TOOLS, tool_version
 from align_mamba.secrets.infer import WEIGHTS, load_tagger, predict_spans, runs_fused, tune_tagger
 
 log = logging.getLogger("align_mamba.secrets.throughput")
@@ -246,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--profile profiles a tagger scan: it cannot go with --no-tagger")
     elif args.checkpoint is None or not args.checkpoint.is_file():
         raise ConfigError(f"checkpoint not found: {args.checkpoint} (give --checkpoint, or --no-tagger)")
+    for tool in args.tools:  # before the tagger's minutes of timing, not after
+        tool_version(TOOLS[tool].dist)
     with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
         work_dir = args.work_dir or Path(tmp)
         files = build_files(work_dir, args.sizes_mb, list(dict.fromkeys(args.kinds)), args.seed)
