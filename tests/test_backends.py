@@ -58,4 +58,3 @@ def test_causal_conv1d_counts_only_with_the_compiled_functions_mamba_ssm_imports
     monkeypatch.setattr(backends, "optional_module", lru_cache(backends.optional_module.__wrapped__))  # empty cache
     assert backends.optional_module("causal_conv1d") is not None
     assert backends.has_causal_conv1d() is compiled
-
