@@ -122,3 +122,8 @@ def kernel_module(name: str, build, d_conv: int, **kwargs):
     module = build(fused=fused, d_conv=d_conv, **kwargs)
     module.backend, module.fused = "kernels", fused
     return module
+
+
+def runs_fused(model: torch.nn.Module) -> bool:
+    """Whether `model` or any module in it runs mamba-ssm's fused causal-conv1d path (kernel_module's `fused`)."""
+    return any(getattr(m, "fused", False) for m in model.modules())

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from align_mamba.backends import has_causal_conv1d, mamba_ssm_status
+from align_mamba.backends import has_causal_conv1d, mamba_ssm_status, runs_fused
 from align_mamba.bench.config import BenchConfig, dtype_name
 from align_mamba.bench.decode import architecture_decode, autocast, mixer_decode
 from align_mamba.bench.timing import CaseSkipped, Workload
@@ -169,7 +169,7 @@ def build_mixer(case: MixerCase, cfg: BenchConfig, d_state: int | None, device: 
 
         return Workload(train_inputs, lambda x: loss_of(module(x)).backward())
 
-    return Built(module, backend, bool(getattr(module, "fused", False)), dtype_name(dtype), workload)
+    return Built(module, backend, runs_fused(module), dtype_name(dtype), workload)
 
 
 def architecture_inputs(model: RecallModel, batch: int, seq_len: int, gen: torch.Generator):
@@ -216,5 +216,4 @@ def build_architecture(cfg: BenchConfig, variant: str, d_state: int, device: tor
 
         return Workload(train_inputs, train)
 
-    fused = any(bool(getattr(m, "fused", False)) for m in model.modules())
-    return Built(model, backend, fused, label, workload)
+    return Built(model, backend, runs_fused(model), label, workload)

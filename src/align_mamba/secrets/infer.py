@@ -259,11 +259,6 @@ def tune_tagger(model: ByteTagger, weights: str = "float32", ssd_chunk_size: int
     return ", ".join(labels)
 
 
-def runs_fused(model: torch.nn.Module) -> bool:
-    """Whether any Mamba mixer of `model` runs mamba-ssm's fused causal-conv1d path."""
-    return any(getattr(m, "fused", False) for m in model.modules())
-
-
 def load_tagger(path: Path, device: torch.device, backend: str = "auto") -> tuple[ByteTagger, dict[str, Any]]:
     """Rebuild a saved tagger on `backend` (auto | kernels | reference) and `device`, in eval mode.
 
