@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(config, items):
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return
-    from align_mamba.backends import mamba_ssm_status
+    from align_mamba.core.backends import mamba_ssm_status
 
     reason = mamba_ssm_status()
     if reason is None:

@@ -6,9 +6,9 @@ from functools import lru_cache
 import pytest
 import torch
 
-import align_mamba.backends as backends
-from align_mamba.backends import resolve_backend
-from align_mamba.errors import BackendUnavailableError, ConfigError
+import align_mamba.core.backends as backends
+from align_mamba.core.backends import resolve_backend
+from align_mamba.core.errors import BackendUnavailableError, ConfigError
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

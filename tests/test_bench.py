@@ -19,10 +19,10 @@ from align_mamba.bench.run import COLUMNS
 from align_mamba.bench.summary import Crossover, wrapper_tax
 from align_mamba.bench.timing import Workload, is_oom, time_call
 from align_mamba.bench.train_step import COLUMNS as LADDER_COLUMNS
-from align_mamba.config import ModelConfig
-from align_mamba.errors import ConfigError, DataIntegrityError, run_cli
+from align_mamba.recall.config import ModelConfig
+from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
 from align_mamba.mixers import CrossAttention, SelfAttention
-from align_mamba.models import build_model
+from align_mamba.recall.models import build_model
 from align_mamba.report.bench import (ladder_table, load_bench, memory_figure, provenance_table,
                                       throughput_figure)
 

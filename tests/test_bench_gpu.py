@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from align_mamba.backends import has_causal_conv1d
+from align_mamba.core.backends import has_causal_conv1d
 from align_mamba.bench import BenchConfig, run_bench
 from align_mamba.mixers import Mamba2, Mamba2Reference
 

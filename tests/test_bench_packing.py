@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from align_mamba.bench import packing
-from align_mamba.errors import ConfigError
+from align_mamba.core.errors import ConfigError
 from align_mamba.pipeline import cells
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_measure_runs_data_warmups_then_serial_then_packed_in_separate_projects(
         ("mqar_data", "serial"), ("mqar_data", "packed")]
     warmups, _ = shell.calls[2]  # one call: they run side by side
     assert len(warmups) == len(packing.warmup_cells(params))
-    assert all(c.startswith("python -m align_mamba.train") and c.endswith(".log") and "--steps 2 " in c
+    assert all(c.startswith("python -m align_mamba.recall.train") and c.endswith(".log") and "--steps 2 " in c
                for c in warmups)
     assert shell.calls[3:] == [(_evaluate(1, 4), "serial"), (_evaluate(8, 4), "packed")]
     assert result["cells"] == 8 and result["slots"] == 8

@@ -2,8 +2,9 @@
 
 import pytest
 
-from align_mamba.config import CellConfig, ModelConfig, TrainConfig, from_mapping
-from align_mamba.errors import ConfigError
+from align_mamba.core.params import from_mapping
+from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
+from align_mamba.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

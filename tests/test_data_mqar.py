@@ -11,23 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from align_mamba.data import (
-    BOS,
-    EOS,
-    FILLER_RANGE,
-    IGNORE_INDEX,
-    KEY_RANGE,
-    PAD,
-    SEP,
-    VALUE_RANGE,
-    MQARConfig,
-    load_mqar,
-    read_manifest,
-    write_mqar,
-)
-from align_mamba.data import mqar, storage
-from align_mamba.data.__main__ import main as cli_main
-from align_mamba.errors import ConfigError, DataIntegrityError, run_cli
+from align_mamba.recall import mqar, storage
+from align_mamba.recall.mqar import BOS, EOS, FILLER_RANGE, IGNORE_INDEX, KEY_RANGE, PAD, SEP, VALUE_RANGE, MQARConfig
+from align_mamba.recall.storage import load_mqar, read_manifest, write_mqar
+from align_mamba.recall.data import main as cli_main
+from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SPLITS = ("train", "validation", "test")
@@ -227,7 +215,7 @@ def test_other_bad_params_raise_config_error(bad):
 
 
 def _cli_args(out: Path, *extra: str) -> list[str]:
-    args = ["mqar", "--out", str(out), "--num-pairs", "8", "--seq-len", "64", "--num-queries", "4",
+    args = ["--out", str(out), "--num-pairs", "8", "--seq-len", "64", "--num-queries", "4",
             "--train-size", "30", "--val-size", "10", "--test-size", "10", "--seed", "1"]
     return args + list(extra)
 
@@ -242,7 +230,7 @@ def test_cli_bad_params_exit_2_with_one_line_and_write_nothing(tmp_path, capsys,
 
 def test_cli_module_writes_a_dataset_and_reports_errors(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    command = [sys.executable, "-m", "align_mamba.data"]
+    command = [sys.executable, "-m", "align_mamba.recall.data"]
     ok = subprocess.run(command + _cli_args(tmp_path / "ok", "--num-queries", "all"),
                         capture_output=True, text=True, env=env)
     assert ok.returncode == 0 and ok.stderr.count("\n") == 1 and "wrote MQAR dataset" in ok.stderr
@@ -275,8 +263,8 @@ def test_failed_write_leaves_no_partial_output(tmp_path, monkeypatch):
             raise OSError("disk full")
         return storage_write(path, write)
 
-    storage_write = storage._write_file
-    monkeypatch.setattr(storage, "_write_file", failing_write)
+    storage_write = storage.write_file
+    monkeypatch.setattr(storage, "write_file", failing_write)
     with pytest.raises(OSError):
         write_mqar(_config(), tmp_path / "ds")
     assert list(tmp_path.iterdir()) == []
@@ -319,7 +307,7 @@ def test_all_queries_cover_every_key_once():
 
 def test_cli_takes_dvc_spellings_length_per_pair_and_a_log_file(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    command = [sys.executable, "-m", "align_mamba.data", "mqar", "--out", str(tmp_path / "ds"), "--num_pairs", "4",
+    command = [sys.executable, "-m", "align_mamba.recall.data", "--out", str(tmp_path / "ds"), "--num_pairs", "4",
                "--seq_len_per_pair", "4", "--num_queries", "all", "--power_a", "0.01", "--train_size", "20",
                "--val_size", "5", "--test_size", "5", "--seed", "3", "--log", str(tmp_path / "logs" / "data.log")]
     subprocess.run(command, check=True, capture_output=True, env=env)

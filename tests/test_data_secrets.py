@@ -17,26 +17,13 @@ import numpy as np
 import pytest
 import yaml
 
-from align_mamba.data import (
-    CARRIER_KINDS,
-    DECOY_KINDS,
-    FORMAT_NAMES,
-    FORMATS,
-    SECRET_SPLITS,
-    SecretDataConfig,
-    decile_window,
-    load_secret_split,
-    load_split_mask,
-    read_file_bytes,
-    read_secret_manifest,
-    write_secret_dataset,
-)
-from align_mamba.data.__main__ import main as cli_main
-from align_mamba.data.secrets import kinds, text
-from align_mamba.data.secrets.formats import secret_span
-from align_mamba.data.secrets.generate import secret_piece
-from align_mamba.data.secrets.layout import Mark, Piece, join
-from align_mamba.errors import ConfigError, DataIntegrityError, run_cli
+from align_mamba.secrets.data import CARRIER_KINDS, DECOY_KINDS, FORMAT_NAMES, FORMATS, SECRET_SPLITS, SecretDataConfig, decile_window, load_secret_split, load_split_mask, read_file_bytes, read_secret_manifest, write_secret_dataset
+from align_mamba.secrets.data.__main__ import main as cli_main
+from align_mamba.secrets.data import kinds, text
+from align_mamba.secrets.data.formats import secret_span
+from align_mamba.secrets.data.generate import secret_piece
+from align_mamba.secrets.data.layout import Mark, Piece, join
+from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
 from align_mamba.secrets.spans import Span, spans_to_mask
 
 BASE = dict(seed=11, train_files=60, val_files=12, test_files=14, unseen_files=10, decoy_files=8,
@@ -369,7 +356,7 @@ def test_bad_config_is_one_clear_line(overrides, message):
 
 def test_cli_writes_a_loadable_dataset(tmp_path, capsys):
     out = tmp_path / "cli"
-    argv = ["secrets", "--out", str(out), "--seed", "5", "--train_files", "6", "--val-files", "2", "--test-files", "2",
+    argv = ["--out", str(out), "--seed", "5", "--train_files", "6", "--val-files", "2", "--test-files", "2",
             "--unseen_files", "2", "--decoy-files", "1", "--length-buckets", "1024", "2048",
             "--train_max_length", "1024",
             "--heldout-formats", "slack_webhook", "jwt", "--secrets_per_file", "1", "2", "--decoys-per-file", "1",
@@ -382,6 +369,6 @@ def test_cli_writes_a_loadable_dataset(tmp_path, capsys):
     assert len(files) == 2 and all({s.format for s in lf.spans} <= {"slack_webhook", "jwt"} for lf in files)
     assert {lf.kind for split in SECRET_SPLITS for lf in load_secret_split(out, split)} <= {"env", "json"}
     assert "wrote secret-span dataset" in capsys.readouterr().err
-    assert run_cli(cli_main, ["secrets", "--out", str(out), "--seed", "1", "--heldout-formats", "nope"]) == 2
+    assert run_cli(cli_main, ["--out", str(out), "--seed", "1", "--heldout-formats", "nope"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: heldout_formats: unknown name")

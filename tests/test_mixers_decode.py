@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from align_mamba.errors import ConfigError
+from align_mamba.core.errors import ConfigError
 from align_mamba.mixers import MambaReference, Mamba2Reference, SelfAttention
 
 f64 = torch.float64

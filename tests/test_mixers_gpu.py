@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from align_mamba.backends import has_causal_conv1d, has_selective_scan_cuda
-from align_mamba.errors import BackendUnavailableError
+from align_mamba.core.backends import has_causal_conv1d, has_selective_scan_cuda
+from align_mamba.core.errors import BackendUnavailableError
 from align_mamba.mixers.mamba1 import Mamba, MambaReference
 from align_mamba.mixers.mamba2 import Mamba2, Mamba2Reference
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import align_mamba.backends as backends
-from align_mamba.backends import mamba_ssm_status
-from align_mamba.errors import BackendUnavailableError, ConfigError
+import align_mamba.core.backends as backends
+from align_mamba.core.backends import mamba_ssm_status
+from align_mamba.core.errors import BackendUnavailableError, ConfigError
 from align_mamba.mixers.mamba1 import Mamba, MambaReference
 from align_mamba.mixers.mamba2 import Mamba2, Mamba2Reference
 from align_mamba.mixers.ssd import selective_scan, ssd_chunked

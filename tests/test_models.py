@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from align_mamba.config import ModelConfig
-from align_mamba.errors import ConfigError
-from align_mamba.models import build_model, state_size_floats
+from align_mamba.recall.config import ModelConfig
+from align_mamba.core.errors import ConfigError
+from align_mamba.recall.models import build_model, state_size_floats
 
 SMALL = dict(d_model=32, d_state=8, headdim=16, chunk_size=8, n_heads=2, encoder_layers=1)
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from align_mamba.backends import has_selective_scan_cuda
-from align_mamba.checkpoint import load_model, save_model
-from align_mamba.config import CellConfig, ModelConfig, TrainConfig
-from align_mamba.data import MQARConfig, write_mqar
-from align_mamba.evaluate import evaluate_cell
-from align_mamba.models import build_model
-from align_mamba.train import train_cell
+from align_mamba.core.backends import has_selective_scan_cuda
+from align_mamba.recall.checkpoint import load_model, save_model
+from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
+from align_mamba.recall.mqar import MQARConfig
+from align_mamba.recall.storage import write_mqar
+from align_mamba.recall.evaluate import evaluate_cell
+from align_mamba.recall.models import build_model
+from align_mamba.recall.train import train_cell
 
 pytestmark = pytest.mark.gpu
 

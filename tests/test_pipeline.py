@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pipeline_helpers import ROOT, dvc_dag, project_copy, run, snakemake_dag
 
-from align_mamba.errors import ConfigError
+from align_mamba.core.errors import ConfigError
 from align_mamba.pipeline import cells, check_params, cli_flags, load_params, train_command
 
 PRESETS = {"default": ROOT / "params.yaml", "paper": ROOT / "workflow" / "presets" / "paper.yaml",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from align_mamba.errors import ConfigError
+from align_mamba.core.errors import ConfigError
 from align_mamba.report import (
     capacity_table, format_mean_ci, hypothesis_table, load_grid, mean_ci, summarize, write_report,
 )
@@ -34,7 +34,7 @@ DISTANCES = ("1-1", "2-3", "4-7", "8-15", "16-31")  # "16-31" sorts before "2-3"
 
 def metrics_json(arch: str, num_pairs: int, d_state: int, seed: int, accuracy: float,
                  backend: str = "kernels", device: str = "cuda") -> dict:
-    """A metrics file as `python -m align_mamba.evaluate` writes it; the first decile is half as good."""
+    """A metrics file as `python -m align_mamba.recall.evaluate` writes it; the first decile is half as good."""
     variant, positions = ARCHITECTURES[arch]
     deciles = [{"bucket": f"{10 * d}-{10 * d + 10}%", "accuracy": accuracy * (0.5 if d == 0 else 1), "count": 10}
                for d in range(10)]

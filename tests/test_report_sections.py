@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from align_mamba.bench.__main__ import main as bench_main
-from align_mamba.data.__main__ import main as data_main
-from align_mamba.data.secrets import load_secret_split
-from align_mamba.errors import ConfigError, run_cli
+from align_mamba.secrets.data.__main__ import main as data_main
+from align_mamba.secrets.data import load_secret_split
+from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.report import write_report
 from align_mamba.report.__main__ import main as report_main
 from align_mamba.report.bench import (bench_metrics, crossover_table, load_bench, training_sentence,
@@ -46,7 +46,7 @@ def outputs(tmp_path_factory) -> dict[str, Path]:
     """cells/, bench/ (with scan_throughput.csv) and secrets/ written by the real tools."""
     root = tmp_path_factory.mktemp("sections")
     data, secrets, bench = root / "data", root / "secrets", root / "bench"
-    assert run_cli(data_main, ["secrets", "--out", str(data), "--seed", "0", "--train-files", "12", "--val-files",
+    assert run_cli(data_main, ["--out", str(data), "--seed", "0", "--train-files", "12", "--val-files",
                                "2", "--test-files", "4", "--unseen-files", "3", "--decoy-files", "2",
                                "--length-buckets", "1024", "2048", "--train-max-length", "2048"]) == 0
     for name, flags in TAGGERS.items():
@@ -114,7 +114,7 @@ def test_report_has_both_sections_with_their_figures(report):
     assert page.count("data:image/png;base64,") == 8 and "<h2>Secret spans</h2>" in page
     bench = markdown[markdown.index("## Benchmark"):markdown.index("## Secret spans")]
     assert "WARNING: the benchmark ran on cpu" in bench  # a CPU run is flagged
-    assert "Rung 4 is align_mamba.train's step" in bench and "× the naive rung 0" in bench
+    assert "Rung 4 is align_mamba.recall.train's step" in bench and "× the naive rung 0" in bench
     assert "0.001 MiB file: MiB/s" in bench and "No scan throughput" not in bench
 
 
@@ -308,12 +308,12 @@ def test_bench_tables_and_metrics_by_hand():
                                       "bench.wrapper_tax.attention": 1.5, "bench.max_wrapper_tax": 1.5}
     ladder = pd.DataFrame({"rung": [0, 4, 6], "status": ["ok", "skipped", "ok"], "ms_per_step": [15.0, None, 2.0],
                            "speedup_vs_naive": [1.0, None, 7.5],
-                           "description": ["naive", "+ fused AdamW (= align_mamba.train's step)", "+ CUDA graphs"]})
+                           "description": ["naive", "+ fused AdamW (= align_mamba.recall.train's step)", "+ CUDA graphs"]})
     sentence = training_sentence(summary, ladder)
     assert "rung 6 (+ CUDA graphs), takes 2.00 ms per step: **7.50× the naive rung 0**" in sentence
-    assert sentence.endswith("Rung 4 is align_mamba.train's step; it did not run (skipped).")
+    assert sentence.endswith("Rung 4 is align_mamba.recall.train's step; it did not run (skipped).")
     older = ladder.assign(description=["naive", "+ fused AdamW", "+ CUDA graphs"])  # a ladder without the mark
-    assert training_sentence(summary, older).endswith("No rung of this ladder is marked as align_mamba.train's step.")
+    assert training_sentence(summary, older).endswith("No rung of this ladder is marked as align_mamba.recall.train's step.")
     assert bench_metrics({"crossover": {}, "wrapper_tax": {}, "training_speedup": None}) == {}
 
 

@@ -17,10 +17,10 @@ import string
 import numpy as np
 import pytest
 
-from align_mamba.data.secrets import SecretDataConfig, load_secret_split, write_secret_dataset
-from align_mamba.data.secrets.pem import ec_sec1
-from align_mamba.data.secrets.text import as_pool
-from align_mamba.errors import DataIntegrityError, run_cli
+from align_mamba.secrets.data import SecretDataConfig, load_secret_split, write_secret_dataset
+from align_mamba.secrets.data.pem import ec_sec1
+from align_mamba.secrets.data.text import as_pool
+from align_mamba.core.errors import DataIntegrityError, run_cli
 from align_mamba.secrets import baselines
 from align_mamba.secrets.baselines import (TOOLS, Tool, _line_starts, locate_value, main, run_credsweeper,
                                            run_detect_secrets)

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from align_mamba.cli import main as cli_main
-from align_mamba.errors import ConfigError, run_cli
+from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.secrets.baselines import TOOLS
 from align_mamba.secrets.infer import load_tagger, predict_bytes, save_tagger, tune_tagger
 from align_mamba.secrets.scan import (

@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 
-from align_mamba.errors import ConfigError
+from align_mamba.core.errors import ConfigError
 from align_mamba.secrets.score import (BREAKDOWN_COLUMNS, byte_prf, iou, match_spans, merge_spans,
                                        score_split, wilson_interval)
 from align_mamba.secrets.spans import LabelledFile, Span

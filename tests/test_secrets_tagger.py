@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from align_mamba.errors import ConfigError, DataIntegrityError
+from align_mamba.core.errors import ConfigError, DataIntegrityError
 from align_mamba.mixers.attention import SelfAttention, rotary, windowed_attention
 from align_mamba.secrets.infer import (SpanDecoder, Window, decode_spans, load_tagger, plan_windows, predict_bytes,
                                        predict_spans, save_tagger)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import align_mamba.secrets.train as tagger_train
-from align_mamba.config import TrainConfig
-from align_mamba.data.secrets import SecretDataConfig, load_secret_split, read_file_bytes, write_secret_dataset
-from align_mamba.errors import NonFiniteLossError, run_cli
+from align_mamba.recall.config import TrainConfig
+from align_mamba.secrets.data import SecretDataConfig, load_secret_split, read_file_bytes, write_secret_dataset
+from align_mamba.core.errors import NonFiniteLossError, run_cli
 from align_mamba.secrets.evaluate import evaluate_tagger
 from align_mamba.secrets.evaluate import main as evaluate_main
 from align_mamba.secrets.infer import load_tagger, predict_spans, save_tagger
@@ -97,7 +97,7 @@ def test_resume_after_interruption_gives_identical_weights_and_history(dataset, 
     with pytest.raises(Interrupted):
         train_tagger(run, dataset, killed_dir)
     monkeypatch.setattr(TaggerTrainer, "save_resume", save_resume)
-    with caplog.at_level("INFO", logger="align_mamba.train"):
+    with caplog.at_level("INFO", logger="align_mamba.recall.train"):
         train_tagger(run, dataset, killed_dir)
     assert "resumed at step 3" in caplog.text
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from align_mamba.checkpoint import load_model
-from align_mamba.config import CellConfig, ModelConfig, TrainConfig
-from align_mamba.data import MQARConfig, load_mqar, write_mqar
-from align_mamba.errors import ConfigError, DataIntegrityError, NonFiniteLossError
-from align_mamba.evaluate import evaluate_cell, slice_metrics
-from align_mamba.train import learning_rate, train_cell
+from align_mamba.recall.checkpoint import load_model
+from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
+from align_mamba.recall.mqar import MQARConfig
+from align_mamba.recall.storage import load_mqar, write_mqar
+from align_mamba.core.errors import ConfigError, DataIntegrityError, NonFiniteLossError
+from align_mamba.recall.evaluate import evaluate_cell, slice_metrics
+from align_mamba.recall.train import learning_rate, train_cell
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -112,7 +113,7 @@ def test_learning_rate_warms_up_then_decays_to_floor():
 
 
 def _train_command(data: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "align_mamba.train", "--data", str(data), "--out", str(out),
+    return [sys.executable, "-m", "align_mamba.recall.train", "--data", str(data), "--out", str(out),
             "--variant", "mamba2", "--d-model", "32", "--n-layers", "2", "--d-state", "8", "--headdim", "16",
             "--chunk-size", "8", "--steps", "40", "--batch-size", "16", "--eval-every", "10",
             "--checkpoint-every", "5", "--patience", "100", "--device", "cpu", "--backend", "reference"]

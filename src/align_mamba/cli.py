@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from align_mamba.errors import ConfigError, run_cli
+from align_mamba.core.errors import ConfigError, run_cli
 
 # command -> (module with main(argv, prog), one-line help)
 COMMANDS = {

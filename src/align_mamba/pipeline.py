@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 
-from align_mamba.cli_args import read_yaml
-from align_mamba.config import ModelConfig, TrainConfig, from_mapping
-from align_mamba.data import MQARConfig
-from align_mamba.errors import ConfigError, run_cli
+from align_mamba.core.cli import read_yaml
+from align_mamba.core.params import from_mapping
+from align_mamba.recall.config import ModelConfig, TrainConfig
+from align_mamba.recall.mqar import MQARConfig
+from align_mamba.core.errors import ConfigError, run_cli
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
 
@@ -76,19 +77,19 @@ def cells(params: Mapping[str, Any]) -> Iterator[Cell]:
 
 
 def data_command(params: Mapping[str, Any], num_pairs: int) -> str:
-    return (f"python -m align_mamba.data mqar --out {data_dir(num_pairs)} --num_pairs {num_pairs} "
+    return (f"python -m align_mamba.recall.data --out {data_dir(num_pairs)} --num_pairs {num_pairs} "
             f"{cli_flags(params['data'])} --log logs/mqar_data/np{num_pairs}.log")
 
 
 def train_command(params: Mapping[str, Any], cell: Cell) -> str:
     # The architecture's flags come after train's: an entry's own `lr` overrides train.lr (the last flag wins).
-    return (f"python -m align_mamba.train --data {data_dir(cell.num_pairs)} --out {cell.run_dir} "
+    return (f"python -m align_mamba.recall.train --data {data_dir(cell.num_pairs)} --out {cell.run_dir} "
             f"--d_state {cell.d_state} --seed {cell.seed} {cli_flags(params['model'])} {cli_flags(params['train'])} "
             f"{cli_flags(params['run'])} {cli_flags(cell.architecture)} --log logs/train/{cell.name}/{cell.stem}.log")
 
 
 def evaluate_command(params: Mapping[str, Any], cell: Cell) -> str:
-    return (f"python -m align_mamba.evaluate --checkpoint {cell.run_dir}/model.pt --data {data_dir(cell.num_pairs)} "
+    return (f"python -m align_mamba.recall.evaluate --checkpoint {cell.run_dir}/model.pt --data {data_dir(cell.num_pairs)} "
             f"--out {cell.metrics} {cli_flags(params['run'])} {cli_flags(params['evaluate'])} "
             f"--log logs/evaluate/{cell.name}/{cell.stem}.log")
 
@@ -115,7 +116,7 @@ def tagger_dir(name: str) -> str:
 
 
 def secrets_data_command(params: Mapping[str, Any]) -> str:
-    return (f"python -m align_mamba.data secrets --out {SECRETS_DATA} {cli_flags(params['secrets']['data'])} "
+    return (f"python -m align_mamba.secrets.data --out {SECRETS_DATA} {cli_flags(params['secrets']['data'])} "
             f"--log logs/secrets/data.log")
 
 
@@ -196,7 +197,7 @@ def _check_typed(params: Mapping[str, Any]) -> None:
 
 def _check_secrets(secrets: Mapping[str, Any], run: Mapping[str, Any]) -> None:
     """The secret task's dataset, taggers and training settings, through their dataclasses."""
-    from align_mamba.data.secrets import SecretDataConfig
+    from align_mamba.secrets.data import SecretDataConfig
     from align_mamba.secrets.tagger import TaggerConfig
     from align_mamba.secrets.train import TaggerTrainConfig
 

@@ -4,7 +4,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from align_mamba.errors import ConfigError
+from align_mamba.core.errors import ConfigError
 from align_mamba.pipeline import (BENCH_DIR, SECRETS_DATA, SECRETS_RESULTS, Cell, bench_command, cells,
                                   check_params, data_command, data_dir, evaluate_command, report_command,
                                   scan_throughput_command, secrets_baselines_command, secrets_data_command,
@@ -26,16 +26,16 @@ USES_GPU = 1 if config["run"]["device"] == "cuda" else 0
 BENCH_GPU = 1 if config["bench"]["device"] == "cuda" else 0
 _slots = workflow.global_resources.get("gpu_slots")
 BENCH_GPU_SLOTS = BENCH_GPU * (_slots if isinstance(_slots, int) else 1)
-DATA_CODE = ["src/align_mamba/data"]
-MODEL_CODE = ["src/align_mamba/models", "src/align_mamba/mixers", "src/align_mamba/config.py",
-              "src/align_mamba/backends.py", "src/align_mamba/checkpoint.py"]
-TRAIN_CODE = ["src/align_mamba/train.py", "src/align_mamba/evaluate.py", *MODEL_CODE]
-EVALUATE_CODE = ["src/align_mamba/evaluate.py", *MODEL_CODE]
+DATA_CODE = ["src/align_mamba/recall/mqar.py", "src/align_mamba/recall/storage.py", "src/align_mamba/recall/data.py"]
+MODEL_CODE = ["src/align_mamba/recall/models", "src/align_mamba/mixers", "src/align_mamba/recall/config.py",
+              "src/align_mamba/core/backends.py", "src/align_mamba/recall/checkpoint.py"]
+TRAIN_CODE = ["src/align_mamba/recall/train.py", "src/align_mamba/recall/evaluate.py", *MODEL_CODE]
+EVALUATE_CODE = ["src/align_mamba/recall/evaluate.py", *MODEL_CODE]
 REPORT_CODE = ["src/align_mamba/report"]
 BENCH_CODE = ["src/align_mamba/bench", *MODEL_CODE]
-SECRETS_MODEL_CODE = ["src/align_mamba/secrets", "src/align_mamba/mixers", "src/align_mamba/models",
-                      "src/align_mamba/config.py", "src/align_mamba/backends.py"]
-SECRETS_DATA_CODE = ["src/align_mamba/data/secrets", "src/align_mamba/secrets/spans.py"]
+SECRETS_MODEL_CODE = ["src/align_mamba/secrets", "src/align_mamba/mixers", "src/align_mamba/recall/models",
+                      "src/align_mamba/recall/config.py", "src/align_mamba/core/backends.py"]
+SECRETS_DATA_CODE = ["src/align_mamba/secrets/data", "src/align_mamba/secrets/spans.py"]
 
 
 def cell_of(wildcards) -> Cell:

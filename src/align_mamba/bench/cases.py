@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from align_mamba.backends import has_causal_conv1d, mamba_ssm_status, runs_fused
+from align_mamba.core.backends import has_causal_conv1d, mamba_ssm_status, runs_fused
 from align_mamba.bench.config import BenchConfig, dtype_name
 from align_mamba.bench.decode import architecture_decode, autocast, mixer_decode
 from align_mamba.bench.timing import CaseSkipped, Workload
 from align_mamba.mixers import Mamba, Mamba2, SelfAttention
-from align_mamba.models import RecallModel, build_model
+from align_mamba.recall.models import RecallModel, build_model
 
 
 def loss_of(out: torch.Tensor) -> torch.Tensor:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
-from align_mamba.backends import resolve_device
-from align_mamba.config import DEVICES, VARIANTS, ModelConfig
-from align_mamba.data import MQARConfig
-from align_mamba.errors import ConfigError
+from align_mamba.core.backends import resolve_device
+from align_mamba.recall.config import DEVICES, VARIANTS, ModelConfig
+from align_mamba.recall.mqar import MQARConfig
+from align_mamba.core.errors import ConfigError
 
 MODES = ("forward", "train", "decode")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

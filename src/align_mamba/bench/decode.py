@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from align_mamba.bench.timing import CaseSkipped, Workload
-from align_mamba.errors import ConfigError
+from align_mamba.core.errors import ConfigError
 from align_mamba.mixers import CrossAttention, SelfAttention
-from align_mamba.models import HybridEncoderDecoder, RecallModel
+from align_mamba.recall.models import HybridEncoderDecoder, RecallModel
 
 
 def autocast(device: torch.device, dtype: torch.dtype):

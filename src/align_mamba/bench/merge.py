@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from align_mamba.atomic import atomic_write_json, atomic_write_text
+from align_mamba.core.atomic import atomic_write_json, atomic_write_text
 from align_mamba.bench.summary import _finite_or_none, crossovers, training_speedup, wrapper_tax
-from align_mamba.cli_args import OneLineParser, setup_logging
-from align_mamba.errors import ConfigError, DataIntegrityError, run_cli
+from align_mamba.core.cli import OneLineParser, setup_logging
+from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
 
 PROVENANCE = ("device", "device_type", "dtype", "versions")
 

@@ -8,7 +8,7 @@ evaluate --resources gpu_slots=N`, N = 1 (serial) and then --slots (packed), eac
 copy of the workflow (Snakefile, workflow/, a link to src/, the params file as params.yaml), so
 the project's own runs/ and results/ are never touched. Untimed before either: the MQAR data of
 both copies, and one 2-step training per (architecture, d_state) so Triton's on-disk caches hold
-every kernel compiled and autotuned (TRITON_CACHE_AUTOTUNING, set by align_mamba.backends):
+every kernel compiled and autotuned (TRITON_CACHE_AUTOTUNING, set by align_mamba.core.backends):
 neither run pays for compilation the other skips (the warm-ups run side by side, and again in every
 invocation, so a fresh machine starts as warm as the last one). `--modes serial` and `--modes packed`
 time one run each, e.g. in two calls on a machine with a per-command time limit: each run's seconds
@@ -29,9 +29,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from align_mamba.atomic import atomic_write_json
-from align_mamba.cli_args import OneLineParser, flag_names, read_yaml, setup_logging
-from align_mamba.errors import ConfigError, run_cli
+from align_mamba.core.atomic import atomic_write_json
+from align_mamba.core.cli import OneLineParser, flag_names, read_yaml, setup_logging
+from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.pipeline import Cell, cells, check_params, train_command
 
 log = logging.getLogger("align_mamba.bench.packing")

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from align_mamba.atomic import atomic_write_json, atomic_write_text
+from align_mamba.core.atomic import atomic_write_json, atomic_write_text
 from align_mamba.bench import train_step
 from align_mamba.bench.cases import MIXER_CASES, Built, build_architecture, build_mixer
 from align_mamba.bench.config import BenchConfig, batch_size, dtype_name

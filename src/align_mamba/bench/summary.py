@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import torch
 
-from align_mamba.backends import optional_module
-from align_mamba.config import to_dict
+from align_mamba.core.backends import optional_module
+from align_mamba.core.params import to_dict
 
 # align_mamba's layer -> the bare mamba-ssm / SDPA layer it is compared with
 WRAPPER_PAIRS = {"mamba2": "raw_mamba2", "mamba1": "raw_mamba1", "attention": "raw_attention"}

@@ -7,7 +7,7 @@ the real MQAR generator's decoder layout, and adds one change to the rung before
   1 bf16 autocast (the anchor file's 1.39 M tokens/s step ran here, with fused AdamW).
   2 logits only at the query positions (RecallModel.forward) and cross-entropy over them.
   3 mamba-ssm's fused Mamba-2 path (use_mem_eff_path=True; needs causal-conv1d).
-  4 fused AdamW: rungs 2-4 together are what align_mamba.train runs.
+  4 fused AdamW: rungs 2-4 together are what align_mamba.recall.train runs.
   5 torch.compile of the whole model, or where that fails of its norms, embedding and head.
   6 CUDA graphs through torch.compile(mode="reduce-overhead").
 A change that cannot apply here is a skipped row with the reason, and the rungs above it run
@@ -24,13 +24,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from align_mamba.backends import has_causal_conv1d, resolve_backend
+from align_mamba.core.backends import has_causal_conv1d, resolve_backend
 from align_mamba.bench.config import BenchConfig
 from align_mamba.bench.decode import autocast
 from align_mamba.bench.timing import Workload, first_line, free_memory, is_oom, time_call
-from align_mamba.data import IGNORE_INDEX, generate_mqar
-from align_mamba.models import RecallModel, build_model
-from align_mamba.train import parameter_groups
+from align_mamba.recall.mqar import IGNORE_INDEX, generate_mqar
+from align_mamba.recall.models import RecallModel, build_model
+from align_mamba.recall.train import parameter_groups
 
 log = logging.getLogger("align_mamba.bench.train_step")
 COLUMNS = ["rung", "description", "ms_per_step", "tokens_per_s", "speedup_vs_naive", "status", "reason",
@@ -54,7 +54,7 @@ RUNGS = (
     Rung(1, "+ bf16 autocast", True, True, False, False, ""),
     Rung(2, "+ logits only at the query positions", True, False, False, False, ""),
     Rung(3, "+ fused Mamba-2 path (use_mem_eff_path, causal-conv1d)", True, False, True, False, ""),
-    Rung(4, "+ fused AdamW (= align_mamba.train's step)", True, False, True, True, ""),
+    Rung(4, "+ fused AdamW (= align_mamba.recall.train's step)", True, False, True, True, ""),
     Rung(5, "+ torch.compile", True, False, True, True, "default"),
     Rung(6, "+ CUDA graphs (torch.compile mode reduce-overhead)", True, False, True, True, "reduce-overhead"),
 )

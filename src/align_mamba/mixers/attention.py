@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from align_mamba.errors import ConfigError
+from align_mamba.core.errors import ConfigError
 
 
 def _check_heads(d_model: int, n_heads: int, rotary: bool) -> int:

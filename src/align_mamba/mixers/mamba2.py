@@ -17,8 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from align_mamba.backends import kernel_module, resolve_backend
-from align_mamba.errors import ConfigError
+from align_mamba.core.backends import kernel_module, resolve_backend
+from align_mamba.core.errors import ConfigError
 from align_mamba.mixers.ssd import ssd_chunked
 
 

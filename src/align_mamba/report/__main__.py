@@ -1,7 +1,7 @@
 """Write the study's report: `python -m align_mamba.report --cells DIR --out DIR [--capacity-threshold 0.9]
 [--bench DIR] [--secrets DIR]`.
 
---cells is searched recursively for the metrics JSON files of `python -m align_mamba.evaluate`
+--cells is searched recursively for the metrics JSON files of `python -m align_mamba.recall.evaluate`
 (other JSON files are skipped). --bench (outputs of `python -m align_mamba.bench`, and
 scan_throughput.csv of `python -m align_mamba.secrets.throughput`) and --secrets (DIR/<tagger>/ of
 `python -m align_mamba.secrets.evaluate`, DIR/baselines/ of `python -m align_mamba.secrets.baselines`)
@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
-from align_mamba.errors import run_cli
+from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.core.errors import run_cli
 from align_mamba.pipeline import cells, load_params
 from align_mamba.report.render import write_report
 

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from align_mamba.bench.summary import WRAPPER_PAIRS, crossovers
 from align_mamba.bench.train_step import RUNGS
-from align_mamba.errors import DataIntegrityError
+from align_mamba.core.errors import DataIntegrityError
 from align_mamba.report.figures import architecture_styles, log2_axis, panels
 from align_mamba.secrets.throughput import COLUMNS as THROUGHPUT_COLUMNS
 from align_mamba.secrets.throughput import MB as MIB
@@ -29,8 +29,8 @@ MEMORY = {"forward": ("peak_mib", "peak MiB above inputs"), "train": ("peak_mib"
 
 BENCH_FILES = ("mixers.csv", "train_step.csv", "summary.json")
 SCAN_THROUGHPUT = "scan_throughput.csv"  # from python -m align_mamba.secrets.throughput, optional
-# How the ladder marks the rung that is align_mamba.train's own step (train_step.RUNGS).
-TRAIN_STEP_MARK = "align_mamba.train's step"
+# How the ladder marks the rung that is align_mamba.recall.train's own step (train_step.RUNGS).
+TRAIN_STEP_MARK = "align_mamba.recall.train's step"
 assert any(TRAIN_STEP_MARK in r.description for r in RUNGS)
 
 
@@ -204,7 +204,7 @@ def wrapper_tax_table(summary: dict) -> pd.DataFrame:
 
 
 def training_sentence(summary: dict, ladder: pd.DataFrame) -> str:
-    """What the ladder's final rung reached, and whether align_mamba.train's own rung ran."""
+    """What the ladder's final rung reached, and whether align_mamba.recall.train's own rung ran."""
     final = summary.get("training_speedup")
     if final is None:
         text = "No ladder rung ran."
@@ -215,11 +215,11 @@ def training_sentence(summary: dict, ladder: pd.DataFrame) -> str:
     # Found by description, not number: a ladder written by an older rung list stays readable.
     rung = ladder[ladder["description"].astype(str).str.contains(TRAIN_STEP_MARK, regex=False)]
     if rung.empty:
-        return f"{text} No rung of this ladder is marked as align_mamba.train's step."
+        return f"{text} No rung of this ladder is marked as align_mamba.recall.train's step."
     row = rung.iloc[0]
     if row["status"] != "ok":
-        return f"{text} Rung {row['rung']} is align_mamba.train's step; it did not run ({row['status']})."
-    return (f"{text} Rung {row['rung']} is align_mamba.train's step: {_number(row['ms_per_step'])} ms per "
+        return f"{text} Rung {row['rung']} is align_mamba.recall.train's step; it did not run ({row['status']})."
+    return (f"{text} Rung {row['rung']} is align_mamba.recall.train's step: {_number(row['ms_per_step'])} ms per "
             f"step, {_number(row['speedup_vs_naive'])}× naive.")
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from align_mamba.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from align_mamba.errors import ConfigError
+from align_mamba.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from align_mamba.core.errors import ConfigError
 from align_mamba.report import bench, figures, secrets, selection, tables
 
 TITLE = "align-mamba: MQAR recall across the grid"

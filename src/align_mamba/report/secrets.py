@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from align_mamba.errors import DataIntegrityError
+from align_mamba.core.errors import DataIntegrityError
 from align_mamba.report.figures import architecture_styles, log2_axis, panels
 from align_mamba.report.tables import _field, _read_json
 from align_mamba.secrets.score import BREAKDOWN_COLUMNS, BREAKDOWNS, wilson_interval

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from align_mamba.errors import ConfigError
+from align_mamba.core.errors import ConfigError
 
 # Two-sided 95% Student t quantiles t(0.975, df) for df = 1..30; beyond 30 the normal 1.96 is
 # within 4% of t. Hardcoded so the report needs no scipy.
@@ -146,7 +146,7 @@ def _reject_duplicates(cells: pd.DataFrame) -> None:
 def load_grid(directory: Path, expected: list[Path] | None = None) -> Grid:
     """The metrics files under `directory`: exactly `expected` when given, else all, recursively.
 
-    A metrics file is a JSON object with `cell` and `slices` (what `python -m align_mamba.evaluate`
+    A metrics file is a JSON object with `cell` and `slices` (what `python -m align_mamba.recall.evaluate`
     writes); other JSON files (train.json, data manifests) are skipped, so --cells may be a runs
     folder. `expected` (the current grid's cells) keeps files of cells dropped from the grid out of
     the report. Raises ConfigError when none is found, or naming the file that is missing or malformed.
@@ -165,7 +165,7 @@ def load_grid(directory: Path, expected: list[Path] | None = None) -> Grid:
             buckets.extend(_bucket_rows(path, metrics, rows[-1]))
     if not rows:
         raise ConfigError(f"no metrics files under {directory} (JSON with 'cell' and 'slices', "
-                          f"as written by python -m align_mamba.evaluate)")
+                          f"as written by python -m align_mamba.recall.evaluate)")
     cells = pd.DataFrame(rows).sort_values(KEY, ignore_index=True)
     _reject_duplicates(cells)
     return Grid(cells, pd.DataFrame(buckets, columns=[*KEY, "breakdown", "bucket", "order", "accuracy", "count"]))

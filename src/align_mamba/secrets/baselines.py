@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from align_mamba.atomic import atomic_write_json, atomic_write_text
-from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
-from align_mamba.data.secrets import SECRET_SPLITS, TEST_SPLITS, load_secret_split
-from align_mamba.errors import BackendUnavailableError, DataIntegrityError, run_cli
+from align_mamba.core.atomic import atomic_write_json, atomic_write_text
+from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.secrets.data import SECRET_SPLITS, TEST_SPLITS, load_secret_split
+from align_mamba.core.errors import BackendUnavailableError, DataIntegrityError, run_cli
 from align_mamba.secrets.score import SplitScores, match_spans, merge_spans, score_split
 from align_mamba.secrets.spans import LabelledFile, Span
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from align_mamba.atomic import atomic_write_json, atomic_write_text
-from align_mamba.backends import BACKENDS, resolve_device
-from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
-from align_mamba.data.secrets import SECRET_SPLITS, TEST_SPLITS, load_secret_split, read_file_bytes
-from align_mamba.errors import ConfigError, run_cli
-from align_mamba.gpu_slots import select_gpu
+from align_mamba.core.atomic import atomic_write_json, atomic_write_text
+from align_mamba.core.backends import BACKENDS, resolve_device
+from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.secrets.data import SECRET_SPLITS, TEST_SPLITS, load_secret_split, read_file_bytes
+from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.core.gpu_slots import select_gpu
 from align_mamba.secrets.infer import INFERENCE_KEYS, load_tagger, predict_spans
 from align_mamba.secrets.score import score_split
 from align_mamba.secrets.tagger import ByteTagger

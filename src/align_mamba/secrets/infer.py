@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from align_mamba.backends import resolve_backend
-from align_mamba.checkpoint import atomic_torch_save
-from align_mamba.config import from_mapping, to_dict
-from align_mamba.errors import ConfigError, DataIntegrityError
+from align_mamba.core.backends import resolve_backend
+from align_mamba.recall.checkpoint import atomic_torch_save
+from align_mamba.core.params import from_mapping, to_dict
+from align_mamba.core.errors import ConfigError, DataIntegrityError
 from align_mamba.secrets.spans import Span
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
 

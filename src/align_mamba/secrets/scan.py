@@ -53,9 +53,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from align_mamba.backends import BACKENDS, resolve_device
-from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
-from align_mamba.errors import ConfigError, run_cli
+from align_mamba.core.backends import BACKENDS, resolve_device
+from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.secrets.infer import WEIGHTS, load_tagger, predict_spans, tune_tagger
 from align_mamba.secrets.spans import Span
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
-from align_mamba.errors import ConfigError
+from align_mamba.core.errors import ConfigError
 from align_mamba.secrets.spans import LabelledFile, Span, spans_to_mask
 
 BREAKDOWN_COLUMNS = ["true", "recalled", "recall", "wilson_low", "wilson_high"]

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from align_mamba.config import SSM_MIXERS, ModelConfig, _require, _require_choice, _require_positive
-from align_mamba.models.blocks import MLP, BidirectionalBlock
+from align_mamba.core.params import require, require_choice, require_positive
+from align_mamba.recall.config import SSM_MIXERS, ModelConfig
+from align_mamba.mixers.blocks import MLP, BidirectionalBlock
 from align_mamba.mixers import SelfAttention
 
 TAGGER_VARIANTS = ("bimamba", "hybrid", "transformer")
@@ -51,13 +52,13 @@ class TaggerConfig:
     mlp_ratio: int = 4
 
     def __post_init__(self) -> None:
-        _require_choice("variant", self.variant, TAGGER_VARIANTS)
-        _require_choice("ssm", self.ssm, SSM_MIXERS)
-        _require_positive(self, "d_model", "n_layers", "d_state", "headdim", "expand", "d_conv", "chunk_size",
+        require_choice("variant", self.variant, TAGGER_VARIANTS)
+        require_choice("ssm", self.ssm, SSM_MIXERS)
+        require_positive(self, "d_model", "n_layers", "d_state", "headdim", "expand", "d_conv", "chunk_size",
                           "n_heads", "window", "mlp_ratio")
         self._check_attention_layers()
         if self.variant != "bimamba":
-            _require(self.d_model % self.n_heads == 0 and (self.d_model // self.n_heads) % 2 == 0,
+            require(self.d_model % self.n_heads == 0 and (self.d_model // self.n_heads) % 2 == 0,
                      f"n_heads: d_model ({self.d_model}) / n_heads ({self.n_heads}) must be an even integer "
                      f"(rotary embeddings)")
         if self.variant != "transformer":
@@ -66,13 +67,13 @@ class TaggerConfig:
     def _check_attention_layers(self) -> None:
         layers = self.attention_layers
         if self.variant != "hybrid":
-            _require(not layers, f"attention_layers is only for variant hybrid, got {list(layers)} "
+            require(not layers, f"attention_layers is only for variant hybrid, got {list(layers)} "
                                  f"with variant {self.variant}")
             return
-        _require(bool(layers), "variant hybrid needs at least one index in attention_layers (else use bimamba)")
-        _require(len(set(layers)) == len(layers), f"attention_layers has duplicates: {list(layers)}")
+        require(bool(layers), "variant hybrid needs at least one index in attention_layers (else use bimamba)")
+        require(len(set(layers)) == len(layers), f"attention_layers has duplicates: {list(layers)}")
         bad = [i for i in layers if not 0 <= i < self.n_layers]
-        _require(not bad, f"attention_layers {bad} outside [0, n_layers={self.n_layers})")
+        require(not bad, f"attention_layers {bad} outside [0, n_layers={self.n_layers})")
 
     @property
     def mixer(self) -> str:
@@ -141,10 +142,10 @@ class ByteTagger(nn.Module):
     def __init__(self, config: TaggerConfig, backend: str, num_classes: int,
                  class_names: Sequence[str] | None = None):
         super().__init__()
-        _require(num_classes >= 2, f"num_classes must be >= 2 (none + at least one format), got {num_classes}")
+        require(num_classes >= 2, f"num_classes must be >= 2 (none + at least one format), got {num_classes}")
         names = tuple(class_names) if class_names is not None else ("none",) + tuple(
             f"class_{k}" for k in range(1, num_classes))
-        _require(len(names) == num_classes and names[0] == "none",
+        require(len(names) == num_classes and names[0] == "none",
                  f"class_names must be {num_classes} names starting with 'none', got {list(names)}")
         self.config, self.backend, self.class_names = config, backend, names
         self.embedding = nn.Embedding(BYTE_VOCAB, config.d_model)

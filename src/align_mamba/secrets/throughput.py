@@ -38,13 +38,13 @@ import torch
 from tqdm import tqdm
 
 import align_mamba
-from align_mamba.atomic import atomic_write_text
-from align_mamba.backends import BACKENDS, resolve_device, runs_fused
-from align_mamba.cli_args import OneLineParser, flag_names, setup_logging
-from align_mamba.data.secrets import CARRIER_KINDS, SecretDataConfig, draw_file
-from align_mamba.data.secrets.config import MAX_LENGTH, MIN_LENGTH
-from align_mamba.data.secrets.generate import SeenValues
-from align_mamba.errors import ConfigError, run_cli
+from align_mamba.core.atomic import atomic_write_text
+from align_mamba.core.backends import BACKENDS, resolve_device, runs_fused
+from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.secrets.data import CARRIER_KINDS, SecretDataConfig, draw_file
+from align_mamba.secrets.data.config import MAX_LENGTH, MIN_LENGTH
+from align_mamba.secrets.data.generate import SeenValues
+from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.secrets.baselines import TOOLS, tool_version
 from align_mamba.secrets.infer import WEIGHTS, load_tagger, predict_spans, tune_tagger
 

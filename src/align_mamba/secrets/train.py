@@ -5,7 +5,7 @@ crop around a random planted secret, else a uniform one), a pure function of (se
 loss is per-byte cross-entropy with weight `secret_weight` on secret classes. Every eval_every
 steps the model scans the VALIDATION files through chunked inference and its span F1 drives early
 stopping and the saved weights; the test splits are never opened here. Resume, NaN checks and the
-loop are align_mamba.train.Trainer's. Outputs in --out: history.csv, train.json, then model.pt.
+loop are align_mamba.recall.train.Trainer's. Outputs in --out: history.csv, train.json, then model.pt.
 """
 
 from __future__ import annotations
@@ -19,18 +19,19 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from align_mamba.atomic import atomic_write_json, atomic_write_text
-from align_mamba.backends import resolve_backend, resolve_device
-from align_mamba.cli_args import OneLineParser, add_dataclass_arguments, flag_names, load_sections, setup_logging
-from align_mamba.config import TrainConfig, _require, _require_positive, to_dict
-from align_mamba.data.secrets import load_secret_split, read_file_bytes, read_secret_manifest
-from align_mamba.errors import ConfigError, DataIntegrityError, run_cli
-from align_mamba.gpu_slots import select_gpu
+from align_mamba.core.atomic import atomic_write_json, atomic_write_text
+from align_mamba.core.backends import resolve_backend, resolve_device
+from align_mamba.core.cli import OneLineParser, add_dataclass_arguments, flag_names, load_sections, setup_logging
+from align_mamba.core.params import require, require_positive, to_dict
+from align_mamba.recall.config import TrainConfig
+from align_mamba.secrets.data import load_secret_split, read_file_bytes, read_secret_manifest
+from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
+from align_mamba.core.gpu_slots import select_gpu
 from align_mamba.secrets.infer import predict_spans, save_tagger
 from align_mamba.secrets.score import SplitScores, score_split
 from align_mamba.secrets.spans import LabelledFile, mask_to_ranges
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
-from align_mamba.train import Trainer, TrainState, parameter_groups
+from align_mamba.recall.train import Trainer, TrainState, parameter_groups
 
 log = logging.getLogger("align_mamba.secrets.train")
 HISTORY_COLUMNS = ["step", "loss", "lr", "grad_norm", "val_span_f1", "val_span_precision", "val_span_recall",
@@ -56,10 +57,10 @@ class TaggerTrainConfig:
     overlap: int = 1024
 
     def __post_init__(self) -> None:
-        _require_positive(self, "crop_len", "secret_weight", "min_span_len", "chunk_len")
-        _require(0 <= self.secret_crop_prob <= 1, f"secret_crop_prob must be in [0, 1], got {self.secret_crop_prob}")
-        _require(0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold}")
-        _require(self.overlap >= 0, f"overlap must be >= 0, got {self.overlap}")
+        require_positive(self, "crop_len", "secret_weight", "min_span_len", "chunk_len")
+        require(0 <= self.secret_crop_prob <= 1, f"secret_crop_prob must be in [0, 1], got {self.secret_crop_prob}")
+        require(0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold}")
+        require(self.overlap >= 0, f"overlap must be >= 0, got {self.overlap}")
 
 
 SECTIONS = {"model": TaggerConfig, "train": TrainConfig, "tagger": TaggerTrainConfig}
@@ -139,7 +140,7 @@ def fingerprint(run: TaggerRun, manifest: dict) -> dict:
 
 
 class TaggerTrainer(Trainer):
-    """align_mamba.train.Trainer's loop (run), resume and save_resume, over byte crops and span F1.
+    """align_mamba.recall.train.Trainer's loop (run), resume and save_resume, over byte crops and span F1.
 
     __init__ replaces Trainer's (other data, model and loss) and sets the attributes those use.
     """

@@ -1,0 +1,105 @@
+"""Command-line flags generated from the config dataclasses, merged over an optional YAML file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import dataclasses
+import typing
+from pathlib import Path
+
+import yaml
+
+from align_mamba.core.params import from_mapping
+from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
+from align_mamba.core.errors import ConfigError
+
+SECTIONS = {"model": ModelConfig, "train": TrainConfig}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors become ConfigError: one `error: ...` line through run_cli, exit 2.
+
+    Every CLI also takes `--log FILE`: the job's log (both orchestrators pass one per job).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--log", type=Path, help="also write this job's log (and any error) to this file")
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
+def setup_logging(log_path: Path | None) -> None:
+    """INFO lines to stderr and, when given, to `log_path` (created with its directory)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        handlers=handlers, force=True)
+
+
+def flag_names(field_name: str) -> list[str]:
+    """`--d-model` and `--d_model`: the second is how DVC spells a params.yaml key it unpacks."""
+    names = [f"--{field_name.replace('_', '-')}", f"--{field_name}"]
+    return list(dict.fromkeys(names))
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, sections: dict[str, type] = SECTIONS) -> None:
+    """One flag per field of every config section; unset flags stay None so the YAML value wins.
+
+    A tuple field (hybrid_positions) takes zero or more integers: `--hybrid-positions 0 2`.
+    """
+    for section, cls in sections.items():
+        group = parser.add_argument_group(f"{section} settings")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            is_list = typing.get_origin(hints[f.name]) is tuple
+            group.add_argument(*flag_names(f.name), dest=f"{section}__{f.name}", default=None,
+                               type=int if is_list else hints[f.name], nargs="*" if is_list else None,
+                               help=f"default {f.default!r}")
+
+
+def read_yaml(path: Path, what: str):
+    """The parsed YAML file at `path`; a missing file or a syntax error is one ConfigError line."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+
+
+def _read_sections_yaml(path: Path, sections: dict[str, type]) -> dict:
+    names = ", ".join(sections)
+    loaded = read_yaml(path, "config file") or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping with sections {names}")
+    unknown = sorted(set(loaded) - set(sections))
+    if unknown:
+        raise ConfigError(f"unknown section(s) in {path}: {', '.join(unknown)} (expected {names})")
+    bad = [name for name, section in loaded.items() if section is not None and not isinstance(section, dict)]
+    if bad:
+        raise ConfigError(f"{path}: section {bad[0]!r} must be a mapping of settings")
+    return loaded
+
+
+def load_sections(args: argparse.Namespace, sections: dict[str, type] = SECTIONS) -> dict:
+    """{section: dataclass instance} from `--config` (if given) with every passed flag laid over it."""
+    values = _read_sections_yaml(args.config, sections) if getattr(args, "config", None) else {}
+    loaded = {}
+    for section, cls in sections.items():
+        merged = dict(values.get(section) or {})
+        for f in dataclasses.fields(cls):
+            flag = getattr(args, f"{section}__{f.name}")
+            if flag is not None:
+                merged[f.name] = flag
+        loaded[section] = from_mapping(cls, merged, section)
+    return loaded
+
+
+def load_cell_config(args: argparse.Namespace) -> CellConfig:
+    """CellConfig from `--config` (if given) with every explicitly passed flag laid over it."""
+    return CellConfig(**load_sections(args))

@@ -1,0 +1,108 @@
+"""Dataset directories shared by every generator: hashed writes, staged atomic replacement, verified reads.
+
+A dataset is a directory with a ``manifest.json`` naming its generator and the sha256 of every file.
+It is written in a hidden sibling and renamed into place, so readers never see half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from align_mamba.core.errors import ConfigError, DataIntegrityError
+
+MANIFEST_NAME = "manifest.json"
+
+
+class HashingWriter:
+    """File-like sink that hashes what np.save writes, so no second in-memory copy is needed."""
+
+    def __init__(self, handle) -> None:
+        self.handle, self.sha256 = handle, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self.handle.write(data)
+
+
+def write_file(path: Path, write: Callable[[HashingWriter], None]) -> str:
+    """Create ``path``, fill it with ``write`` and return the sha256 of its bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        sink = HashingWriter(handle)
+        write(sink)
+        handle.flush()
+        # The directory rename is only atomic if the files under it are durable first.
+        os.fsync(handle.fileno())
+    return sink.sha256.hexdigest()
+
+
+def json_bytes(obj: dict) -> bytes:
+    return (json.dumps(obj, sort_keys=True, indent=2) + "\n").encode("utf-8")
+
+
+def sibling(out_dir: Path, tag: str) -> Path:
+    """Create and return a fresh hidden directory next to ``out_dir`` (same filesystem, so rename works)."""
+    while True:
+        candidate = out_dir.parent / f".{out_dir.name}.{tag}-{secrets.token_hex(4)}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+
+
+def is_dataset(path: Path, generator: str) -> bool:
+    """True when `path` holds a manifest written by `generator` (mqar, secrets)."""
+    try:
+        return json.loads((path / MANIFEST_NAME).read_text()).get("generator") == generator
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_replaceable(out_dir: Path, generator: str) -> None:
+    """Replacing is a recursive delete: refuse anything that is not a `generator` dataset (or empty)."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"out: {out_dir} exists and is not a directory")
+    if any(out_dir.iterdir()) and not is_dataset(out_dir, generator):
+        raise ConfigError(f"out: {out_dir} is a non-empty directory without a {generator} dataset manifest; "
+                          "refusing to replace it")
+
+
+def move_into_place(staged: Path, out_dir: Path) -> None:
+    if not out_dir.exists():
+        staged.rename(out_dir)
+        return
+    old = sibling(out_dir, "old")
+    old.rmdir()
+    out_dir.rename(old)
+    try:
+        staged.rename(out_dir)
+    except BaseException:
+        old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def verified_bytes(data_dir: Path, manifest: dict, relative: str) -> bytes:
+    """The bytes of one dataset file after checking them against the manifest's sha256."""
+    path = data_dir / relative
+    entry = manifest.get("files", {}).get(relative)
+    if entry is None:
+        raise DataIntegrityError(f"{path}: not listed in {MANIFEST_NAME}")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataIntegrityError(f"{path}: file missing; regenerate the dataset") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry.get("sha256"):
+        raise DataIntegrityError(f"{path}: sha256 {digest} does not match the manifest's "
+                                 f"{entry.get('sha256')}; regenerate the dataset")
+    return data

@@ -1,0 +1,138 @@
+"""Typed configuration of one grid cell: model and training settings, validated in one place.
+
+Every value reaches the package through these dataclasses, whether it comes from a YAML file or
+the command line; `__post_init__` rejects bad combinations with one line naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from align_mamba.core.backends import BACKENDS
+from align_mamba.core.params import require, require_choice, require_positive
+
+DECODER_VARIANTS = ("mamba2", "mamba1", "transformer")
+HYBRID_VARIANTS = ("hybrid",)
+VARIANTS = DECODER_VARIANTS + HYBRID_VARIANTS
+SSM_MIXERS = ("mamba2", "mamba1")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One architecture variant.
+
+    variant: mamba2 | mamba1 | transformer (decoder-only LMs over the decoder layout: the raw
+    state-capacity test, `hybrid_positions: []`) or hybrid (a bidirectional Mamba encoder and a
+    Mamba decoder with cross-attention after the mixer at each layer in `hybrid_positions`).
+    """
+
+    variant: str = "mamba2"
+    name: str = ""
+    d_model: int = 64
+    n_layers: int = 2
+    d_state: int = 64
+    hybrid_positions: tuple[int, ...] = ()
+    ssm: str = "mamba2"
+    encoder_layers: int = 2
+    n_heads: int = 4
+    headdim: int = 32
+    d_conv: int = 4
+    expand: int = 2
+    chunk_size: int = 64
+    mlp_ratio: int = 4
+    vocab_size: int = 8192
+
+    def __post_init__(self) -> None:
+        require_choice("variant", self.variant, VARIANTS)
+        require_choice("ssm", self.ssm, SSM_MIXERS)
+        require(re.fullmatch(r"[A-Za-z0-9_.-]*", self.name) is not None,
+                 f"name must use only letters, digits, '_', '.', '-' (it becomes a path), got {self.name!r}")
+        require_positive(self, "d_model", "n_layers", "d_state", "encoder_layers", "n_heads",
+                          "headdim", "d_conv", "expand", "chunk_size", "mlp_ratio", "vocab_size")
+        require(self.d_model % self.n_heads == 0,
+                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        require(self.mixer != "attention" or (self.d_model // self.n_heads) % 2 == 0,
+                 f"rotary embeddings need an even head dim, got d_model/n_heads = {self.d_model // self.n_heads}")
+        if self.mixer == "mamba2":
+            d_inner = self.expand * self.d_model
+            require(d_inner % self.headdim == 0,
+                     f"expand*d_model ({d_inner}) must be divisible by headdim ({self.headdim}); "
+                     f"try headdim={math.gcd(d_inner, 64)}")
+        self._check_positions()
+
+    def _check_positions(self) -> None:
+        positions = self.hybrid_positions
+        if self.variant in DECODER_VARIANTS:
+            require(not positions, f"variant {self.variant} is decoder-only: hybrid_positions must be [], "
+                                    f"got {list(positions)} (use variant hybrid)")
+            return
+        require(bool(positions), "variant hybrid needs at least one hybrid position; "
+                                  "hybrid_positions [] is the decoder-only model (variant mamba2 or mamba1)")
+        require(len(set(positions)) == len(positions), f"hybrid_positions has duplicates: {list(positions)}")
+        bad = [p for p in positions if not 0 <= p < self.n_layers]
+        require(not bad, f"hybrid_positions {bad} outside [0, n_layers={self.n_layers}); "
+                          f"raise n_layers to at least {max(positions) + 1}")
+
+    @property
+    def label(self) -> str:
+        """The architecture's name in reports and paths: `name`, else e.g. `mamba2` or `hybrid-0_2`."""
+        if self.name:
+            return self.name
+        if self.variant in HYBRID_VARIANTS:
+            return f"{self.variant}-" + "_".join(str(p) for p in self.hybrid_positions)
+        return self.variant
+
+    @property
+    def mixer(self) -> str:
+        """The sequence mixer of the (decoder) blocks: mamba2, mamba1 or attention."""
+        if self.variant == "transformer":
+            return "attention"
+        return self.ssm if self.variant == "hybrid" else self.variant
+
+    @property
+    def layout(self) -> str:
+        """Which MQAR layout the variant reads: `decoder` (one causal sequence) or `seq2seq`."""
+        return "seq2seq" if self.variant in HYBRID_VARIANTS else "decoder"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of one cell. `steps` is a budget; validation accuracy may stop it earlier."""
+
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1.0e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    patience: int = 5
+    target_accuracy: float = 1.0
+    eval_batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        require_positive(self, "steps", "batch_size", "lr", "eval_every", "checkpoint_every",
+                          "patience", "eval_batch_size", "grad_clip")
+        require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        require(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        require(0 < self.target_accuracy <= 1, f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        require_choice("device", self.device, DEVICES)
+        require_choice("backend", self.backend, BACKENDS)
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """One grid cell: what to train, on which data, with which optimisation."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+

@@ -1,0 +1,131 @@
+"""Evaluate one trained cell on test splits: `python -m align_mamba.recall.evaluate --checkpoint model.pt --data DIR...`.
+
+The first --data directory should be the cell's own num_pairs; further ones measure how recall
+carries to other numbers of pairs. Writes one metrics JSON with the cell's parameters, the backend
+and device that ran, the state size in floats, and per slice: per-query accuracy, per-sequence
+exact match, accuracy by the queried key's position (deciles of the context) and by key→query
+distance (powers of two), each with its count. It also scores the first TRAIN_CHECK examples of the
+cell's own training split: far above the test accuracy, it says the model memorised its training
+contexts instead of learning recall (a pure Mamba decoder does so when examples repeat often).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from align_mamba.core.backends import BACKENDS, resolve_device
+from align_mamba.core.atomic import atomic_write_json
+from align_mamba.recall.checkpoint import load_model
+from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.core.params import to_dict
+from align_mamba.recall.storage import MQARSplit, load_mqar, read_manifest
+from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.core.gpu_slots import select_gpu
+from align_mamba.recall.models import RecallModel, state_size_floats
+
+log = logging.getLogger("align_mamba.recall.evaluate")
+
+TRAIN_CHECK = 1000
+
+
+@torch.no_grad()
+def query_correctness(model: RecallModel, split: MQARSplit, batch_size: int, device: torch.device) -> torch.Tensor:
+    """(n, M) bool: whether the model's argmax at each query equals the key's value."""
+    model.eval()
+    rows = []
+    for start in range(0, len(split), batch_size):
+        batch = slice(start, start + batch_size)
+        inputs, labels, context = split.batch(batch, device)
+        query_mask = labels != -100
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(inputs, query_mask, context)  # (Nq, V), row-major over query_mask
+        rows.append((logits.argmax(-1) == labels[query_mask]).view(len(inputs), -1).cpu())
+    return torch.cat(rows)
+
+
+def _grouped_accuracy(correct: torch.Tensor, groups: torch.Tensor, labels: list) -> list[dict]:
+    """Accuracy and count of `correct` (flat) per integer group id."""
+    out = []
+    for group, label in enumerate(labels):
+        selected = correct[groups == group]
+        if selected.numel():
+            out.append({"bucket": label, "accuracy": selected.float().mean().item(), "count": selected.numel()})
+    return out
+
+
+def slice_metrics(correct: torch.Tensor, split: MQARSplit) -> dict:
+    """Headline and breakdown metrics of one test slice; `correct` is (n, M) bool."""
+    flat = correct.reshape(-1)
+    decile = (split.query_slot.reshape(-1) * 10) // split.num_pairs
+    distance_bin = torch.log2(split.query_distance.reshape(-1).clamp(min=1).float()).floor().long()
+    n_bins = int(distance_bin.max().item()) + 1
+    return {
+        "num_pairs": split.num_pairs,
+        "accuracy": flat.float().mean().item(),
+        "exact_match": correct.all(dim=1).float().mean().item(),
+        "sequences": correct.shape[0],
+        "queries": flat.numel(),
+        "by_key_decile": _grouped_accuracy(flat, decile, [f"{10 * d}-{10 * d + 10}%" for d in range(10)]),
+        "by_distance": _grouped_accuracy(flat, distance_bin, [f"{2 ** b}-{2 ** (b + 1) - 1}" for b in range(n_bins)]),
+    }
+
+
+def evaluate_cell(checkpoint: Path, data_dirs: list[Path], backend: str, device_name: str,
+                  batch_size: int) -> dict:
+    """Metrics of one checkpoint on the test split of each data directory (the first is its own)."""
+    started = time.time()
+    device = select_gpu(resolve_device(device_name))
+    model, meta = load_model(checkpoint, backend, device)
+    own_pairs = read_manifest(data_dirs[0])["config"]["num_pairs"]
+    if own_pairs != meta["num_pairs"]:
+        raise ConfigError(f"the first --data ({data_dirs[0]}, num_pairs {own_pairs}) must be the cell's own "
+                          f"test set (num_pairs {meta['num_pairs']})")
+    slices, context_len = [], None
+    for data_dir in data_dirs:
+        split = load_mqar(data_dir, "test", model.config.layout)
+        if context_len is None:  # the state size is counted on the cell's own context length
+            context_len = (split.enc_inputs if split.enc_inputs is not None else split.inputs).shape[1]
+        metrics = slice_metrics(query_correctness(model, split, batch_size, device), split)
+        slices.append({"data": str(data_dir), **metrics})
+        log.info("%s on %s: accuracy %.4f", meta["cell"], data_dir, metrics["accuracy"])
+    own = slices[0]
+    seen = load_mqar(data_dirs[0], "train", model.config.layout).head(TRAIN_CHECK)
+    train_accuracy = query_correctness(model, seen, batch_size, device).float().mean().item()
+    log.info("%s on its first %d training examples: accuracy %.4f", meta["cell"], len(seen), train_accuracy)
+    return {
+        "cell": meta["cell"], "architecture": meta["architecture"], "seed": meta["seed"],
+        "model": to_dict(model.config), "num_pairs": own["num_pairs"],
+        "accuracy": own["accuracy"], "exact_match": own["exact_match"],
+        "train_accuracy": train_accuracy, "train_examples_checked": len(seen),
+        # checkpoints from before the learning rate was saved have none: the report shows "—"
+        "train": {**{k: meta[k] for k in ("best_step", "best_val_accuracy", "backend", "device")}, "lr": meta.get("lr")},
+        "backend": model.backend, "device": str(device),
+        "state_size_floats": state_size_floats(model.config, context_len),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "wall_seconds": round(time.time() - started, 2), "slices": slices,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m align_mamba.recall.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="test data dirs; the first is the cell's own")
+    parser.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument(*flag_names("batch_size"), dest="batch_size", type=int, default=256)
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    setup_logging(args.log)
+    metrics = evaluate_cell(args.checkpoint, args.data, args.backend, args.device, args.batch_size)
+    atomic_write_json(args.out, metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
