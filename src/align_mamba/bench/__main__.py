@@ -13,7 +13,8 @@ from pathlib import Path
 
 from align_mamba.bench.config import BenchConfig, config_fields, load_bench_config
 from align_mamba.bench.run import run_bench
-from align_mamba.core.cli import OneLineParser, flag_names, read_yaml, setup_logging
+from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.core.params import read_yaml
 from align_mamba.core.errors import ConfigError, run_cli
 
 log = logging.getLogger("align_mamba.bench")

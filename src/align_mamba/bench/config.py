@@ -12,27 +12,22 @@ import torch
 from align_mamba.core.backends import resolve_device
 from align_mamba.recall.config import DEVICES, VARIANTS, ModelConfig
 from align_mamba.recall.mqar import MQARConfig
-from align_mamba.core.errors import ConfigError
+from align_mamba.core.params import from_mapping, require
 
 MODES = ("forward", "train", "decode")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 RUNGS = range(7)
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
 def _check_names(field: str, values: tuple[str, ...], known) -> None:
     for value in values:
-        _require(value in known, f"bench.{field}: unknown name {value!r}; known: {', '.join(known)}")
-    _require(len(set(values)) == len(values), f"bench.{field} repeats a name: {list(values)}")
+        require(value in known, f"bench.{field}: unknown name {value!r}; known: {', '.join(known)}")
+    require(len(set(values)) == len(values), f"bench.{field} repeats a name: {list(values)}")
 
 
 def _check_increasing(field: str, values: tuple[int, ...], minimum: int) -> None:
-    _require(all(v >= minimum for v in values), f"bench.{field} must be integers >= {minimum}, got {list(values)}")
-    _require(all(a < b for a, b in zip(values, values[1:])),
+    require(all(v >= minimum for v in values), f"bench.{field} must be integers >= {minimum}, got {list(values)}")
+    require(all(a < b for a, b in zip(values, values[1:])),
              f"bench.{field} must be strictly increasing (longer lengths are skipped after an OOM), got {list(values)}")
 
 
@@ -81,23 +76,23 @@ class BenchConfig:
     def __post_init__(self) -> None:
         from align_mamba.bench.cases import MIXER_CASES  # the name -> case map lives with the cases
 
-        _require(self.device in DEVICES, f"bench.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        _require(self.dtype == "auto" or self.dtype in DTYPES,
+        require(self.device in DEVICES, f"bench.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        require(self.dtype == "auto" or self.dtype in DTYPES,
                  f"bench.dtype must be one of auto, {', '.join(DTYPES)}, got {self.dtype!r}")
         _check_names("mixers", self.mixers, MIXER_CASES)
         _check_names("architectures", self.architectures, VARIANTS)
         _check_names("modes", self.modes, MODES)
-        _require(bool(self.modes), "bench.modes must name at least one of " + ", ".join(MODES))
-        _require(bool(self.mixers or self.architectures or self.ladder_rungs),
+        require(bool(self.modes), "bench.modes must name at least one of " + ", ".join(MODES))
+        require(bool(self.mixers or self.architectures or self.ladder_rungs),
                  "bench: nothing to measure (mixers, architectures and ladder_rungs are all empty)")
         _check_increasing("lengths", self.lengths, 1)
         _check_increasing("decode_contexts", self.decode_contexts, 1)
         _check_increasing("d_states", self.d_states, 1)
-        _require(bool(self.d_states), "bench.d_states must hold at least one value")
+        require(bool(self.d_states), "bench.d_states must hold at least one value")
         for name in ("tokens_per_batch", "repeats", "n_layers", "encoder_layers"):
-            _require(getattr(self, name) >= 1, f"bench.{name} must be >= 1, got {getattr(self, name)}")
-        _require(self.warmup >= 0, f"bench.warmup must be >= 0, got {self.warmup}")
-        _require(self.seed >= 0, f"bench.seed must be >= 0, got {self.seed}")
+            require(getattr(self, name) >= 1, f"bench.{name} must be >= 1, got {getattr(self, name)}")
+        require(self.warmup >= 0, f"bench.warmup must be >= 0, got {self.warmup}")
+        require(self.seed >= 0, f"bench.seed must be >= 0, got {self.seed}")
         for variant in ("mamba2", *self.architectures):  # shape checks, one line naming the value
             self.model_config(variant, self.d_states[0])
         self._check_ladder()
@@ -105,12 +100,12 @@ class BenchConfig:
     def _check_ladder(self) -> None:
         if not self.ladder_rungs:
             return
-        _require(all(r in RUNGS for r in self.ladder_rungs), f"bench.ladder_rungs must be in 0..{RUNGS[-1]}, "
+        require(all(r in RUNGS for r in self.ladder_rungs), f"bench.ladder_rungs must be in 0..{RUNGS[-1]}, "
                                                               f"got {list(self.ladder_rungs)}")
         _check_increasing("ladder_rungs", self.ladder_rungs, 0)
-        _require(self.ladder_rungs[0] == 0, "bench.ladder_rungs must include rung 0 (the naive step "
+        require(self.ladder_rungs[0] == 0, "bench.ladder_rungs must include rung 0 (the naive step "
                                             "every speedup is measured against)")
-        _require(self.ladder_batch >= 1, f"bench.ladder_batch must be >= 1, got {self.ladder_batch}")
+        require(self.ladder_batch >= 1, f"bench.ladder_batch must be >= 1, got {self.ladder_batch}")
         self.ladder_model_config()
         self.ladder_data_config(1)
 
@@ -153,27 +148,10 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}[dtype]
 
 
-def _accepts(annotation, value) -> bool:
-    """Strict: YAML's `true` is no integer and '64' no number."""
-    if typing.get_origin(annotation) is tuple:
-        item = typing.get_args(annotation)[0]
-        return isinstance(value, (list, tuple)) and all(_accepts(item, v) for v in value)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, annotation)
-
-
 def load_bench_config(values: Mapping) -> BenchConfig:
     """BenchConfig from a mapping (params.yaml's `bench:` merged with flags): unknown keys and
     mistyped values are one ConfigError line naming the key."""
-    hints = typing.get_type_hints(BenchConfig)
-    unknown = sorted(set(values) - set(hints))
-    _require(not unknown, f"unknown key(s) in bench: {', '.join(unknown)}")
-    for name, value in values.items():
-        kind = hints[name]
-        what = f"a list of {typing.get_args(kind)[0].__name__}" if typing.get_origin(kind) is tuple else kind.__name__
-        _require(_accepts(kind, value), f"bench.{name} must be {what}, got {value!r}")
-    return BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return from_mapping(BenchConfig, values, "bench")
 
 
 def config_fields() -> list[tuple[str, type, bool]]:

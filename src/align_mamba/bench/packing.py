@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from align_mamba.core.atomic import atomic_write_json
-from align_mamba.core.cli import OneLineParser, flag_names, read_yaml, setup_logging
+from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.core.params import read_yaml
 from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.pipeline import Cell, cells, check_params, train_command
 

@@ -6,11 +6,11 @@ import argparse
 import logging
 import dataclasses
 import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-from align_mamba.core.params import from_mapping
+from align_mamba.core.params import from_mapping, read_yaml
 from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
 from align_mamba.core.errors import ConfigError
 
@@ -62,16 +62,6 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, sections: dict[str,
                                help=f"default {f.default!r}")
 
 
-def read_yaml(path: Path, what: str):
-    """The parsed YAML file at `path`; a missing file or a syntax error is one ConfigError line."""
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
-
-
 def _read_sections_yaml(path: Path, sections: dict[str, type]) -> dict:
     names = ", ".join(sections)
     loaded = read_yaml(path, "config file") or {}
@@ -103,3 +93,32 @@ def load_sections(args: argparse.Namespace, sections: dict[str, type] = SECTIONS
 def load_cell_config(args: argparse.Namespace) -> CellConfig:
     """CellConfig from `--config` (if given) with every explicitly passed flag laid over it."""
     return CellConfig(**load_sections(args))
+
+
+def parse_with_params(parser: argparse.ArgumentParser, argv: list[str] | None,
+                      settings: Callable[[argparse.Namespace], Mapping[str, Any]]) -> argparse.Namespace:
+    """Parse `argv`; with `--params FILE`, `settings(args)` gives the flags' values from the params tree.
+
+    The tree is validated once when loaded, so its values go straight into the namespace (no flag
+    strings in between); a flag given by hand still wins. Without `--params` the flags work alone.
+    """
+    parser.add_argument("--params", type=Path, help="params.yaml: take this stage's settings from it")
+    required = [item for item in (*parser._actions, *parser._mutually_exclusive_groups) if item.required]
+    for item in required:
+        item.required = False
+    try:
+        first, _ = parser.parse_known_args(argv)
+    finally:
+        for item in required:
+            item.required = True
+    if first.params is None:
+        return parser.parse_args(argv)
+    values = dict(settings(first))
+    for action in parser._actions:
+        if action.dest in values:
+            action.required = False
+    for group in parser._mutually_exclusive_groups:
+        if any(action.dest in values for action in group._group_actions):
+            group.required = False
+    parser.set_defaults(**values)
+    return parser.parse_args(argv)

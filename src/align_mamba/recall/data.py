@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.core.cli import OneLineParser, flag_names, parse_with_params, setup_logging
+from align_mamba.recall.params import load_recall_params
 from align_mamba.recall.mqar import FILLERS, LAYOUTS, SPLITS, MQARConfig
 from align_mamba.recall.storage import write_mqar
 from align_mamba.core.errors import ConfigError, run_cli
@@ -42,9 +43,17 @@ def _build_parser() -> OneLineParser:
     return mqar
 
 
+def _settings(args) -> dict:
+    """The flags' values from params.yaml's `data:` section (see align_mamba.recall.params.DataSettings)."""
+    data = load_recall_params(args.params).data
+    return {"seq_len_per_pair": data.seq_len_per_pair, "filler": data.filler, "power_a": data.power_a,
+            "num_queries": None if data.num_queries == "all" else data.num_queries, "train_size": data.train_size,
+            "val_size": data.val_size, "test_size": data.test_size, "seed": data.seed}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, validate the config, write the dataset and log a one-line summary."""
-    args = _build_parser().parse_args(argv)
+    args = parse_with_params(_build_parser(), argv, _settings)
     setup_logging(args.log)
     if args.seq_len_per_pair is not None and args.seq_len_per_pair < 1:
         raise ConfigError(f"seq_len_per_pair must be >= 1, got {args.seq_len_per_pair}")

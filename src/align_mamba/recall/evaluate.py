@@ -22,6 +22,8 @@ from align_mamba.core.atomic import atomic_write_json
 from align_mamba.recall.checkpoint import load_model
 from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
 from align_mamba.core.params import to_dict
+from align_mamba.recall.params import (add_cell_arguments, cell_from_args, cell_record, load_recall_params,
+                                      require_path)
 from align_mamba.recall.storage import MQARSplit, load_mqar, read_manifest
 from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.core.gpu_slots import select_gpu
@@ -112,9 +114,10 @@ def evaluate_cell(checkpoint: Path, data_dirs: list[Path], backend: str, device_
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m align_mamba.recall.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="test data dirs; the first is the cell's own")
-    parser.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
+    add_cell_arguments(parser)
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--data", type=Path, nargs="+", help="test data dirs; the first is the cell's own")
+    parser.add_argument("--out", type=Path, help="metrics JSON to write")
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--device", default="auto")
     parser.add_argument(*flag_names("batch_size"), dest="batch_size", type=int, default=256)
@@ -122,8 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     setup_logging(args.log)
-    metrics = evaluate_cell(args.checkpoint, args.data, args.backend, args.device, args.batch_size)
-    atomic_write_json(args.out, metrics)
+    cell = cell_from_args(args)
+    if cell is None:
+        checkpoint, data, out = (require_path(args, "checkpoint"), require_path(args, "data"),
+                                 require_path(args, "out"))
+        backend, device, batch_size, record = args.backend, args.device, args.batch_size, {}
+    else:
+        params = load_recall_params(args.params)
+        checkpoint, data, out = Path(cell.run_dir) / "model.pt", [Path(cell.data_dir)], Path(cell.metrics)
+        backend, device, batch_size = params.run.backend, params.run.device, params.evaluate.batch_size
+        record = {"cell": cell_record(cell)}
+    metrics = evaluate_cell(args.checkpoint or checkpoint, args.data or data, backend, device, batch_size)
+    atomic_write_json(args.out or out, {**metrics, **record})
     return 0
 
 

@@ -26,6 +26,7 @@ from align_mamba.recall.checkpoint import atomic_torch_save, save_model
 from align_mamba.core.cli import OneLineParser, add_dataclass_arguments, load_cell_config, setup_logging
 from align_mamba.core.params import to_dict
 from align_mamba.recall.config import CellConfig
+from align_mamba.recall.params import add_cell_arguments, cell_from_args, require_path
 from align_mamba.recall.storage import MQARSplit, load_mqar, read_manifest
 from align_mamba.core.errors import ConfigError, NonFiniteLossError, run_cli
 from align_mamba.recall.evaluate import query_correctness
@@ -250,15 +251,20 @@ def train_cell(cell: CellConfig, data_dir: Path, out_dir: Path, resume_dir: Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m align_mamba.recall.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="MQAR dataset directory (with manifest.json)")
-    parser.add_argument("--out", type=Path, required=True, help="output directory of this cell")
+    add_cell_arguments(parser)
+    parser.add_argument("--data", type=Path, help="MQAR dataset directory (with manifest.json)")
+    parser.add_argument("--out", type=Path, help="output directory of this cell")
     parser.add_argument("--resume-dir", type=Path, help="where resume checkpoints live (default OUT/resume)")
     parser.add_argument("--config", type=Path, help="YAML with `model:` and `train:` sections; flags override it")
     add_dataclass_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log)
-    cell = load_cell_config(args)
-    train_cell(cell, args.data, args.out, args.resume_dir)
+    cell = cell_from_args(args)
+    if cell is not None:
+        config, data, out = CellConfig(model=cell.model, train=cell.train), Path(cell.data_dir), Path(cell.run_dir)
+    else:
+        config, data, out = load_cell_config(args), require_path(args, "data"), require_path(args, "out")
+    train_cell(config, args.data or data, args.out or out, args.resume_dir)
     return 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
 from align_mamba.core.errors import run_cli
-from align_mamba.pipeline import cells, load_params
+from align_mamba.params import load_params
 from align_mamba.report.render import write_report
 
 log = logging.getLogger("align_mamba.report")
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m align_mamba.report", description=__doc__.split("\n")[0])
     parser.add_argument("--cells", type=Path, required=True, help="folder searched recursively for metrics JSON")
     parser.add_argument("--out", type=Path, required=True, help="folder the report is written into")
-    parser.add_argument("--params", type=Path, help="params.yaml: report exactly its grid's cells (CELLS/<arch>/<cell>.json)")
+    parser.add_argument("--params", type=Path, help="params.yaml: report exactly its experiments' cells (CELLS/<id>.json)")
     # both spellings: DVC unpacks params.yaml's `report: {capacity_threshold: ...}` as --capacity_threshold
     parser.add_argument(*flag_names("capacity_threshold"), dest="capacity_threshold", type=float, default=0.9,
                         help="mean accuracy a num_pairs must reach to count toward capacity, in (0, 1] (default 0.9)")
@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     expected = taggers = None
     if args.params is not None:
         params = load_params(args.params)
-        expected = [args.cells / cell.name / f"{cell.stem}.json" for cell in cells(params)]
-        taggers = [tagger["name"] for tagger in params.get("secrets", {}).get("taggers", [])] or None
+        expected = [args.cells / f"{cell.id}.json" for cell in params.recall.cells]
+        taggers = [tagger.name for tagger in params.secrets.taggers]
+        args.capacity_threshold = params.recall.report.capacity_threshold
     metrics = write_report(args.cells, args.out, args.capacity_threshold, expected=expected, bench_dir=args.bench,
                            secrets_dir=args.secrets, taggers=taggers)
     log.info("report of %d cells written to %s (report.md, report.html)", metrics["cells"], args.out)

@@ -39,7 +39,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from align_mamba.core.atomic import atomic_write_json, atomic_write_text
-from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.core.cli import OneLineParser, flag_names, parse_with_params, setup_logging
+from align_mamba.secrets.settings import load_secrets
 from align_mamba.secrets.data import SECRET_SPLITS, TEST_SPLITS, load_secret_split
 from align_mamba.core.errors import BackendUnavailableError, DataIntegrityError, run_cli
 from align_mamba.secrets.score import SplitScores, match_spans, merge_spans, score_split
@@ -252,9 +253,14 @@ def _write_run(out_dir: Path, files: list[LabelledFile], result: ScanResult, sco
     return run_info
 
 
+def _settings(args) -> dict:
+    settings = load_secrets(args.params)
+    return {"splits": list(settings.evaluate.splits), "tools": list(settings.baselines.tools)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Scan each split with each tool, score it, write the per-run files and the summary."""
-    args = _build_parser().parse_args(argv)
+    args = parse_with_params(_build_parser(), argv, _settings)
     setup_logging(args.log)
     tools, splits = list(dict.fromkeys(args.tools)), list(dict.fromkeys(args.splits))
     # Bad settings or a missing tool fail here, not after minutes of scanning.

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from align_mamba.core.atomic import atomic_write_json, atomic_write_text
 from align_mamba.core.backends import BACKENDS, resolve_device
-from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.core.cli import OneLineParser, flag_names, parse_with_params, setup_logging
+from align_mamba.secrets.settings import load_secrets
 from align_mamba.secrets.data import SECRET_SPLITS, TEST_SPLITS, load_secret_split, read_file_bytes
 from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.core.gpu_slots import select_gpu
@@ -89,6 +90,11 @@ def evaluate_tagger(checkpoint: Path, data_dir: Path, out_dir: Path, splits: lis
     return summary
 
 
+def _settings(args) -> dict:
+    settings = load_secrets(args.params)
+    return {"splits": list(settings.evaluate.splits), "device": settings.run.device, "backend": settings.run.backend}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m align_mamba.secrets.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="secret-span dataset directory")
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(*flag_names("min_span_len"), dest="min_span_len", type=int, help="default: the checkpoint's")
     parser.add_argument(*flag_names("batch_chunks"), dest="batch_chunks", type=int, default=8,
                         help="windows per forward pass")
-    args = parser.parse_args(argv)
+    args = parse_with_params(parser, argv, _settings)
     setup_logging(args.log)
     overrides = {k: getattr(args, k) for k in ("chunk_len", "overlap", "threshold", "min_span_len")}
     evaluate_tagger(args.checkpoint, args.data, args.out, args.splits, args.device, args.backend, overrides,

@@ -40,7 +40,8 @@ from tqdm import tqdm
 import align_mamba
 from align_mamba.core.atomic import atomic_write_text
 from align_mamba.core.backends import BACKENDS, resolve_device, runs_fused
-from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.core.cli import OneLineParser, flag_names, parse_with_params, setup_logging
+from align_mamba.secrets.settings import load_secrets
 from align_mamba.secrets.data import CARRIER_KINDS, SecretDataConfig, draw_file
 from align_mamba.secrets.data.config import MAX_LENGTH, MIN_LENGTH
 from align_mamba.secrets.data.generate import SeenValues
@@ -228,8 +229,16 @@ def build_parser() -> OneLineParser:
     return parser
 
 
+def _settings(args) -> dict:
+    settings = load_secrets(args.params)
+    throughput = settings.throughput
+    return {"sizes_mb": list(throughput.sizes_mb), "kinds": list(throughput.kinds), "repeats": throughput.repeats,
+            "tools": list(throughput.tools), "weights": throughput.weights, "device": settings.run.device,
+            "backend": settings.run.backend}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_with_params(build_parser(), argv, _settings)
     setup_logging(args.log)
     for name in ("repeats", "baseline_repeats", "batch_chunks", "ssd_chunk_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

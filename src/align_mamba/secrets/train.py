@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from align_mamba.core.atomic import atomic_write_json, atomic_write_text
 from align_mamba.core.backends import resolve_backend, resolve_device
-from align_mamba.core.cli import OneLineParser, add_dataclass_arguments, flag_names, load_sections, setup_logging
+from align_mamba.core.cli import (OneLineParser, add_dataclass_arguments, flag_names, load_sections, parse_with_params,
+                                  setup_logging)
 from align_mamba.core.params import require, require_positive, to_dict
 from align_mamba.recall.config import TrainConfig
 from align_mamba.secrets.data import load_secret_split, read_file_bytes, read_secret_manifest
@@ -235,6 +236,18 @@ def train_tagger(run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path
     return trainer.run()
 
 
+def _settings(args) -> dict:
+    """Flag values of one tagger from params.yaml (`--params FILE --tagger NAME`)."""
+    if args.tagger is None:
+        raise ConfigError("--params needs --tagger NAME (an entry of secrets.taggers)")
+    from align_mamba.secrets.settings import load_secrets
+
+    settings = load_secrets(args.params)
+    sections = {"model": settings.tagger_named(args.tagger).model, "train": settings.train, "tagger": settings.tagger}
+    values = {f"{section}__{key}": value for section, config in sections.items() for key, value in to_dict(config).items()}
+    return {**values, "name": args.tagger}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m align_mamba.secrets.train", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="secret-span dataset directory (manifest.json)")
@@ -243,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="where resume checkpoints live (default OUT/resume)")
     parser.add_argument("--config", type=Path, help="YAML with model:, train:, tagger: sections; flags override it")
     parser.add_argument("--name", help="the tagger's name in logs and reports (default: the --out folder's name)")
+    parser.add_argument("--tagger", help="with --params: the secrets.taggers entry to train")
     add_dataclass_arguments(parser, SECTIONS)
-    args = parser.parse_args(argv)
+    args = parse_with_params(parser, argv, _settings)
     setup_logging(args.log)
     train_tagger(TaggerRun(**load_sections(args, SECTIONS)), args.data, args.out, args.resume_dir, args.name)
     return 0

@@ -11,11 +11,12 @@ unpacks params.yaml keys). Example::
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import asdict
 import logging
 import sys
 from pathlib import Path
 
-from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
+from align_mamba.core.cli import OneLineParser, flag_names, parse_with_params, setup_logging
 from align_mamba.core.errors import run_cli
 from align_mamba.secrets.data.config import SECRET_SPLITS, SecretDataConfig
 from align_mamba.secrets.data.formats import FORMAT_NAMES
@@ -53,9 +54,15 @@ def _build_parser() -> OneLineParser:
     return parser
 
 
+def _settings(args) -> dict:
+    from align_mamba.secrets.settings import load_secrets
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(load_secrets(args.params).data).items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Validate the flags as a SecretDataConfig, write the dataset and log a one-line summary."""
-    args = _build_parser().parse_args(argv)
+    args = parse_with_params(_build_parser(), argv, _settings)
     setup_logging(args.log)
     config = SecretDataConfig(**{name: getattr(args, name) for name in _FIELDS})
     out = write_secret_dataset(config, args.out)
