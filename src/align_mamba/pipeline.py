@@ -23,6 +23,7 @@ import yaml
 from align_mamba.core.atomic import atomic_write_text
 from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.params import Params, load_params
+from align_mamba.recall.confirm import row
 from align_mamba.recall.params import Cell, data_dir, describe
 
 PARAMS_FILE = "params.yaml"
@@ -138,6 +139,17 @@ def recall_stages(params: Params) -> Iterator[Stage]:
                     f"--log {_log('evaluate', cell.id)}",
                     deps=(VALIDATED, f"{cell.run_dir}/model.pt", cell.data_dir, *evaluate_code),
                     outs=(cell.metrics,), params=("run", "evaluate"), gpu=True)
+    confirm_code = code_deps("align_mamba.recall.confirm")
+    for cell in params.recall.cells:
+        if not any(params.recall.experiment(name).confirm for name in cell.experiments):
+            continue
+        neighbours = tuple(f"{other.run_dir}/train.json" for other in row(params.recall, cell))
+        yield Stage("confirm", cell.id,
+                    f"python -m align_mamba.recall.confirm --params {PARAMS_FILE} --cell {cell.id} "
+                    f"--log {_log('confirm', cell.id)}",
+                    deps=(VALIDATED, f"{cell.run_dir}/train.json", *neighbours, cell.data_dir, *confirm_code),
+                    outs=(cell.confirm_metrics,), params=(*_cell_params(params, cell), "report", "evaluate"),
+                    gpu=True)
 
 
 def tagger_dir(name: str) -> str:
@@ -198,7 +210,7 @@ METRICS = "results/metrics.json"
 
 def report_stage(params: Params, before: list[Stage]) -> Stage:
     """The report reads every cell's metrics and the other studies' results: it runs last."""
-    wanted = {"evaluate", "secrets_evaluate", "secrets_baselines", "bench", "scan_throughput"}
+    wanted = {"evaluate", "confirm", "secrets_evaluate", "secrets_baselines", "bench", "scan_throughput"}
     inputs = tuple(out for stage in before if stage.rule in wanted for out in stage.outs)
     return Stage("report", "",
                  f"python -m align_mamba.report --params {PARAMS_FILE} --cells results/cells --bench {BENCH_DIR} "

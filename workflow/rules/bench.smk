@@ -1,13 +1,11 @@
 rule bench:
     """Tokens/s and peak memory against sequence length: mixers, architectures, the training ladder."""
     input:
-        code=BENCH_CODE,
+        inputs(job("bench")),
     output:
-        mixers=f"{BENCH_DIR}/mixers.csv",
-        ladder=f"{BENCH_DIR}/train_step.csv",
-        summary=f"{BENCH_DIR}/summary.json",
+        job("bench").outs,
     params:
-        command=bench_command(config),
+        command=job("bench").cmd,
     log:
         "logs/bench/bench.log",
     threads: 1
@@ -25,12 +23,11 @@ rule bench:
 rule scan_throughput:
     """MB/s of `align-mamba scan` on generated 1 MB / 8 MB files, next to the baseline scanners."""
     input:
-        model=f"{tagger_dir(config['secrets']['scan_tagger'])}/model.pt",
-        code=SECRETS_MODEL_CODE,
+        inputs(job("scan_throughput")),
     output:
-        table=f"{BENCH_DIR}/scan_throughput.csv",
+        job("scan_throughput").outs,
     params:
-        command=scan_throughput_command(config),
+        command=job("scan_throughput").cmd,
     log:
         "logs/bench/scan_throughput.log",
     threads: 1

@@ -1,57 +1,65 @@
-# Loads params.yaml, validates it (JSON schema, then the package's typed config) before any job
-# starts, and exposes the grid. Commands come from align_mamba.pipeline, the same strings dvc.yaml runs.
-import shutil
+# Loads params.yaml through the package's typed tree (one line naming the key on a bad value, before
+# any job starts) and lists every job from align_mamba.pipeline.stages: the same commands, inputs and
+# outputs dvc.yaml holds. Rules look their job up by wildcards; nothing here spells a command.
 import sys
 from pathlib import Path
 
 from align_mamba.core.errors import ConfigError
-from align_mamba.pipeline import (BENCH_DIR, SECRETS_DATA, SECRETS_RESULTS, Cell, bench_command, cells,
-                                  check_params, data_command, data_dir, evaluate_command, report_command,
-                                  scan_throughput_command, secrets_baselines_command, secrets_data_command,
-                                  secrets_evaluate_command, secrets_train_command, tagger_dir, train_command)
-
-
-configfile: "params.yaml"
-
+from align_mamba.pipeline import PARAMS_FILE, VALIDATED, dvc_yaml, stages
 
 try:
-    check_params(config)
+    from align_mamba.params import load_params
+
+    PARAMS = load_params(PARAMS_FILE)
 except ConfigError as err:
     sys.exit(f"error: {err}")
 
-CELLS = {(cell.name, cell.stem): cell for cell in cells(config)}
-TAGGERS = {tagger["name"]: tagger for tagger in config["secrets"]["taggers"]}
-USES_GPU = 1 if config["run"]["device"] == "cuda" else 0
+JOBS = {}
+for _stage in stages(PARAMS):
+    JOBS.setdefault(_stage.rule, {})[_stage.key] = _stage
+
+# dvc.yaml follows params.yaml: regenerated here when a Snakemake user changed the experiments, so
+# both orchestrators keep running the same jobs (DVC's first stage refuses a stale one).
+_dvc = Path("dvc.yaml")
+_expected = dvc_yaml(PARAMS)
+if _dvc.exists() and _dvc.read_text() != _expected:
+    _dvc.write_text(_expected)
+    print("dvc.yaml regenerated from params.yaml", file=sys.stderr)
+
+USES_GPU = 1 if PARAMS.recall.run.device == "cuda" else 0
 # The benchmark times the GPU alone: on device cuda it holds every GPU slot of the run.
-BENCH_GPU = 1 if config["bench"]["device"] == "cuda" else 0
+BENCH_GPU = 1 if PARAMS.bench.device == "cuda" else 0
 _slots = workflow.global_resources.get("gpu_slots")
 BENCH_GPU_SLOTS = BENCH_GPU * (_slots if isinstance(_slots, int) else 1)
-DATA_CODE = ["src/align_mamba/recall/mqar.py", "src/align_mamba/recall/storage.py", "src/align_mamba/recall/data.py"]
-MODEL_CODE = ["src/align_mamba/recall/models", "src/align_mamba/mixers", "src/align_mamba/recall/config.py",
-              "src/align_mamba/core/backends.py", "src/align_mamba/recall/checkpoint.py"]
-TRAIN_CODE = ["src/align_mamba/recall/train.py", "src/align_mamba/recall/evaluate.py", *MODEL_CODE]
-EVALUATE_CODE = ["src/align_mamba/recall/evaluate.py", *MODEL_CODE]
-REPORT_CODE = ["src/align_mamba/report"]
-BENCH_CODE = ["src/align_mamba/bench", *MODEL_CODE]
-SECRETS_MODEL_CODE = ["src/align_mamba/secrets", "src/align_mamba/mixers", "src/align_mamba/recall/models",
-                      "src/align_mamba/recall/config.py", "src/align_mamba/core/backends.py"]
-SECRETS_DATA_CODE = ["src/align_mamba/secrets/data", "src/align_mamba/secrets/spans.py"]
 
 
-def cell_of(wildcards) -> Cell:
-    return CELLS[(wildcards.arch, wildcards.stem)]
+def job(rule_name, key=""):
+    return JOBS[rule_name][key]
+
+
+def inputs(stage):
+    """A job's inputs; the validation marker counts by existence only (a params edit that leaves a
+    cell's settings alone must not rerun it), as in DVC, where its content never changes."""
+    return [ancient(path) if path == VALIDATED else path for path in stage.deps]
+
+
+def cell_job(rule_name):
+    """The job of `rule_name` for the cell named by the {arch}/{stem} wildcards."""
+    return lambda wildcards: JOBS[rule_name][f"{wildcards.arch}/{wildcards.stem}"]
 
 
 wildcard_constraints:
     num_pairs=r"\d+",
     arch=r"[A-Za-z0-9_.-]+",
-    stem=r"np\d+-ds\d+-s\d+",
-    tagger="|".join(TAGGERS),
+    stem=r"np\d+-ds\d+-lr[0-9.e+-]+-s\d+(-x[0-9a-f]{6})?",
+    tagger="|".join(JOBS["secrets_train"]),
 
 
 onsuccess:
     # Snakemake's results become DVC's record too, without rerunning, so `dvc status` is clean.
     # A GPU node without DVC (results copied back by hand) skips it, and says so.
+    import shutil
+
     if Path(".dvc").is_dir() and shutil.which("dvc"):
         shell("dvc commit --force --quiet")
     elif Path(".dvc").is_dir():

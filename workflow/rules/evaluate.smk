@@ -1,13 +1,11 @@
 rule evaluate:
     """Test-set metrics of one cell, with its backend, device and state size."""
     input:
-        model="runs/{arch}/{stem}/model.pt",
-        data=lambda wildcards: data_dir(cell_of(wildcards).num_pairs),
-        code=EVALUATE_CODE,
+        lambda wildcards: inputs(cell_job("evaluate")(wildcards)),
     output:
         metrics="results/cells/{arch}/{stem}.json",
     params:
-        command=lambda wildcards: evaluate_command(config, cell_of(wildcards)),
+        command=lambda wildcards: cell_job("evaluate")(wildcards).cmd,
     log:
         "logs/evaluate/{arch}/{stem}.log",
     threads: 1

@@ -1,20 +1,13 @@
 rule report:
     """results/report.md and report.html, cells.csv, figures, and metrics.json for `dvc exp show`."""
     input:
-        cells=[cell.metrics for cell in CELLS.values()],
-        bench=rules.bench.output,
-        scan_throughput=rules.scan_throughput.output,
-        taggers=expand(f"{SECRETS_RESULTS}/{{tagger}}", tagger=TAGGERS),
-        baselines=rules.secrets_baselines.output,
-        code=REPORT_CODE,
+        inputs(job("report")),
     output:
-        markdown="results/report.md",
-        html="results/report.html",
-        table="results/cells.csv",
-        figures=directory("results/figures"),
-        metrics="results/metrics.json",
+        job("report").outs[:-1],
+        figures=directory(job("report").outs[-1]),
+        metrics=job("report").metrics[0],
     params:
-        command=report_command(config),
+        command=job("report").cmd,
     log:
         "logs/report/report.log",
     threads: 1

@@ -1,11 +1,11 @@
 rule secrets_data:
     """Long carrier files with planted synthetic secrets and decoys: train/validation/test splits."""
     input:
-        code=SECRETS_DATA_CODE,
+        inputs(job("secrets_data")),
     output:
-        data=directory(SECRETS_DATA),
+        data=directory(job("secrets_data").outs[0]),
     params:
-        command=secrets_data_command(config),
+        command=job("secrets_data").cmd,
     log:
         "logs/secrets/data.log",
     threads: 1
@@ -21,14 +21,13 @@ rule secrets_data:
 rule secrets_train:
     """One byte tagger; validation span F1 picks the checkpoint; resumes after a kill."""
     input:
-        data=SECRETS_DATA,
-        code=SECRETS_MODEL_CODE,
+        lambda wildcards: inputs(job("secrets_train", wildcards.tagger)),
     output:
         model="runs/secrets/{tagger}/model.pt",
         history="runs/secrets/{tagger}/history.csv",
         summary="runs/secrets/{tagger}/train.json",
     params:
-        command=lambda wildcards: secrets_train_command(config, TAGGERS[wildcards.tagger]),
+        command=lambda wildcards: job("secrets_train", wildcards.tagger).cmd,
     log:
         "logs/secrets/train/{tagger}.log",
     threads: 1
@@ -46,13 +45,11 @@ rule secrets_train:
 rule secrets_evaluate:
     """A tagger's spans on the test splits through the chunked path, scored like every system."""
     input:
-        model="runs/secrets/{tagger}/model.pt",
-        data=SECRETS_DATA,
-        code=SECRETS_MODEL_CODE,
+        lambda wildcards: inputs(job("secrets_evaluate", wildcards.tagger)),
     output:
-        scores=directory(f"{SECRETS_RESULTS}/{{tagger}}"),
+        scores=directory("results/secrets/{tagger}"),
     params:
-        command=lambda wildcards: secrets_evaluate_command(config, TAGGERS[wildcards.tagger]),
+        command=lambda wildcards: job("secrets_evaluate", wildcards.tagger).cmd,
     log:
         "logs/secrets/evaluate/{tagger}.log",
     threads: 1
@@ -70,12 +67,11 @@ rule secrets_evaluate:
 rule secrets_baselines:
     """detect-secrets and CredSweeper on the same files, findings located as byte spans and scored."""
     input:
-        data=SECRETS_DATA,
-        code=["src/align_mamba/secrets/baselines.py", "src/align_mamba/secrets/score.py"],
+        inputs(job("secrets_baselines")),
     output:
-        scores=directory(f"{SECRETS_RESULTS}/baselines"),
+        scores=directory(job("secrets_baselines").outs[0]),
     params:
-        command=secrets_baselines_command(config),
+        command=job("secrets_baselines").cmd,
     log:
         "logs/secrets/baselines.log",
     threads: 2

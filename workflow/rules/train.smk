@@ -1,14 +1,13 @@
 rule train:
     """Train one cell; validation accuracy picks the checkpoint; resumes after a kill."""
     input:
-        data=lambda wildcards: data_dir(cell_of(wildcards).num_pairs),
-        code=TRAIN_CODE,
+        lambda wildcards: inputs(cell_job("train")(wildcards)),
     output:
         model="runs/{arch}/{stem}/model.pt",
         history="runs/{arch}/{stem}/history.csv",
         summary="runs/{arch}/{stem}/train.json",
     params:
-        command=lambda wildcards: train_command(config, cell_of(wildcards)),
+        command=lambda wildcards: cell_job("train")(wildcards).cmd,
     log:
         "logs/train/{arch}/{stem}.log",
     threads: 1

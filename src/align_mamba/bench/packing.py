@@ -31,9 +31,9 @@ from pathlib import Path
 
 from align_mamba.core.atomic import atomic_write_json
 from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
-from align_mamba.core.params import read_yaml
+from align_mamba.core.params import to_dict
 from align_mamba.core.errors import ConfigError, run_cli
-from align_mamba.pipeline import Cell, cells, check_params, train_command
+from align_mamba.recall.params import Cell, RecallParams, load_recall_params
 
 log = logging.getLogger("align_mamba.bench.packing")
 
@@ -71,13 +71,22 @@ def make_project(root: Path, params_file: Path, dest: Path) -> Path:
     return dest
 
 
-def warmup_cells(params: dict) -> list[Cell]:
+def warmup_cells(params: RecallParams) -> list[Cell]:
     """One cell per (architecture, d_state): the kernels' compile and autotune keys do not involve
     the sequence length or the seed, so these cover every kernel the grid launches."""
     first: dict[tuple[str, int], Cell] = {}
-    for cell in cells(params):
-        first.setdefault((cell.name, cell.d_state), cell)
+    for cell in params.cells:
+        first.setdefault((cell.architecture, cell.model.d_state, cell.suffix), cell)
     return list(first.values())
+
+
+def warmup_command(cell: Cell, folder: Path) -> str:
+    """A WARMUP_STEPS training of `cell`'s shapes, from a config file holding its resolved settings."""
+    name = cell.id.replace("/", "-")
+    config = folder / f"{name}.json"  # JSON is YAML: train --config reads it
+    atomic_write_json(config, {"model": to_dict(cell.model), "train": {**to_dict(cell.train), "steps": WARMUP_STEPS}})
+    return (f"python -m align_mamba.recall.train --data {cell.data_dir} --out {folder}/{name} --config {config} "
+            f"--log {folder}/{name}.log")
 
 
 def snakemake_command(profile: str, target: str, slots: int, cores: int) -> str:
@@ -106,11 +115,10 @@ def measure_packing(root: Path, params_file: Path, work: Path, out: Path, slots:
                     modes: tuple[str, ...] = MODES, profile: str = "workflow/profiles/gpu-node",
                     run: Runner = run_shell) -> dict:
     """Time the grid of `params_file` serial (gpu_slots=1) and/or packed (gpu_slots=slots); see the module doc."""
-    params = read_yaml(params_file, "params file")
-    check_params(params, str(params_file))
-    if params["run"]["device"] != "cuda":
-        raise ConfigError(f"{params_file}: run.device must be cuda (packing shares a GPU), got {params['run']['device']}")
-    grid = sum(1 for _ in cells(params))
+    params = load_recall_params(params_file)
+    if params.run.device != "cuda":
+        raise ConfigError(f"{params_file}: run.device must be cuda (packing shares a GPU), got {params.run.device}")
+    grid = len(params.cells)
     key = {"params_file": str(params_file), "cells": grid, "slots": slots, "cores": cores, "profile": profile}
     result = {**_earlier_result(out / "packing.json", key), **key}
     out.mkdir(parents=True, exist_ok=True)
@@ -120,8 +128,7 @@ def measure_packing(root: Path, params_file: Path, work: Path, out: Path, slots:
         projects[mode] = make_project(root, params_file, work / mode)
         run([snakemake_command(profile, "mqar_data", 1, cores)], projects[mode], out / f"{mode}.log")
     started = time.perf_counter()
-    warmups = [f"{train_command(params, cell)} --steps {WARMUP_STEPS} --out {work}/warmup/{cell.name}-{cell.stem} "
-               f"--log {work}/warmup/{cell.name}-{cell.stem}.log" for cell in warmup_cells(params)]
+    warmups = [warmup_command(cell, work / "warmup") for cell in warmup_cells(params)]
     run(warmups, projects[modes[0]], out / "warmup.log")
     result["warmup_seconds"] = round(time.perf_counter() - started, 2)
     for mode in modes:

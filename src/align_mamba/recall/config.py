@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from align_mamba.core.backends import BACKENDS
 from align_mamba.core.params import require, require_choice, require_positive
 
-DECODER_VARIANTS = ("mamba2", "mamba1", "transformer")
+DECODER_VARIANTS = ("mamba2", "mamba1", "transformer", "decoder_hybrid")
 HYBRID_VARIANTS = ("hybrid",)
 VARIANTS = DECODER_VARIANTS + HYBRID_VARIANTS
 SSM_MIXERS = ("mamba2", "mamba1")
@@ -54,7 +54,7 @@ class ModelConfig:
                           "headdim", "d_conv", "expand", "chunk_size", "mlp_ratio", "vocab_size")
         require(self.d_model % self.n_heads == 0,
                  f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        require(self.mixer != "attention" or (self.d_model // self.n_heads) % 2 == 0,
+        require((self.mixer != "attention" and self.variant != "decoder_hybrid") or (self.d_model // self.n_heads) % 2 == 0,
                  f"rotary embeddings need an even head dim, got d_model/n_heads = {self.d_model // self.n_heads}")
         if self.mixer == "mamba2":
             d_inner = self.expand * self.d_model
@@ -65,12 +65,12 @@ class ModelConfig:
 
     def _check_positions(self) -> None:
         positions = self.hybrid_positions
-        if self.variant in DECODER_VARIANTS:
+        if self.variant in DECODER_VARIANTS and self.variant != "decoder_hybrid":
             require(not positions, f"variant {self.variant} is decoder-only: hybrid_positions must be [], "
                                     f"got {list(positions)} (use variant hybrid)")
             return
-        require(bool(positions), "variant hybrid needs at least one hybrid position; "
-                                  "hybrid_positions [] is the decoder-only model (variant mamba2 or mamba1)")
+        require(bool(positions), f"variant {self.variant} needs at least one hybrid position; "
+                                 "hybrid_positions [] is the decoder-only model (variant mamba2 or mamba1)")
         require(len(set(positions)) == len(positions), f"hybrid_positions has duplicates: {list(positions)}")
         bad = [p for p in positions if not 0 <= p < self.n_layers]
         require(not bad, f"hybrid_positions {bad} outside [0, n_layers={self.n_layers}); "
@@ -81,7 +81,7 @@ class ModelConfig:
         """The architecture's name in reports and paths: `name`, else e.g. `mamba2` or `hybrid-0_2`."""
         if self.name:
             return self.name
-        if self.variant in HYBRID_VARIANTS:
+        if self.hybrid_positions:
             return f"{self.variant}-" + "_".join(str(p) for p in self.hybrid_positions)
         return self.variant
 
@@ -90,7 +90,13 @@ class ModelConfig:
         """The sequence mixer of the (decoder) blocks: mamba2, mamba1 or attention."""
         if self.variant == "transformer":
             return "attention"
-        return self.ssm if self.variant == "hybrid" else self.variant
+        return self.ssm if self.variant in ("hybrid", "decoder_hybrid") else self.variant
+
+    def layer_mixer(self, layer: int) -> str:
+        """The mixer of decoder layer `layer`: causal self-attention at a decoder hybrid's positions."""
+        if self.variant == "decoder_hybrid" and layer in self.hybrid_positions:
+            return "attention"
+        return self.mixer
 
     @property
     def layout(self) -> str:

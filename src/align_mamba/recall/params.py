@@ -160,6 +160,7 @@ class Experiment:
     train: Overrides = ()
     expect: tuple[Expectation, ...] = ()
     question: str = ""
+    confirm: bool = True
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,10 @@ class Cell:
     @property
     def data_dir(self) -> str:
         return data_dir(self.num_pairs)
+
+    @property
+    def confirm_metrics(self) -> str:
+        return f"results/cells/{self.id}.confirm.json"
 
 
 def data_dir(num_pairs: int) -> str:
@@ -282,7 +287,8 @@ def _expectation(entry: Any, where: str) -> Expectation:
     return from_mapping(Expectation, {**rest, "low": float(bounds[0]), "high": float(bounds[1])}, where)
 
 
-EXPERIMENT_KEYS = ("architectures", "num_pairs", "d_state", "seeds", "lrs", "model", "train", "expect", "question")
+EXPERIMENT_KEYS = ("question", "architectures", "num_pairs", "d_state", "seeds", "lrs", "model", "train", "confirm",
+                   "expect")
 
 
 def _experiment(name: str, entry: Any, architectures: Mapping[str, Architecture]) -> Experiment:
@@ -308,7 +314,12 @@ def _experiment(name: str, entry: Any, architectures: Mapping[str, Architecture]
         lrs=_rates(entry.get("lrs"), f"{where}.lrs"),
         model=_overrides(ModelConfig, entry.get("model"), f"{where}.model", forbidden=AXES),
         train=_overrides(TrainConfig, entry.get("train"), f"{where}.train", forbidden=AXES),
-        expect=rows, question=str(entry.get("question", "")))
+        expect=rows, question=str(entry.get("question", "")), confirm=_flag(entry.get("confirm", True), f"{where}.confirm"))
+
+
+def _flag(value: Any, where: str) -> bool:
+    require(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
+    return value
 
 
 def _suffix(overridden: Mapping[str, Any]) -> str:

@@ -29,7 +29,9 @@ def state_size_floats(config: ModelConfig, context_len: int) -> dict[str, int]:
     if config.mixer == "attention":
         return {"ssm": 0, "attention": config.n_layers * kv, "total": config.n_layers * kv}
     if config.variant in DECODER_VARIANTS:
-        return {"ssm": config.n_layers * ssm_layer, "attention": 0, "total": config.n_layers * ssm_layer}
+        attention_layers = sum(config.layer_mixer(i) == "attention" for i in range(config.n_layers))
+        ssm, attention = (config.n_layers - attention_layers) * ssm_layer, attention_layers * kv
+        return {"ssm": ssm, "attention": attention, "total": ssm + attention}
     ssm = config.n_layers * ssm_layer
     attention = len(config.hybrid_positions) * kv
     return {"ssm": ssm, "attention": attention, "total": ssm + attention}

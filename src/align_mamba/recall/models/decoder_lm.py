@@ -1,7 +1,9 @@
-"""Decoder-only LM over the causal MQAR layout: pure Mamba-2 / Mamba-1 stacks or a Transformer.
+"""Decoder-only LM over the causal MQAR layout: pure Mamba-2 / Mamba-1 stacks, a Transformer, or a
+decoder hybrid (Mamba layers with causal self-attention at `hybrid_positions`, Jamba-style).
 
-This is `hybrid_positions: []`: every fact must pass through the recurrent state (or, for the
-Transformer, the KV cache), so accuracy here measures raw state capacity.
+For the pure stacks every fact must pass through the recurrent state (the Transformer's through its
+KV cache), so accuracy measures raw state capacity. The decoder hybrid is the control for the
+encoder-decoder hybrid: attention is present in both, only where it reads from differs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from align_mamba.recall.models.recall_model import RecallModel
 class DecoderLM(RecallModel):
     def __init__(self, config: ModelConfig, backend: str):
         super().__init__(config, backend)
-        self.layers = nn.ModuleList(MixerBlock(config, config.mixer, backend) for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(MixerBlock(config, config.layer_mixer(i), backend) for i in range(config.n_layers))
 
     def hidden_states(self, inputs: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """inputs: (B, L) → (B, L, D). A decoder-only model takes no separate context."""

@@ -1,0 +1,88 @@
+"""A failure must survive twice the budget: `python -m align_mamba.recall.confirm --params P --cell ID`.
+
+A cell that ends below the capacity threshold on VALIDATION might only have been short of steps (a
+cosine schedule can decay the rate before recall starts). When the same architecture, d_state, rate
+and seed reached the threshold at some other num_pairs (a success next to this failure: the cell
+sits at a cliff's edge), this stage trains the cell again from scratch with twice the steps and
+evaluates it. Otherwise it records why no rerun was needed. Either way it writes
+results/cells/ARCH/STEM.confirm.json: {"needed": false, "reason": ...} or {"needed": true, ...the
+rerun's metrics}. Only validation accuracy decides; the test split is read by the rerun's evaluate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from align_mamba.core.atomic import atomic_write_json
+from align_mamba.core.cli import OneLineParser, setup_logging
+from align_mamba.core.errors import DataIntegrityError, run_cli
+from align_mamba.recall.config import CellConfig
+from align_mamba.recall.evaluate import evaluate_cell
+from align_mamba.recall.params import Cell, RecallParams, add_cell_arguments, cell_from_args, cell_record
+from align_mamba.recall.params import load_recall_params
+from align_mamba.recall.train import train_cell
+
+log = logging.getLogger("align_mamba.recall.confirm")
+BUDGET_FACTOR = 2
+
+
+def row(params: RecallParams, cell: Cell) -> list[Cell]:
+    """The cells that differ from `cell` only in num_pairs (same architecture, settings, rate, seed)."""
+    def key(c: Cell) -> tuple:
+        return c.architecture, c.suffix, c.model.d_state, c.train.lr, c.train.seed
+
+    return [other for other in params.cells if key(other) == key(cell) and other.num_pairs != cell.num_pairs]
+
+
+def best_validation(cell: Cell) -> float:
+    path = Path(cell.run_dir) / "train.json"
+    try:
+        return float(json.loads(path.read_text())["best_val_accuracy"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataIntegrityError(f"{path}: no best_val_accuracy ({type(err).__name__}); train the cell first") from None
+
+
+def decide(params: RecallParams, cell: Cell) -> tuple[bool, str]:
+    """(rerun?, why), from validation accuracies only."""
+    threshold = params.report.capacity_threshold
+    own = best_validation(cell)
+    if own >= threshold:
+        return False, f"validation accuracy {own:.4f} reached the threshold {threshold}"
+    successes = [c.num_pairs for c in row(params, cell) if best_validation(c) >= threshold]
+    if not successes:
+        return False, f"validation accuracy {own:.4f}; no other num_pairs of this row succeeded (no cliff edge)"
+    return True, (f"validation accuracy {own:.4f} below {threshold} while num_pairs {sorted(successes)} succeeded: "
+                  f"rerun at {BUDGET_FACTOR}x the steps")
+
+
+def confirm_cell(params: RecallParams, cell: Cell) -> dict:
+    needed, reason = decide(params, cell)
+    log.info("%s: %s", cell.id, reason)
+    if not needed:
+        return {"needed": False, "reason": reason, "cell": cell_record(cell)}
+    longer = dataclasses.replace(cell.train, steps=cell.train.steps * BUDGET_FACTOR)
+    out = Path(cell.run_dir) / "confirm"
+    train_cell(CellConfig(model=cell.model, train=longer), Path(cell.data_dir), out)
+    metrics = evaluate_cell(out / "model.pt", [Path(cell.data_dir)], params.run.backend, params.run.device,
+                            params.evaluate.batch_size)
+    record = cell_record(dataclasses.replace(cell, train=longer))
+    return {"needed": True, "reason": reason, "budget_factor": BUDGET_FACTOR, **metrics, "cell": record}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m align_mamba.recall.confirm", description=__doc__.split("\n")[0])
+    add_cell_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    cell = cell_from_args(args)
+    if cell is None:
+        parser.error("--params and --cell are required")
+    atomic_write_json(Path(cell.confirm_metrics), confirm_cell(load_recall_params(args.params), cell))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
