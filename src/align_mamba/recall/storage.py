@@ -65,9 +65,10 @@ class MQARSplit:
     def batch(self, idx: torch.Tensor | slice,
               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(inputs, labels, context) of the examples `idx` as int64 on `device` (converted there, so
-        only the stored dtype crosses the bus); context is None for the decoder layout."""
+        only the stored dtype crosses the bus); context is None for the decoder layout. The copies
+        are non-blocking: the host does not wait for the device's queue to drain before it continues."""
         def take(tokens):
-            return None if tokens is None else tokens[idx].to(device).long()
+            return None if tokens is None else tokens[idx].to(device, non_blocking=True).long()
 
         return take(self.inputs), take(self.labels), take(self.enc_inputs)
 
@@ -88,9 +89,9 @@ class MQARSplit:
             n, m = labels.shape[0], self.query_slot.shape[1]
             queries = (labels != IGNORE_INDEX).nonzero()[:, 1].view(n, m)
             targets = labels.gather(1, queries)
-            queries = queries.to(device)
+            queries = queries.to(device, non_blocking=True)
         inputs, _, context = self.batch(idx, device)
-        return inputs, queries, targets.reshape(-1).to(device).long(), context
+        return inputs, queries, targets.reshape(-1).to(device, non_blocking=True).long(), context
 
 
 def _write_arrays(root: Path, splits: dict[str, dict[str, dict[str, np.ndarray]]]) -> dict[str, dict]:

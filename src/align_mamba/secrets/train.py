@@ -167,7 +167,7 @@ class TaggerTask:
 
     def step_loss(self, step: int) -> torch.Tensor:
         """Per-byte cross-entropy of crop batch `step`, secret bytes weighted by secret_weight."""
-        ids, classes = (t.to(self.device) for t in self.sampler.batch(step))
+        ids, classes = (t.to(self.device, non_blocking=True) for t in self.sampler.batch(step))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             logits = self.model(ids)  # (B, L, C)
         return F.cross_entropy(logits.float().flatten(0, 1), classes.flatten(), weight=self.class_weights,
