@@ -192,8 +192,9 @@ class TaggerTask:
                 "formats": self.formats, **{section: to_dict(getattr(run, section)) for section in SECTIONS}}
 
     def save_model(self, path: Path, weights: dict[str, torch.Tensor], summary: dict[str, Any]) -> None:
+        inference = self.run_config.tagger
         meta = {**{k: summary[k] for k in ("name", "variant", "seed", "best_step", "best_val_span_f1", "formats")},
-                **{k: getattr(self.run_config.tagger, k) for k in ("threshold", "min_span_len", "chunk_len", "overlap")},
+                **{k: getattr(inference, k) for k in ("threshold", "min_span_len", "chunk_len", "overlap")},
                 "train_backend": self.backend, "train_device": str(self.device)}
         save_tagger(path, self.model, meta, weights)
 
