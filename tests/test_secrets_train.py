@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import align_mamba.secrets.train as tagger_train
-from align_mamba.recall.config import TrainConfig
+from align_mamba.core.loop import Loop
+from align_mamba.core.train_config import TrainConfig
 from align_mamba.secrets.data import SecretDataConfig, load_secret_split, read_file_bytes, write_secret_dataset
 from align_mamba.core.errors import NonFiniteLossError, run_cli
 from align_mamba.secrets.evaluate import evaluate_tagger
@@ -18,7 +19,7 @@ from align_mamba.secrets.evaluate import main as evaluate_main
 from align_mamba.secrets.infer import load_tagger, predict_spans, save_tagger
 from align_mamba.secrets.score import score_split
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
-from align_mamba.secrets.train import TaggerRun, TaggerTrainConfig, TaggerTrainer, train_tagger
+from align_mamba.secrets.train import TaggerRun, TaggerTask, TaggerTrainConfig, train_tagger
 from align_mamba.secrets.train import main as train_main
 
 CPU = torch.device("cpu")
@@ -49,7 +50,7 @@ def test_training_finds_secrets_the_untrained_model_misses(dataset, tmp_path):
 
     # The windowed transformer: ~10x faster per step than the reference bidirectional Mamba on CPU.
     run = _run(100, TaggerConfig(variant="transformer", d_model=32, n_layers=2, n_heads=2, window=16), eval_every=50)
-    untrained = TaggerTrainer(run, dataset, tmp_path / "untrained", tmp_path / "untrained" / "resume").model
+    untrained = TaggerTask(run, dataset, "untrained").model
     summary = train_tagger(run, dataset, tmp_path / "run")
     model, meta = load_tagger(tmp_path / "run" / "model.pt", CPU, "auto")
     history = pd.read_csv(tmp_path / "run" / "history.csv")
@@ -87,17 +88,17 @@ def test_resume_after_interruption_gives_identical_weights_and_history(dataset, 
     train_tagger(run, dataset, full_dir)
     assert not (full_dir / "resume" / "last.pt").exists(), "a finished run keeps no resume point"
 
-    save_resume = TaggerTrainer.save_resume
+    save_resume = Loop.save_resume
 
     def save_then_die(self):
         save_resume(self)
         raise Interrupted
 
-    monkeypatch.setattr(TaggerTrainer, "save_resume", save_then_die)
+    monkeypatch.setattr(Loop, "save_resume", save_then_die)
     with pytest.raises(Interrupted):
         train_tagger(run, dataset, killed_dir)
-    monkeypatch.setattr(TaggerTrainer, "save_resume", save_resume)
-    with caplog.at_level("INFO", logger="align_mamba.recall.train"):
+    monkeypatch.setattr(Loop, "save_resume", save_resume)
+    with caplog.at_level("INFO", logger="align_mamba.core.loop"):
         train_tagger(run, dataset, killed_dir)
     assert "resumed at step 3" in caplog.text
 

@@ -1,4 +1,7 @@
-"""Command-line flags generated from the config dataclasses, merged over an optional YAML file."""
+"""Command-line flags generated from a study's config dataclasses, merged over an optional YAML file.
+
+A study passes its sections, {section name: dataclass}, e.g. recall.train.SECTIONS.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from align_mamba.core.params import from_mapping, read_yaml
-from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
 from align_mamba.core.errors import ConfigError
-
-SECTIONS = {"model": ModelConfig, "train": TrainConfig}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -47,7 +47,7 @@ def flag_names(field_name: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, sections: dict[str, type] = SECTIONS) -> None:
+def add_dataclass_arguments(parser: argparse.ArgumentParser, sections: dict[str, type]) -> None:
     """One flag per field of every config section; unset flags stay None so the YAML value wins.
 
     A tuple field (hybrid_positions) takes zero or more integers: `--hybrid-positions 0 2`.
@@ -76,7 +76,7 @@ def _read_sections_yaml(path: Path, sections: dict[str, type]) -> dict:
     return loaded
 
 
-def load_sections(args: argparse.Namespace, sections: dict[str, type] = SECTIONS) -> dict:
+def load_sections(args: argparse.Namespace, sections: dict[str, type]) -> dict:
     """{section: dataclass instance} from `--config` (if given) with every passed flag laid over it."""
     values = _read_sections_yaml(args.config, sections) if getattr(args, "config", None) else {}
     loaded = {}
@@ -88,11 +88,6 @@ def load_sections(args: argparse.Namespace, sections: dict[str, type] = SECTIONS
                 merged[f.name] = flag
         loaded[section] = from_mapping(cls, merged, section)
     return loaded
-
-
-def load_cell_config(args: argparse.Namespace) -> CellConfig:
-    """CellConfig from `--config` (if given) with every explicitly passed flag laid over it."""
-    return CellConfig(**load_sections(args))
 
 
 def parse_with_params(parser: argparse.ArgumentParser, argv: list[str] | None,

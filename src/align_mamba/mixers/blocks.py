@@ -1,24 +1,24 @@
-"""Pre-norm residual blocks shared by the decoder-only LM and the hybrid encoder-decoder."""
+"""Pre-norm residual blocks shared by the MQAR models and the byte tagger, built from a MixerSpec."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from align_mamba.recall.config import ModelConfig
 from align_mamba.core.errors import ConfigError
 from align_mamba.mixers import CrossAttention, Mamba, Mamba2, SelfAttention
+from align_mamba.mixers.spec import MixerSpec
 
 
-def make_mixer(config: ModelConfig, kind: str, backend: str) -> nn.Module:
+def make_mixer(spec: MixerSpec, kind: str) -> nn.Module:
     """A sequence mixer by name: mamba2, mamba1 or attention (causal, RoPE)."""
     if kind == "mamba2":
-        return Mamba2(config.d_model, config.d_state, d_conv=config.d_conv, expand=config.expand,
-                      headdim=config.headdim, chunk_size=config.chunk_size, backend=backend)
+        return Mamba2(spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand,
+                      headdim=spec.headdim, chunk_size=spec.chunk_size, backend=spec.backend)
     if kind == "mamba1":
-        return Mamba(config.d_model, config.d_state, d_conv=config.d_conv, expand=config.expand, backend=backend)
+        return Mamba(spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand, backend=spec.backend)
     if kind == "attention":
-        return SelfAttention(config.d_model, config.n_heads)
+        return SelfAttention(spec.d_model, spec.n_heads)
     raise ConfigError(f"unknown mixer {kind!r}; known: mamba2, mamba1, attention")
 
 
@@ -39,12 +39,12 @@ class MLP(nn.Module):
 class MixerBlock(nn.Module):
     """x + mixer(norm(x)), then optionally x + mlp(norm(x)) (Transformer blocks only)."""
 
-    def __init__(self, config: ModelConfig, kind: str, backend: str):
+    def __init__(self, spec: MixerSpec, kind: str):
         super().__init__()
-        self.norm = nn.RMSNorm(config.d_model)
-        self.mixer = make_mixer(config, kind, backend)
-        self.mlp = MLP(config.d_model, config.mlp_ratio) if kind == "attention" else None
-        self.mlp_norm = nn.RMSNorm(config.d_model) if self.mlp is not None else None
+        self.norm = nn.RMSNorm(spec.d_model)
+        self.mixer = make_mixer(spec, kind)
+        self.mlp = MLP(spec.d_model, spec.mlp_ratio) if kind == "attention" else None
+        self.mlp_norm = nn.RMSNorm(spec.d_model) if self.mlp is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, L, D) → (B, L, D)."""
@@ -55,13 +55,13 @@ class MixerBlock(nn.Module):
 
 
 class BidirectionalBlock(nn.Module):
-    """An encoder block: a forward and a reversed Mamba pass over the same normed input, summed."""
+    """An encoder block: a forward and a reversed `spec.ssm` pass over the same normed input, summed."""
 
-    def __init__(self, config: ModelConfig, backend: str):
+    def __init__(self, spec: MixerSpec):
         super().__init__()
-        self.norm = nn.RMSNorm(config.d_model)
-        self.forward_mixer = make_mixer(config, config.ssm, backend)
-        self.backward_mixer = make_mixer(config, config.ssm, backend)
+        self.norm = nn.RMSNorm(spec.d_model)
+        self.forward_mixer = make_mixer(spec, spec.ssm)
+        self.backward_mixer = make_mixer(spec, spec.ssm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, L, D) → (B, L, D); every output position sees the whole sequence."""
@@ -73,12 +73,12 @@ class BidirectionalBlock(nn.Module):
 class HybridDecoderBlock(nn.Module):
     """Mamba first builds a contextual query; cross-attention (if this layer has it) then retrieves."""
 
-    def __init__(self, config: ModelConfig, backend: str, cross_attention: bool):
+    def __init__(self, spec: MixerSpec, cross_attention: bool):
         super().__init__()
-        self.norm = nn.RMSNorm(config.d_model)
-        self.mixer = make_mixer(config, config.ssm, backend)
-        self.cross_norm = nn.RMSNorm(config.d_model) if cross_attention else None
-        self.cross_attention = CrossAttention(config.d_model, config.n_heads) if cross_attention else None
+        self.norm = nn.RMSNorm(spec.d_model)
+        self.mixer = make_mixer(spec, spec.ssm)
+        self.cross_norm = nn.RMSNorm(spec.d_model) if cross_attention else None
+        self.cross_attention = CrossAttention(spec.d_model, spec.n_heads) if cross_attention else None
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """x: (B, Lq, D), memory: (B, Lk, D) → (B, Lq, D)."""

@@ -6,18 +6,18 @@ the command line; `__post_init__` rejects bad combinations with one line naming 
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
-from align_mamba.core.backends import BACKENDS
 from align_mamba.core.params import require, require_choice, require_positive
+from align_mamba.core.train_config import DEVICES, TrainConfig
+from align_mamba.mixers.spec import SSM_MIXERS, MixerSpec, require_headdim_fits
 
 DECODER_VARIANTS = ("mamba2", "mamba1", "transformer", "decoder_hybrid")
 HYBRID_VARIANTS = ("hybrid",)
 VARIANTS = DECODER_VARIANTS + HYBRID_VARIANTS
-SSM_MIXERS = ("mamba2", "mamba1")
-DEVICES = ("auto", "cpu", "cuda")
+__all__ = ["DECODER_VARIANTS", "DEVICES", "HYBRID_VARIANTS", "SSM_MIXERS", "VARIANTS", "CellConfig", "ModelConfig",
+           "TrainConfig"]
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,7 @@ class ModelConfig:
         require((self.mixer != "attention" and self.variant != "decoder_hybrid") or (self.d_model // self.n_heads) % 2 == 0,
                  f"rotary embeddings need an even head dim, got d_model/n_heads = {self.d_model // self.n_heads}")
         if self.mixer == "mamba2":
-            d_inner = self.expand * self.d_model
-            require(d_inner % self.headdim == 0,
-                     f"expand*d_model ({d_inner}) must be divisible by headdim ({self.headdim}); "
-                     f"try headdim={math.gcd(d_inner, 64)}")
+            require_headdim_fits(self.d_model, self.expand, self.headdim)
         self._check_positions()
 
     def _check_positions(self) -> None:
@@ -98,41 +95,16 @@ class ModelConfig:
             return "attention"
         return self.mixer
 
+    def mixer_spec(self, backend: str) -> MixerSpec:
+        """What the blocks need to build this model's mixers on `backend`."""
+        return MixerSpec(d_model=self.d_model, d_state=self.d_state, headdim=self.headdim, expand=self.expand,
+                         d_conv=self.d_conv, chunk_size=self.chunk_size, n_heads=self.n_heads, ssm=self.ssm,
+                         mlp_ratio=self.mlp_ratio, backend=backend)
+
     @property
     def layout(self) -> str:
         """Which MQAR layout the variant reads: `decoder` (one causal sequence) or `seq2seq`."""
         return "seq2seq" if self.variant in HYBRID_VARIANTS else "decoder"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation of one cell. `steps` is a budget; validation accuracy may stop it earlier."""
-
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 1.0e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    checkpoint_every: int = 100
-    patience: int = 5
-    target_accuracy: float = 1.0
-    eval_batch_size: int = 256
-    seed: int = 0
-    device: str = "auto"
-    backend: str = "auto"
-
-    def __post_init__(self) -> None:
-        require_positive(self, "steps", "batch_size", "lr", "eval_every", "checkpoint_every",
-                          "patience", "eval_batch_size", "grad_clip")
-        require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        require(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        require(0 < self.target_accuracy <= 1, f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
-        require_choice("device", self.device, DEVICES)
-        require_choice("backend", self.backend, BACKENDS)
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,10 @@ def query_correctness(model: RecallModel, split: MQARSplit, batch_size: int, dev
     rows = []
     for start in range(0, len(split), batch_size):
         batch = slice(start, start + batch_size)
-        inputs, labels, context = split.batch(batch, device)
-        query_mask = labels != -100
+        inputs, queries, targets, context = split.query_batch(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(inputs, query_mask, context)  # (Nq, V), row-major over query_mask
-        rows.append((logits.argmax(-1) == labels[query_mask]).view(len(inputs), -1).cpu())
+            logits = model(inputs, queries, context)  # (B·M, V), queries in order
+        rows.append((logits.argmax(-1) == targets).view(len(inputs), -1).cpu())
     return torch.cat(rows)
 
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from align_mamba.recall.mqar import LAYOUT_ARRAYS, LAYOUTS, SPLITS, MQARConfig, generate_mqar, token_spec
+from align_mamba.recall.mqar import (IGNORE_INDEX, LAYOUT_ARRAYS, LAYOUTS, SPLITS, MQARConfig, generate_mqar,
+                                     token_spec)
 from align_mamba.core.errors import ConfigError, DataIntegrityError
 from align_mamba.core.storage import (MANIFEST_NAME, check_replaceable, json_bytes, move_into_place, sibling,
                                       verified_bytes, write_file)
@@ -64,11 +65,33 @@ class MQARSplit:
     def batch(self, idx: torch.Tensor | slice,
               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(inputs, labels, context) of the examples `idx` as int64 on `device` (converted there, so
-        only the stored dtype crosses the bus); context is None for the decoder layout."""
+        only the stored dtype crosses the bus); context is None for the decoder layout. The copies
+        are non-blocking: the host does not wait for the device's queue to drain before it continues."""
         def take(tokens):
-            return None if tokens is None else tokens[idx].to(device).long()
+            return None if tokens is None else tokens[idx].to(device, non_blocking=True).long()
 
         return take(self.inputs), take(self.labels), take(self.enc_inputs)
+
+    def query_batch(self, idx: torch.Tensor | slice, device: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor | slice, torch.Tensor, torch.Tensor | None]:
+        """(inputs, queries, targets, context) of the examples `idx`, for RecallModel.forward.
+
+        queries: slice(1, None) in the seq2seq layout (every decoder position after BOS is a query);
+        in the decoder layout the (B, M) int64 positions of each row's queries, found from the
+        stored labels on the host (every row holds exactly M). targets: (B·M,) int64 values in the
+        same order. Nothing here reads a device value, so a training step stays free of host syncs.
+        """
+        labels = self.labels[idx]
+        if self.layout == "seq2seq":
+            queries: torch.Tensor | slice = slice(1, None)
+            targets = labels[:, 1:]
+        else:
+            n, m = labels.shape[0], self.query_slot.shape[1]
+            queries = (labels != IGNORE_INDEX).nonzero()[:, 1].view(n, m)
+            targets = labels.gather(1, queries)
+            queries = queries.to(device, non_blocking=True)
+        inputs, _, context = self.batch(idx, device)
+        return inputs, queries, targets.reshape(-1).to(device, non_blocking=True).long(), context
 
 
 def _write_arrays(root: Path, splits: dict[str, dict[str, dict[str, np.ndarray]]]) -> dict[str, dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from align_mamba.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from align_mamba.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, null_non_finite
 from align_mamba.core.errors import ConfigError
 from align_mamba.report import bench, figures, secrets, selection, tables
 
@@ -324,7 +324,7 @@ def write_report(cells_dir: Path, out_dir: Path, threshold: float = 0.9, command
     for block in (b for s in sections for b in s.blocks if isinstance(b, Image)):
         atomic_write_bytes(out_dir / "figures" / f"{block.name}.png", block.png)
     atomic_write_text(out_dir / "cells.csv", grid.cells.to_csv(index=False))
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / "metrics.json", null_non_finite(metrics))  # a metric no cell measured is null
     atomic_write_text(out_dir / "report.md", render_markdown(sections))
     atomic_write_text(out_dir / "report.html", render_html(sections))
     return metrics

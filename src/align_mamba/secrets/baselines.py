@@ -62,7 +62,7 @@ class ScanResult:
     predictions: dict[str, list[Span]]
     wall_seconds: float
     bytes_scanned: int
-    mb_per_s: float
+    mb_per_s: float | None  # None when the scan took no measurable time
     unlocated: int
 
 
@@ -149,7 +149,7 @@ def _to_result(tool: str, version: str, split_dir: Path, findings: list[Finding]
         log.warning("%s: %d finding(s) whose value is not in the file", tool, unlocated)
     return ScanResult(
         tool=tool, version=version, wall_seconds=wall, bytes_scanned=scanned,
-        mb_per_s=scanned / 1e6 / wall if wall > 0 else float("nan"), unlocated=unlocated,
+        mb_per_s=scanned / 1e6 / wall if wall > 0 else None, unlocated=unlocated,
         predictions={p: sorted(Span(s, e, rule, score) for (s, e, rule), score in spans.items())
                      for p, spans in by_file.items()},
     )
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         headline = {key: getattr(scores, key) for key in SUMMARY_COLUMNS}
         rows.append({"tool": name, "split": split, **run_info, **headline})
         log.info("%s on %s: span F1 %.3f, hit rate %.3f, %.2f MB/s", name, split, scores.span_f1,
-                 scores.hit_rate, result.mb_per_s)
+                 scores.hit_rate, result.mb_per_s or 0.0)
     atomic_write_text(args.out / "summary.csv", pd.DataFrame(rows).to_csv(index=False))
     log.info("wrote %d scan(s) to %s", len(rows), args.out)
     return 0

@@ -1,4 +1,4 @@
-"""Chunked inference of the byte tagger over files of any length, and its checkpoint format.
+"""Chunked inference of the byte tagger over files of any length, and its checkpoint contents.
 
 A file is cut into chunks of `chunk_len` bytes; the model reads each chunk with at least `overlap`
 bytes of context on both sides (fewer only where the file ends), and only the chunk's own bytes
@@ -20,7 +20,6 @@ back just the rows that may be secret, so a GPU scan moves bytes in and a few ro
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from align_mamba.core.backends import resolve_backend
-from align_mamba.recall.checkpoint import atomic_torch_save
+from align_mamba.core.checkpoint import load_checkpoint, load_weights, require_finite, save_checkpoint
 from align_mamba.core.params import from_mapping, to_dict
 from align_mamba.core.errors import ConfigError, DataIntegrityError
 from align_mamba.secrets.spans import Span
@@ -227,10 +226,10 @@ def save_tagger(path: Path, model: ByteTagger, meta: dict[str, Any], state_dict:
     if missing:
         raise ConfigError(f"tagger checkpoint meta lacks {', '.join(missing)}")
     weights = model.state_dict() if state_dict is None else state_dict
-    atomic_torch_save(path, {
-        "format": CHECKPOINT_FORMAT, "tagger_config": to_dict(model.config), "class_names": list(model.class_names),
-        "state_dict": {k: v.detach().to("cpu", torch.float32) for k, v in weights.items()}, "meta": meta,
-    })
+    weights = {k: v.detach().to("cpu", torch.float32) for k, v in weights.items()}
+    require_finite(weights, f"tagger {path}")
+    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "tagger_config": to_dict(model.config),
+                           "class_names": list(model.class_names), "state_dict": weights, "meta": meta})
 
 
 def tune_tagger(model: ByteTagger, weights: str = "float32", ssd_chunk_size: int | None = None) -> str:
@@ -263,19 +262,18 @@ def load_tagger(path: Path, device: torch.device, backend: str = "auto") -> tupl
     """Rebuild a saved tagger on `backend` (auto | kernels | reference) and `device`, in eval mode.
 
     Returns (model, meta): meta is the saved one plus class_names, and backend/device now running it.
+    A missing, corrupt (checksum), foreign or mismatched file is one DataIntegrityError line naming it.
     """
-    if not Path(path).is_file():
-        raise DataIntegrityError(f"tagger checkpoint not found: {path}")
+    payload = load_checkpoint(path, "byte-tagger checkpoint")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("format") != CHECKPOINT_FORMAT:
             raise KeyError("format")
         config = from_mapping(TaggerConfig, payload["tagger_config"], "tagger_config")
         class_names, state_dict, meta = payload["class_names"], payload["state_dict"], payload["meta"]
-    except (ConfigError, KeyError, TypeError, AttributeError, RuntimeError, pickle.UnpicklingError, EOFError) as err:
+        model = ByteTagger(config, resolve_backend(backend, device, config.mixer), len(class_names), class_names)
+    except (ConfigError, KeyError, TypeError, AttributeError) as err:
         raise DataIntegrityError(f"{path} is not a byte-tagger checkpoint ({type(err).__name__}: {err})") from None
-    resolved = resolve_backend(backend, device, config.mixer)
-    model = ByteTagger(config, resolved, len(class_names), class_names)
-    model.load_state_dict(state_dict)
+    resolved = model.backend
+    load_weights(model, state_dict, path)
     return model.to(device).eval(), {**meta, "class_names": list(class_names), "backend": resolved,
                                      "device": str(device)}

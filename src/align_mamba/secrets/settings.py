@@ -14,6 +14,7 @@ from typing import Any
 
 from align_mamba.core.errors import ConfigError
 from align_mamba.core.params import RunSettings, from_mapping, read_yaml, require, require_choice
+from align_mamba.core.train_config import TrainConfig
 from align_mamba.secrets.data.config import SECRET_SPLITS, TEST_SPLITS, SecretDataConfig
 from align_mamba.secrets.data.kinds import CARRIER_KINDS
 from align_mamba.secrets.tagger import TaggerConfig
@@ -120,7 +121,6 @@ def load_secrets(path: Path) -> SecretsSettings:
 
 def load_secrets_settings(raw: Mapping[str, Any], run: RunSettings) -> SecretsSettings:
     """`secrets:` of params.yaml as a SecretsSettings; `run` supplies device and backend."""
-    from align_mamba.recall.config import TrainConfig
     from align_mamba.secrets.train import TaggerTrainConfig
 
     unknown = sorted(set(raw) - set(SECTION_KEYS))

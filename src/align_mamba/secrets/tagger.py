@@ -4,7 +4,7 @@
 
 Variants (the layer, by name in LAYERS):
     bimamba      a bidirectional Mamba block (forward + reversed pass over the same normed input,
-                 summed; models.blocks.BidirectionalBlock): every byte sees the whole sequence.
+                 summed; mixers.blocks.BidirectionalBlock): every byte sees the whole sequence.
     hybrid       bimamba, plus a windowed bidirectional attention block after the Mamba block at
                  each layer index in `attention_layers` (exact local lookups next to the SSM).
     transformer  the baseline: windowed bidirectional attention (RoPE) + SwiGLU MLP blocks.
@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from align_mamba.core.params import require, require_choice, require_positive
-from align_mamba.recall.config import SSM_MIXERS, ModelConfig
 from align_mamba.mixers.blocks import MLP, BidirectionalBlock
 from align_mamba.mixers import SelfAttention
+from align_mamba.mixers.spec import SSM_MIXERS, MixerSpec, require_headdim_fits
 
 TAGGER_VARIANTS = ("bimamba", "hybrid", "transformer")
 BYTE_VOCAB = 256
@@ -31,7 +31,7 @@ BYTE_VOCAB = 256
 
 @dataclass(frozen=True)
 class TaggerConfig:
-    """One tagger architecture. Mamba fields as in ModelConfig; attention fields for hybrid/transformer.
+    """One tagger architecture. Mamba fields as in mixers.spec.MixerSpec; attention fields for hybrid/transformer.
 
     window: attention reach in bytes (|i - j| <= window); attention_layers: the hybrid's layer
     indices that get a windowed attention block after the bidirectional Mamba block.
@@ -61,8 +61,8 @@ class TaggerConfig:
             require(self.d_model % self.n_heads == 0 and (self.d_model // self.n_heads) % 2 == 0,
                      f"n_heads: d_model ({self.d_model}) / n_heads ({self.n_heads}) must be an even integer "
                      f"(rotary embeddings)")
-        if self.variant != "transformer":
-            _ = self.mixer_config  # building it runs ModelConfig's checks of the Mamba fields (e.g. headdim)
+        if self.variant != "transformer" and self.ssm == "mamba2":
+            require_headdim_fits(self.d_model, self.expand, self.headdim)
 
     def _check_attention_layers(self) -> None:
         layers = self.attention_layers
@@ -80,12 +80,11 @@ class TaggerConfig:
         """The Mamba mixer the backend must run (mamba2 | mamba1), or attention for the transformer."""
         return "attention" if self.variant == "transformer" else self.ssm
 
-    @property
-    def mixer_config(self) -> ModelConfig:
-        """The Mamba settings in the form models.blocks expects (a decoder ModelConfig of the same SSM)."""
-        return ModelConfig(variant=self.ssm, ssm=self.ssm, d_model=self.d_model, n_layers=self.n_layers,
-                           d_state=self.d_state, headdim=self.headdim, d_conv=self.d_conv, expand=self.expand,
-                           chunk_size=self.chunk_size, n_heads=self.n_heads)
+    def mixer_spec(self, backend: str) -> MixerSpec:
+        """What mixers.blocks needs to build this tagger's Mamba mixers on `backend`."""
+        return MixerSpec(d_model=self.d_model, d_state=self.d_state, headdim=self.headdim, expand=self.expand,
+                         d_conv=self.d_conv, chunk_size=self.chunk_size, n_heads=self.n_heads, ssm=self.ssm,
+                         mlp_ratio=self.mlp_ratio, backend=backend)
 
 
 class WindowedAttentionBlock(nn.Module):
@@ -111,7 +110,7 @@ class MambaLayer(nn.Module):
 
     def __init__(self, config: TaggerConfig, backend: str, index: int):
         super().__init__()
-        self.mamba = BidirectionalBlock(config.mixer_config, backend)
+        self.mamba = BidirectionalBlock(config.mixer_spec(backend))
         with_attention = index in config.attention_layers
         self.attention = WindowedAttentionBlock(config, mlp=False) if with_attention else None
 

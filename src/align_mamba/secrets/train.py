@@ -4,37 +4,33 @@ Batches are crops of `crop_len` bytes from the train split (with probability sec
 crop around a random planted secret, else a uniform one), a pure function of (seed, step); the
 loss is per-byte cross-entropy with weight `secret_weight` on secret classes. Every eval_every
 steps the model scans the VALIDATION files through chunked inference and its span F1 drives early
-stopping and the saved weights; the test splits are never opened here. Resume, NaN checks and the
-loop are align_mamba.recall.train.Trainer's. Outputs in --out: history.csv, train.json, then model.pt.
+stopping and the saved weights; the test splits are never opened here. This is the tagger's task
+for align_mamba.core.loop, which owns the optimisation, resume and non-finite checks. Outputs in
+--out: history.csv, train.json, then model.pt.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from align_mamba.core.atomic import atomic_write_json, atomic_write_text
-from align_mamba.core.backends import resolve_backend, resolve_device
 from align_mamba.core.cli import (OneLineParser, add_dataclass_arguments, flag_names, load_sections, parse_with_params,
                                   setup_logging)
 from align_mamba.core.params import require, require_positive, to_dict
-from align_mamba.recall.config import TrainConfig
 from align_mamba.secrets.data import load_secret_split, read_file_bytes, read_secret_manifest
 from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
-from align_mamba.core.gpu_slots import select_gpu
+from align_mamba.core.loop import Loop, check_out_dir, prepare_out_dir, resolve_run_device
+from align_mamba.core.train_config import TrainConfig
 from align_mamba.secrets.infer import predict_spans, save_tagger
 from align_mamba.secrets.score import SplitScores, score_split
 from align_mamba.secrets.spans import LabelledFile, mask_to_ranges
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
-from align_mamba.recall.train import Trainer, TrainState, parameter_groups
 
-log = logging.getLogger("align_mamba.secrets.train")
 HISTORY_COLUMNS = ["step", "loss", "lr", "grad_norm", "val_span_f1", "val_span_precision", "val_span_recall",
                    "val_byte_f1"]
 IGNORE = -100  # label of the padding after a file shorter than crop_len
@@ -140,19 +136,19 @@ def fingerprint(run: TaggerRun, manifest: dict) -> dict:
     return {"run": {section: to_dict(getattr(run, section)) for section in SECTIONS}, "data": data}
 
 
-class TaggerTrainer(Trainer):
-    """align_mamba.recall.train.Trainer's loop (run), resume and save_resume, over byte crops and span F1.
+class TaggerTask:
+    """One tagger run as a core.loop.Task: byte crops, weighted per-byte loss, validation span F1."""
 
-    __init__ replaces Trainer's (other data, model and loss) and sets the attributes those use.
-    """
+    kind = "tagger"
+    selection = "val_span_f1"
+    selection_label = "validation span F1"
+    validation_columns = HISTORY_COLUMNS[4:]
 
-    def __init__(self, run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path, name: str | None = None):
-        self.run_config, self.cfg = run, run.train
-        self.out_dir, self.resume_path, self.name = out_dir, resume_dir / "last.pt", name or out_dir.name
-        self.device = select_gpu(resolve_device(self.cfg.device))
-        self.backend = resolve_backend(self.cfg.backend, self.device, run.model.mixer)
-        manifest = read_secret_manifest(data_dir)
-        self.formats = manifest["formats"]
+    def __init__(self, run: TaggerRun, data_dir: Path, name: str):
+        self.run_config, self.cfg, self.name = run, run.train, name
+        self.device, self.backend = resolve_run_device(self.cfg, run.model.mixer)
+        self.manifest = read_secret_manifest(data_dir)
+        self.formats = self.manifest["formats"]
         self.class_names = ("none",) + tuple(self.formats["all"])
         _, contents, labels = load_labelled(data_dir, "train", self.class_names)
         if not contents:
@@ -161,21 +157,18 @@ class TaggerTrainer(Trainer):
         if not self.val_files:
             raise DataIntegrityError(f"{data_dir}: the validation split has no files (early stopping needs them)")
         self.sampler = CropSampler([np.frombuffer(data, dtype=np.uint8) for data in contents], labels, run)
-        self.fingerprint = fingerprint(run, manifest)
         torch.manual_seed(self.cfg.seed)
         self.model = ByteTagger(run.model, self.backend, len(self.class_names), self.class_names).to(self.device)
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, self.cfg.weight_decay), lr=self.cfg.lr,
-                                           betas=(0.9, 0.95), fused=self.device.type == "cuda")
         weights = torch.full((len(self.class_names),), run.tagger.secret_weight)
         weights[0] = 1.0
         self.class_weights = weights.to(self.device)
-        self.state = TrainState()
 
-    kind = "tagger"
+    def fingerprint(self) -> dict:
+        return fingerprint(self.run_config, self.manifest)
 
     def step_loss(self, step: int) -> torch.Tensor:
         """Per-byte cross-entropy of crop batch `step`, secret bytes weighted by secret_weight."""
-        ids, classes = (t.to(self.device) for t in self.sampler.batch(step))
+        ids, classes = (t.to(self.device, non_blocking=True) for t in self.sampler.batch(step))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             logits = self.model(ids)  # (B, L, C)
         return F.cross_entropy(logits.float().flatten(0, 1), classes.flatten(), weight=self.class_weights,
@@ -189,51 +182,31 @@ class TaggerTrainer(Trainer):
                        for lf, data in zip(self.val_files, self.val_bytes)}
         return score_split(self.val_files, predictions)
 
-    def validate(self, row: dict) -> None:
+    def validate(self) -> dict[str, float]:
         scores = self.validation_scores()
-        f1 = scores.span_f1
-        row.update(val_span_f1=f1, val_span_precision=scores.span_precision, val_span_recall=scores.span_recall,
-                   val_byte_f1=scores.byte_f1)
-        self.track_best(f1, "validation span F1", row["step"])
-        s = self.state
-        log.info("%s: step %d/%d loss %.4f validation span F1 %.4f byte F1 %.4f (best %.4f at step %d)", self.name,
-                 row["step"], self.cfg.steps, row["loss"], f1, scores.byte_f1, s.best_val, s.best_step)
+        return {"val_span_f1": scores.span_f1, "val_span_precision": scores.span_precision,
+                "val_span_recall": scores.span_recall, "val_byte_f1": scores.byte_f1}
 
-    def write_history(self) -> None:
-        frame = pd.DataFrame(self.state.history, columns=HISTORY_COLUMNS)
-        atomic_write_text(self.out_dir / "history.csv", frame.to_csv(index=False))
+    def summary(self) -> dict[str, Any]:
+        run = self.run_config
+        return {"name": self.name, "variant": run.model.variant, "class_names": list(self.class_names),
+                "formats": self.formats, **{section: to_dict(getattr(run, section)) for section in SECTIONS}}
 
-    def finish(self, seconds: float) -> dict:
-        s, run = self.state, self.run_config
-        s.stop_reason = s.stop_reason or f"step budget {self.cfg.steps} reached"
-        summary = {
-            "name": self.name, "variant": run.model.variant, "seed": self.cfg.seed, "steps_run": s.step,
-            "best_step": s.best_step, "best_val_span_f1": s.best_val, "stop_reason": s.stop_reason,
-            "backend": self.backend, "device": str(self.device), "wall_seconds_this_run": round(seconds, 2),
-            "parameters": sum(p.numel() for p in self.model.parameters()), "class_names": list(self.class_names),
-            "formats": self.formats, **{section: to_dict(getattr(run, section)) for section in SECTIONS},
-        }
-        self.write_history()
-        atomic_write_json(self.out_dir / "train.json", summary)
+    def save_model(self, path: Path, weights: dict[str, torch.Tensor], summary: dict[str, Any]) -> None:
+        inference = self.run_config.tagger
         meta = {**{k: summary[k] for k in ("name", "variant", "seed", "best_step", "best_val_span_f1", "formats")},
-                **{k: getattr(run.tagger, k) for k in ("threshold", "min_span_len", "chunk_len", "overlap")},
+                **{k: getattr(inference, k) for k in ("threshold", "min_span_len", "chunk_len", "overlap")},
                 "train_backend": self.backend, "train_device": str(self.device)}
-        save_tagger(self.out_dir / "model.pt", self.model, meta, s.best_model)
-        self.resume_path.unlink(missing_ok=True)  # a finished run keeps no resume point (see Trainer.finish)
-        log.info("%s: done (%s); best validation span F1 %.4f at step %d", self.name, s.stop_reason, s.best_val,
-                 s.best_step)
-        return summary
+        save_tagger(path, self.model, meta, weights)
 
 
 def train_tagger(run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path | None = None,
                  name: str | None = None) -> dict:
     """Train one tagger end to end (resuming if a matching checkpoint exists); returns train.json's summary."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} exists and is not a directory")
-    trainer = TaggerTrainer(run, data_dir, out_dir, resume_dir or out_dir / "resume", name)  # validates first
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model.pt").unlink(missing_ok=True)
-    return trainer.run()
+    check_out_dir(out_dir)
+    task = TaggerTask(run, data_dir, name or out_dir.name)  # validates the data before anything is written
+    prepare_out_dir(out_dir)
+    return Loop(task, run.train, out_dir, resume_dir or out_dir / "resume").run()
 
 
 def _settings(args) -> dict:

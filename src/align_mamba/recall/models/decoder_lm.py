@@ -20,7 +20,8 @@ from align_mamba.recall.models.recall_model import RecallModel
 class DecoderLM(RecallModel):
     def __init__(self, config: ModelConfig, backend: str):
         super().__init__(config, backend)
-        self.layers = nn.ModuleList(MixerBlock(config, config.layer_mixer(i), backend) for i in range(config.n_layers))
+        spec = config.mixer_spec(backend)
+        self.layers = nn.ModuleList(MixerBlock(spec, config.layer_mixer(i)) for i in range(config.n_layers))
 
     def hidden_states(self, inputs: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """inputs: (B, L) → (B, L, D). A decoder-only model takes no separate context."""

@@ -19,11 +19,12 @@ from align_mamba.recall.models.recall_model import RecallModel
 class HybridEncoderDecoder(RecallModel):
     def __init__(self, config: ModelConfig, backend: str):
         super().__init__(config, backend)
-        self.encoder = nn.ModuleList(BidirectionalBlock(config, backend) for _ in range(config.encoder_layers))
+        spec = config.mixer_spec(backend)
+        self.encoder = nn.ModuleList(BidirectionalBlock(spec) for _ in range(config.encoder_layers))
         self.encoder_norm = nn.RMSNorm(config.d_model)
         positions = set(config.hybrid_positions)
         self.decoder = nn.ModuleList(
-            HybridDecoderBlock(config, backend, cross_attention=i in positions) for i in range(config.n_layers)
+            HybridDecoderBlock(spec, cross_attention=i in positions) for i in range(config.n_layers)
         )
 
     def encode(self, context: torch.Tensor) -> torch.Tensor:

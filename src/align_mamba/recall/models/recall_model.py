@@ -28,17 +28,28 @@ class RecallModel(nn.Module):
     def hidden_states(self, inputs: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, inputs: torch.Tensor, query_mask: torch.Tensor,
+    def forward(self, inputs: torch.Tensor, queries: torch.Tensor | slice,
                 context: torch.Tensor | None = None) -> torch.Tensor:
         """Logits at the scored positions only.
 
-        inputs: (B, L) token ids; query_mask: (B, L) bool, True where a label is scored;
-        context: (B, Lc) encoder token ids (hybrid) or None. Returns (Nq, V), Nq = query_mask.sum(),
-        rows in row-major order of query_mask. Projecting only these rows onto the 8192-token
-        vocabulary is what keeps the head from dominating the step.
+        inputs: (B, L) token ids; context: (B, Lc) encoder token ids (hybrid) or None.
+        queries, the scored positions, one of:
+          slice             the same positions in every row (seq2seq: every decoder position after BOS);
+          (B, M) int64      each row's M positions, ascending (decoder layout);
+          (B, L) bool mask  True where a label is scored.
+        Returns (Nq, V) rows in row-major order of the positions (Nq = B·M, or the mask's count).
+        A slice or index tensor has a shape known without reading device values, so the step needs
+        no host sync (a boolean mask must count its Trues first). Projecting only these rows onto
+        the 8192-token vocabulary is what keeps the head from dominating the step.
         """
         hidden = self.hidden_states(inputs, context)  # (B, L, D)
-        return self.lm_head(self.norm_f(hidden[query_mask]))  # (Nq, V)
+        if isinstance(queries, slice):
+            picked = hidden[:, queries].flatten(0, 1)
+        elif queries.dtype == torch.bool:
+            picked = hidden[queries]
+        else:
+            picked = hidden.gather(1, queries[..., None].expand(-1, -1, hidden.shape[-1])).flatten(0, 1)
+        return self.lm_head(self.norm_f(picked))  # (Nq, V)
 
     def full_logits(self, inputs: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, V) logits at every position: the naive language-model head, for benchmarks."""

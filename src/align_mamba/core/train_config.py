@@ -1,0 +1,47 @@
+"""Optimisation settings shared by every study's training loop (align_mamba.core.loop).
+
+Kept free of torch so that validating a params file stays quick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from align_mamba.core.backends import BACKENDS
+from align_mamba.core.params import DEVICES, require, require_choice, require_positive
+
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of one model. `steps` is a budget; the validation metric may stop it earlier.
+
+    target_accuracy is the value of the task's validation selection metric (MQAR: query accuracy;
+    the tagger: span F1) at which training stops.
+    """
+
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1.0e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    patience: int = 5
+    target_accuracy: float = 1.0
+    eval_batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        require_positive(self, "steps", "batch_size", "lr", "eval_every", "checkpoint_every",
+                          "patience", "eval_batch_size", "grad_clip")
+        require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        require(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        require(0 < self.target_accuracy <= 1, f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        require_choice("device", self.device, DEVICES)
+        require_choice("backend", self.backend, BACKENDS)

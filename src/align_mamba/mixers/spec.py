@@ -1,0 +1,44 @@
+"""What the blocks need to build a mixer: one small spec both studies fill from their own configs.
+
+The studies validate their settings at their boundary (recall.config.ModelConfig,
+secrets.tagger.TaggerConfig); the spec carries the checked values to the blocks and adds the
+backend resolved for this run, so the blocks depend on no study's config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from align_mamba.core.params import require
+
+SSM_MIXERS = ("mamba2", "mamba1")
+
+
+def require_headdim_fits(d_model: int, expand: int, headdim: int) -> None:
+    """Mamba-2 splits its expand·d_model channels into heads of `headdim`: they must divide evenly."""
+    d_inner = expand * d_model
+    require(d_inner % headdim == 0, f"expand*d_model ({d_inner}) must be divisible by headdim ({headdim}); "
+                                     f"try headdim={math.gcd(d_inner, 64)}")
+
+
+@dataclass(frozen=True)
+class MixerSpec:
+    """Settings of the mixers and blocks of one model.
+
+    d_model: residual width; d_state, headdim, expand, d_conv, chunk_size: the Mamba mixers'
+    (headdim and chunk_size only Mamba-2's); ssm: the Mamba mixer of bidirectional and hybrid
+    blocks (mamba2 | mamba1); n_heads: attention heads; mlp_ratio: the Transformer MLP's width
+    over d_model; backend: "kernels" | "reference" (resolved, not "auto") for the Mamba mixers.
+    """
+
+    d_model: int
+    d_state: int = 64
+    headdim: int = 32
+    expand: int = 2
+    d_conv: int = 4
+    chunk_size: int = 64
+    n_heads: int = 4
+    ssm: str = "mamba2"
+    mlp_ratio: int = 4
+    backend: str = "reference"
