@@ -24,6 +24,7 @@ from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
 from align_mamba.core.params import to_dict
 from align_mamba.recall.storage import MQARSplit, load_mqar, read_manifest
 from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.core.lock import output_lock
 from align_mamba.core.gpu_slots import select_gpu
 from align_mamba.recall.models import RecallModel, state_size_floats
 
@@ -122,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     setup_logging(args.log)
-    metrics = evaluate_cell(args.checkpoint, args.data, args.backend, args.device, args.batch_size)
-    atomic_write_json(args.out, metrics)
+    with output_lock(args.out):
+        metrics = evaluate_cell(args.checkpoint, args.data, args.backend, args.device, args.batch_size)
+        atomic_write_json(args.out, metrics)
     return 0
 
 

@@ -28,6 +28,7 @@ from align_mamba.core.params import to_dict
 from align_mamba.recall.config import CellConfig
 from align_mamba.recall.storage import MQARSplit, load_mqar, read_manifest
 from align_mamba.core.errors import ConfigError, NonFiniteLossError, run_cli
+from align_mamba.core.lock import output_lock
 from align_mamba.recall.evaluate import query_correctness
 from align_mamba.core.gpu_slots import select_gpu
 from align_mamba.recall.models import RecallModel, build_model
@@ -258,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log)
     cell = load_cell_config(args)
-    train_cell(cell, args.data, args.out, args.resume_dir)
+    with output_lock(args.out):
+        train_cell(cell, args.data, args.out, args.resume_dir)
     return 0
 
 

@@ -23,6 +23,7 @@ from align_mamba.core.backends import BACKENDS, resolve_device
 from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
 from align_mamba.secrets.data import SECRET_SPLITS, TEST_SPLITS, load_secret_split, read_file_bytes
 from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.core.lock import output_lock
 from align_mamba.core.gpu_slots import select_gpu
 from align_mamba.secrets.infer import INFERENCE_KEYS, load_tagger, predict_spans
 from align_mamba.secrets.score import score_split
@@ -106,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log)
     overrides = {k: getattr(args, k) for k in ("chunk_len", "overlap", "threshold", "min_span_len")}
-    evaluate_tagger(args.checkpoint, args.data, args.out, args.splits, args.device, args.backend, overrides,
-                    args.batch_chunks)
+    with output_lock(args.out):
+        evaluate_tagger(args.checkpoint, args.data, args.out, args.splits, args.device, args.backend, overrides,
+                        args.batch_chunks)
     return 0
 
 

@@ -26,6 +26,7 @@ from align_mamba.core.params import require, require_positive, to_dict
 from align_mamba.recall.config import TrainConfig
 from align_mamba.secrets.data import load_secret_split, read_file_bytes, read_secret_manifest
 from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
+from align_mamba.core.lock import output_lock
 from align_mamba.core.gpu_slots import select_gpu
 from align_mamba.secrets.infer import predict_spans, save_tagger
 from align_mamba.secrets.score import SplitScores, score_split
@@ -246,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     add_dataclass_arguments(parser, SECTIONS)
     args = parser.parse_args(argv)
     setup_logging(args.log)
-    train_tagger(TaggerRun(**load_sections(args, SECTIONS)), args.data, args.out, args.resume_dir, args.name)
+    tagger_run = TaggerRun(**load_sections(args, SECTIONS))
+    with output_lock(args.out):
+        train_tagger(tagger_run, args.data, args.out, args.resume_dir, args.name)
     return 0
 
 
