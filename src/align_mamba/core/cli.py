@@ -68,7 +68,7 @@ def read_yaml(path: Path, what: str):
         raise ConfigError(f"{what} not found: {path}")
     try:
         return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError) as err:  # a byte that is not UTF-8 fails in read_text
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
 
 

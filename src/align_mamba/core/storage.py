@@ -46,6 +46,41 @@ def json_bytes(obj: dict) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=2) + "\n").encode("utf-8")
 
 
+# The manifest's own checksum: the files' sha256s protect the data, this protects what the manifest
+# says about it (one flipped bit turned num_pairs 4 into 5, or the seed, and the dataset still loaded).
+SEAL_KEY = "manifest_sha256"
+
+
+def sealed_manifest_bytes(manifest: dict) -> bytes:
+    """`manifest` as byte-stable JSON with SEAL_KEY: the sha256 of the same JSON without it."""
+    return json_bytes({**manifest, SEAL_KEY: hashlib.sha256(json_bytes(manifest)).hexdigest()})
+
+
+def read_sealed_manifest(path: Path) -> dict:
+    """The manifest at `path` (a JSON object) without its seal, after checking the seal.
+
+    DataIntegrityError, one line naming the file: missing, unreadable, not an object, no seal (written
+    before manifests were sealed) or a seal that does not match its contents.
+    """
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise DataIntegrityError(f"{path}: manifest not found; generate the dataset first") from None
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DataIntegrityError(f"{path}: unreadable manifest ({' '.join(str(err).split())}); "
+                                 "regenerate the dataset") from None
+    if not isinstance(manifest, dict):
+        raise DataIntegrityError(f"{path}: not a dataset manifest (a JSON object); regenerate the dataset")
+    seal = manifest.pop(SEAL_KEY, None)
+    if seal is None:
+        raise DataIntegrityError(f"{path}: manifest has no {SEAL_KEY} (written by an older version or "
+                                 "damaged); regenerate the dataset")
+    if seal != hashlib.sha256(json_bytes(manifest)).hexdigest():
+        raise DataIntegrityError(f"{path}: manifest contents do not match its {SEAL_KEY} (the file is "
+                                 "damaged); regenerate the dataset")
+    return manifest
+
+
 def sibling(out_dir: Path, tag: str) -> Path:
     """Create and return a fresh hidden directory next to ``out_dir`` (same filesystem, so rename works)."""
     while True:
