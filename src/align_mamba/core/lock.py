@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
+import logging
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from align_mamba.core.errors import AlignMambaError
+
+log = logging.getLogger("align_mamba.core.lock")
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
 
 
 class OutputLockedError(AlignMambaError):
@@ -50,13 +55,25 @@ def _holder(path: Path) -> str:
 def _open_locked(path: Path, display: str) -> int:
     """An fd of `path` holding an exclusive flock; OutputLockedError at once if someone else holds it."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as err:
+            raise OutputLockedError(f"cannot create the lock file {path} for {display}: "
+                                    f"{err.strerror or err}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise OutputLockedError(f"{display} is being written by {_holder(path)} (lock file {path}); "
                                     f"wait for it or stop it") from None
+        except OSError as err:
+            if err.errno not in _NO_LOCKS:
+                os.close(fd)
+                raise
+            # A filesystem without locks (some NFS mounts): run, but say that nothing guards the output.
+            log.warning("cannot lock %s (%s): a second writer into %s would not be detected",
+                        path, err.strerror, display)
+            return fd
         except BaseException:
             os.close(fd)
             raise
@@ -79,7 +96,10 @@ def output_lock(out: str | os.PathLike) -> Iterator[Path]:
     Not re-entrant: a process taking the same output's lock twice fails like a second writer.
     """
     path = lock_path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputLockedError(f"cannot create {path.parent} for {out}: {err.strerror or err}") from None
     fd = _open_locked(path, str(out))
     try:
         started = datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds")
