@@ -1,6 +1,7 @@
 """Dataset directories shared by every generator: hashed writes, staged atomic replacement, verified reads.
 
-A dataset is a directory with a ``manifest.json`` naming its generator and the sha256 of every file.
+A dataset is a directory with a ``manifest.json`` naming its generator and the sha256 of every file,
+sealed by the sha256 of its own contents (``manifest_sha256``), checked on every read.
 It is written in a hidden sibling and renamed into place, so readers never see half of one.
 """
 
