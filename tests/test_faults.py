@@ -206,15 +206,18 @@ def test_data_generation_killed_leaves_a_whole_dataset_or_none(generator, tmp_pa
     rng = random.Random(f"{SEED}-{generator}")
     out = tmp_path / "data" / generator
     command = _module(module, ["--out", str(out), *argv])
-    for _ in range(2):  # first into nothing, then over a dataset the first rerun wrote
-        _kill(command, out, delay=rng.uniform(0.0, 0.6))
+    staging = lambda: any(out.parent.glob(f".{generator}.tmp-*"))  # noqa: E731
+    # First into nothing at a random point (mostly while generating), then over the dataset the first
+    # rerun wrote, the moment it starts writing its staged copy.
+    for kill_point in ({"delay": rng.uniform(0.0, 0.6)}, {"until": staging}):
+        _kill(command, out, **kill_point)
         if out.exists():
             verify(out)
         rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         verify(out)
-    visible = [p.name for p in out.parent.iterdir() if not p.name.startswith(".")]
-    assert visible == [generator], "staging happens in hidden siblings only"
+        assert sorted(p.name for p in out.parent.iterdir()) == [generator], \
+            "the rerun cleared what the killed run staged, and released its lock file"
 
 
 # ---- flipped bytes --------------------------------------------------------------------------------

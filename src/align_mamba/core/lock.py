@@ -31,6 +31,15 @@ log = logging.getLogger("align_mamba.core.lock")
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
 
 
+# Outputs whose lock this process holds (absolute paths): what only the one writer may clean up.
+_HELD: set[Path] = set()
+
+
+def holds_lock(out: str | os.PathLike) -> bool:
+    """True while this process holds the lock of output `out`."""
+    return Path(os.path.abspath(out)) in _HELD
+
+
 class OutputLockedError(AlignMambaError):
     """Another process is writing the same output; the message names it (pid, host, start time)."""
 
@@ -106,8 +115,10 @@ def output_lock(out: str | os.PathLike) -> Iterator[Path]:
         record = f"pid={os.getpid()}\nhost={socket.gethostname()}\nstarted={started}\n".encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, record, 0)
+        _HELD.add(Path(os.path.abspath(out)))
         yield path
     finally:
+        _HELD.discard(Path(os.path.abspath(out)))
         # Unlink while still holding the lock, so a waiting opener sees a changed inode and retries.
         with contextlib.suppress(OSError):
             os.unlink(path)

@@ -7,6 +7,7 @@ It is written in a hidden sibling and renamed into place, so readers never see h
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -101,8 +102,28 @@ def is_dataset(path: Path, generator: str) -> bool:
         return False
 
 
+def remove_stale_siblings(out_dir: Path) -> None:
+    """Delete the hidden staging/old siblings a killed writer of `out_dir` left behind.
+
+    Only while this process holds out_dir's output lock (align_mamba.core.lock): then no other writer
+    can be staging beside it. Without the lock (a library call) nothing is removed.
+    """
+    from align_mamba.core.lock import holds_lock
+
+    if not holds_lock(out_dir):
+        return
+    for tag in ("tmp", "old"):
+        for stale in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.{tag}-*"):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+
+
 def check_replaceable(out_dir: Path, generator: str) -> None:
-    """Replacing is a recursive delete: refuse anything that is not a `generator` dataset (or empty)."""
+    """Replacing is a recursive delete: refuse anything that is not a `generator` dataset (or empty).
+
+    Also clears what a killed earlier writer left beside it (see remove_stale_siblings).
+    """
+    remove_stale_siblings(out_dir)
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
