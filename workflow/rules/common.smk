@@ -57,10 +57,11 @@ wildcard_constraints:
 
 onsuccess:
     # Snakemake's results become DVC's record too, without rerunning, so `dvc status` is clean.
-    # A GPU node without DVC (results copied back by hand) skips it, and says so.
-    import shutil
-
-    if Path(".dvc").is_dir() and shutil.which("dvc"):
-        shell("dvc commit --force --quiet")
-    elif Path(".dvc").is_dir():
-        logger.warning("dvc is not installed here: run `dvc commit --force` where it is")
+    # Only stages whose outputs all exist are committed (a partial run leaves the rest), and a
+    # failure here is a warning: the run itself succeeded. A node without DVC says so and goes on.
+    if Path(".dvc").is_dir():
+        import subprocess
+        try:
+            subprocess.run([sys.executable, "-m", "align_mamba.core.dvc_commit"], check=True)
+        except (OSError, subprocess.CalledProcessError) as err:
+            logger.warning(f"DVC's record was not updated ({err}); run `dvc commit --force STAGE...` by hand")

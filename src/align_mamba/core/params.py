@@ -104,7 +104,7 @@ def read_yaml(path: Path, what: str = "params file") -> Any:
         return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError) as err:  # a byte that is not UTF-8 fails in read_text
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
 
 

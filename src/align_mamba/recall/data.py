@@ -14,6 +14,7 @@ from align_mamba.recall.params import load_recall_params
 from align_mamba.recall.mqar import FILLERS, LAYOUTS, SPLITS, MQARConfig
 from align_mamba.recall.storage import write_mqar
 from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.core.lock import output_lock
 
 log = logging.getLogger("align_mamba.recall.data")
 
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         filler=args.filler, power_a=args.power_a, train_size=args.train_size,
         val_size=args.val_size, test_size=args.test_size, seed=args.seed, layouts=tuple(args.layouts),
     )
-    out = write_mqar(config, args.out)
+    with output_lock(args.out):
+        out = write_mqar(config, args.out)
     counts = ", ".join(f"{split}={config.split_size(split)}" for split in SPLITS)
     log.info("wrote MQAR dataset to %s: %s examples, N=%d, M=%d, L=%d, layouts=%s", out, counts,
              config.num_pairs, config.queries_per_example, config.seq_len, ",".join(config.layouts))

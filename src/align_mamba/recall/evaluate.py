@@ -26,6 +26,7 @@ from align_mamba.recall.params import (add_cell_arguments, cell_from_args, cell_
                                       require_path)
 from align_mamba.recall.storage import MQARSplit, load_mqar, read_manifest
 from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.core.lock import output_lock
 from align_mamba.core.gpu_slots import select_gpu
 from align_mamba.recall.models import RecallModel, state_size_floats
 
@@ -134,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint, data, out = Path(cell.run_dir) / "model.pt", [Path(cell.data_dir)], Path(cell.metrics)
         backend, device, batch_size = params.run.backend, params.run.device, params.evaluate.batch_size
         record = {"cell": cell_record(cell)}
-    metrics = evaluate_cell(args.checkpoint or checkpoint, args.data or data, backend, device, batch_size)
-    atomic_write_json(args.out or out, {**metrics, **record})
+    out = args.out or out
+    with output_lock(out):
+        metrics = evaluate_cell(args.checkpoint or checkpoint, args.data or data, backend, device, batch_size)
+        atomic_write_json(out, {**metrics, **record})
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ import numpy as np
 from align_mamba.recall.mqar import (IGNORE_INDEX, LAYOUT_ARRAYS, LAYOUTS, SPLITS, MQARConfig, generate_mqar,
                                      token_spec)
 from align_mamba.core.errors import ConfigError, DataIntegrityError
-from align_mamba.core.storage import (MANIFEST_NAME, check_replaceable, json_bytes, move_into_place, sibling,
+from align_mamba.core.storage import (MANIFEST_NAME, check_replaceable, move_into_place,
+                                      read_sealed_manifest, sealed_manifest_bytes, sibling,
                                       verified_bytes, write_file)
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def write_mqar(config: MQARConfig, out_dir: str | os.PathLike) -> Path:
     staged = sibling(out_dir, "tmp")
     try:
         files = _write_arrays(staged, splits)
-        manifest = json_bytes(_manifest(config, files))
+        manifest = sealed_manifest_bytes(_manifest(config, files))
         write_file(staged / MANIFEST_NAME, lambda sink: sink.write(manifest))
         move_into_place(staged, out_dir)
     except BaseException:
@@ -147,13 +147,8 @@ def write_mqar(config: MQARConfig, out_dir: str | os.PathLike) -> Path:
 def read_manifest(data_dir: str | os.PathLike) -> dict:
     """The parsed ``manifest.json`` of a dataset; DataIntegrityError if missing or not an MQAR manifest."""
     path = Path(data_dir) / MANIFEST_NAME
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataIntegrityError(f"{path}: manifest not found; generate the dataset first") from None
-    except (OSError, ValueError) as err:
-        raise DataIntegrityError(f"{path}: unreadable manifest ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR:
+    manifest = read_sealed_manifest(path)
+    if manifest.get("generator") != GENERATOR:
         raise DataIntegrityError(f"{path}: not an MQAR manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DataIntegrityError(f"{path}: format_version {manifest.get('format_version')!r}, "

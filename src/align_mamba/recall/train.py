@@ -22,6 +22,7 @@ from align_mamba.core.params import to_dict
 from align_mamba.recall.checkpoint import save_model
 from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
 from align_mamba.recall.params import add_cell_arguments, cell_from_args, require_path
+from align_mamba.core.lock import output_lock
 from align_mamba.recall.evaluate import query_correctness
 from align_mamba.recall.models import RecallModel, build_model
 from align_mamba.recall.storage import MQARSplit, load_mqar, read_manifest
@@ -138,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         config, data, out = CellConfig(model=cell.model, train=cell.train), Path(cell.data_dir), Path(cell.run_dir)
     else:
         config, data, out = CellConfig(**load_sections(args, SECTIONS)), require_path(args, "data"), require_path(args, "out")
-    train_cell(config, args.data or data, args.out or out, args.resume_dir)
+    out = args.out or out
+    with output_lock(out):
+        train_cell(config, args.data or data, out, args.resume_dir)
     return 0
 
 

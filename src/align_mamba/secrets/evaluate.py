@@ -24,6 +24,7 @@ from align_mamba.core.cli import OneLineParser, flag_names, parse_with_params, s
 from align_mamba.secrets.settings import load_secrets
 from align_mamba.secrets.data import SECRET_SPLITS, TEST_SPLITS, load_secret_split, read_file_bytes
 from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.core.lock import output_lock
 from align_mamba.core.gpu_slots import select_gpu
 from align_mamba.secrets.infer import INFERENCE_KEYS, load_tagger, predict_spans
 from align_mamba.secrets.score import score_split
@@ -112,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_with_params(parser, argv, _settings)
     setup_logging(args.log)
     overrides = {k: getattr(args, k) for k in ("chunk_len", "overlap", "threshold", "min_span_len")}
-    evaluate_tagger(args.checkpoint, args.data, args.out, args.splits, args.device, args.backend, overrides,
-                    args.batch_chunks)
+    with output_lock(args.out):
+        evaluate_tagger(args.checkpoint, args.data, args.out, args.splits, args.device, args.backend, overrides,
+                        args.batch_chunks)
     return 0
 
 

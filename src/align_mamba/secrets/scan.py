@@ -19,6 +19,12 @@ length, not the file size.
 Human output: one line per finding on stdout,
     path:line: [start,end) format score=0.97 AKIA…(20)
 line = 1-based line of the span's first byte, [start, end) = half-open byte offsets into the file.
+The path is printed as is when it is plain; otherwise (as git quotes paths) it is put in double quotes
+with C-style escapes, so a finding is always one line and the path's bytes can be recovered: `\\\\` and
+`\\"`; \\a \\b \\t \\n \\v \\f \\r; \\xNN for any other ASCII control character (and DEL) and for each byte of
+the name that is not UTF-8; \\uXXXX for the Unicode characters that some readers take as line breaks
+(U+0080-U+009F, U+2028, U+2029). A path holding any of these, or a backslash or a double quote, is
+quoted; other UTF-8 characters are printed unescaped. `cannot read` warnings quote paths the same way.
 The value is masked unless --show-secrets: its first 4 characters (fewer for short values: at most
 a quarter of it shows), `…` and its length in bytes; control characters are escaped (\\n) so each
 finding stays one line. A summary line goes to stderr.
@@ -30,7 +36,9 @@ finding stays one line. A summary line goes to stderr.
      "errors": [{"path": str, "message": str}],           # unreadable paths
      "scanned_files": int, "scanned_bytes": int,
      "checkpoint": str, "backend": str, "device": str}
-Values are the span's bytes decoded as UTF-8 (invalid bytes as \\xNN escapes).
+Values are the span's bytes decoded as UTF-8 (invalid bytes as \\xNN escapes). Paths are the names as
+given and as listed; a file name that is not UTF-8 keeps its odd bytes as \\udcNN escapes (Python's
+surrogateescape: `os.fsencode(path)` gives the bytes back).
 
 Exit codes, as gitleaks: 1 when anything is found (even if some paths failed), 0 when nothing is
 found; unreadable paths alone do not fail a scan that read other files (gitleaks logs them and goes
@@ -44,6 +52,7 @@ import codecs
 import json
 import logging
 import os
+import re
 import stat
 import time
 from dataclasses import asdict, dataclass, field
@@ -69,6 +78,11 @@ DEFAULT_MAX_BYTES = 64 * 2**20
 CHECKPOINT_GLOB = "runs/secrets/*/model.pt"
 # Control characters shown as Python escapes, so one finding is one output line.
 _ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(32), 127)}
+# How a quoted path spells each character that needs it (see the module docstring); the rest of
+# U+0000-U+001F and DEL become \xNN, undecodable bytes (surrogateescape U+DC80-U+DCFF) \xNN of the byte.
+_PATH_ESCAPES = {"\\": "\\\\", '"': '\\"', "\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\v": "\\v", "\f": "\\f", "\r": "\\r"}
+_LINE_BREAKERS = frozenset(map(chr, (*range(0x80, 0xA0), 0x2028, 0x2029)))
 
 
 @dataclass(frozen=True)
@@ -244,9 +258,33 @@ def findings_for(path: str, data: bytes, spans: list[Span], show: bool) -> list[
             for span, line in zip(spans, lines)]
 
 
+def _path_char(char: str) -> str:
+    code = ord(char)
+    if char in _PATH_ESCAPES:
+        return _PATH_ESCAPES[char]
+    if code < 0x20 or code == 0x7F:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, carried by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    if char in _LINE_BREAKERS:
+        return f"\\u{code:04x}"
+    return char
+
+
+def quote_path(path: str) -> str:
+    """`path` as one printable line: unchanged when plain, else double-quoted with C-style escapes.
+
+    Takes the path as Python holds it (a name that is not UTF-8 carries its bytes as surrogateescape
+    code points, as os.listdir returns them). The rules are in the module docstring.
+    """
+    text = os.fsencode(path).decode("utf-8", errors="surrogateescape")
+    quoted = "".join(map(_path_char, text))
+    return text if quoted == text else f'"{quoted}"'
+
+
 def format_finding(finding: Finding) -> str:
-    """`path:line: [start,end) format score=0.97 value`, one line whatever the value holds."""
-    return (f"{finding.path}:{finding.line}: [{finding.start},{finding.end}) {finding.format} "
+    """`path:line: [start,end) format score=0.97 value`, one line whatever the path or value holds."""
+    return (f"{quote_path(finding.path)}:{finding.line}: [{finding.start},{finding.end}) {finding.format} "
             f"score={finding.score:.2f} {finding.value.translate(_ESCAPES)}")
 
 
@@ -265,7 +303,7 @@ def scan_paths(paths: list[Path], model, meta: dict, device: torch.device, optio
             except OSError as err:
                 outcome = PathError(str(path), _os_message(path, err))
         if isinstance(outcome, PathError):
-            log.warning("cannot read %s: %s", outcome.path, outcome.message)
+            log.warning("cannot read %s: %s", quote_path(outcome.path), outcome.message)
             report.errors.append(outcome)
         elif isinstance(outcome, Skipped):
             report.skipped.append(outcome)
@@ -275,6 +313,15 @@ def scan_paths(paths: list[Path], model, meta: dict, device: torch.device, optio
             report.scanned_files += 1
             report.scanned_bytes += len(outcome)
     return report
+
+
+def json_document(report: ScanReport) -> str:
+    """The --json text; a lone surrogate (a non-UTF-8 byte of a file name) is written as a \\udcNN escape.
+
+    json.dumps(ensure_ascii=False) would leave it raw, which stdout cannot encode as UTF-8.
+    """
+    text = json.dumps(report.to_json(), indent=2, ensure_ascii=False)
+    return re.sub("[\ud800-\udfff]", lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def build_parser(prog: str) -> OneLineParser:
@@ -328,7 +375,7 @@ def main(argv: list[str] | None = None, prog: str = "align-mamba scan") -> int:
     started = time.perf_counter()
     report = scan_paths(args.paths, model, meta, device, options, checkpoint)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        print(json_document(report))
     else:
         for finding in report.findings:
             print(format_finding(finding))

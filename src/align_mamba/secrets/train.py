@@ -26,6 +26,7 @@ from align_mamba.secrets.data import load_secret_split, read_file_bytes, read_se
 from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
 from align_mamba.core.loop import Loop, check_out_dir, prepare_out_dir, resolve_run_device
 from align_mamba.core.train_config import TrainConfig
+from align_mamba.core.lock import output_lock
 from align_mamba.secrets.infer import predict_spans, save_tagger
 from align_mamba.secrets.score import SplitScores, score_split
 from align_mamba.secrets.spans import LabelledFile, mask_to_ranges
@@ -233,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     add_dataclass_arguments(parser, SECTIONS)
     args = parse_with_params(parser, argv, _settings)
     setup_logging(args.log)
-    train_tagger(TaggerRun(**load_sections(args, SECTIONS)), args.data, args.out, args.resume_dir, args.name)
+    tagger_run = TaggerRun(**load_sections(args, SECTIONS))
+    with output_lock(args.out):
+        train_tagger(tagger_run, args.data, args.out, args.resume_dir, args.name)
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from align_mamba.core.cli import OneLineParser, flag_names, parse_with_params, setup_logging
 from align_mamba.core.errors import run_cli
+from align_mamba.core.lock import output_lock
 from align_mamba.secrets.data.config import SECRET_SPLITS, SecretDataConfig
 from align_mamba.secrets.data.formats import FORMAT_NAMES
 from align_mamba.secrets.data.kinds import CARRIER_KINDS
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_with_params(_build_parser(), argv, _settings)
     setup_logging(args.log)
     config = SecretDataConfig(**{name: getattr(args, name) for name in _FIELDS})
-    out = write_secret_dataset(config, args.out)
+    with output_lock(args.out):
+        out = write_secret_dataset(config, args.out)
     splits = read_secret_manifest(out)["splits"]
     counts = ", ".join(f"{split}={splits[split]['files']} files/{splits[split]['bytes'] / 1e6:.2f} MB/"
                        f"{splits[split]['spans']} spans" for split in SECRET_SPLITS)

@@ -26,7 +26,8 @@ from align_mamba.secrets.data.config import SECRET_SPLITS, SecretDataConfig, che
 from align_mamba.secrets.data.decoys import DECOY_KINDS
 from align_mamba.secrets.data.formats import FORMAT_NAMES
 from align_mamba.secrets.data.generate import GENERATION_ORDER, SeenValues, generate_split
-from align_mamba.core.storage import (MANIFEST_NAME, check_replaceable, json_bytes, move_into_place, sibling,
+from align_mamba.core.storage import (MANIFEST_NAME, check_replaceable, move_into_place,
+                                      read_sealed_manifest, sealed_manifest_bytes, sibling,
                                       verified_bytes, write_file)
 from align_mamba.core.errors import ConfigError, DataIntegrityError
 from align_mamba.secrets.spans import LabelledFile, Span, spans_to_mask
@@ -104,7 +105,7 @@ def write_secret_dataset(config: SecretDataConfig, out_dir: str | os.PathLike) -
             "splits": {split: splits[split] for split in SECRET_SPLITS},
             "files": files,
         }
-        blob = json_bytes(manifest)
+        blob = sealed_manifest_bytes(manifest)
         write_file(staged / MANIFEST_NAME, lambda sink: sink.write(blob))
         move_into_place(staged, out_dir)
     except BaseException:
@@ -114,13 +115,8 @@ def write_secret_dataset(config: SecretDataConfig, out_dir: str | os.PathLike) -
 
 
 def _parse_manifest(path: Path) -> dict:
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataIntegrityError(f"{path}: manifest not found; generate the dataset first") from None
-    except (OSError, ValueError) as err:
-        raise DataIntegrityError(f"{path}: unreadable manifest ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR:
+    manifest = read_sealed_manifest(path)
+    if manifest.get("generator") != GENERATOR:
         raise DataIntegrityError(f"{path}: not a secret-span dataset manifest")
     return manifest
 
