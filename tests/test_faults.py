@@ -342,11 +342,8 @@ def _flip_a_weight(path: Path) -> None:
     _flip(path, random.Random(0), offset=at + 3, bit=0x40)
 
 
-CHECKSUMS_PENDING = ("checkpoints carry no checksum yet: the checkpoint-checksum work (tensor checksums "
-                     "verified on every load) lands separately and un-marks this")
 
 
-@pytest.mark.xfail(reason=CHECKSUMS_PENDING, strict=True)
 def test_evaluate_refuses_a_checkpoint_with_a_flipped_weight(mqar, trained, tmp_path, capsys):
     from align_mamba.recall.evaluate import main as evaluate_main
 
@@ -359,7 +356,6 @@ def test_evaluate_refuses_a_checkpoint_with_a_flipped_weight(mqar, trained, tmp_
     assert not (tmp_path / "m.json").exists()
 
 
-@pytest.mark.xfail(reason=CHECKSUMS_PENDING, strict=True)
 def test_scan_refuses_a_tagger_with_a_flipped_weight(tmp_path, capsys):
     from align_mamba.cli import main as cli_main
     from align_mamba.secrets.infer import save_tagger
@@ -376,8 +372,6 @@ def test_scan_refuses_a_tagger_with_a_flipped_weight(tmp_path, capsys):
     _one_error_line(capsys, code, str(path))
 
 
-@pytest.mark.xfail(reason="a damaged resume point is not yet moved aside: the resume-point work lands "
-                          "separately and un-marks this", strict=True)
 def test_a_truncated_resume_point_is_set_aside_or_one_line(mqar, tmp_path, capsys):
     from align_mamba.recall.train import main as train_main
 
