@@ -193,7 +193,7 @@ def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, b
         device = resolve_device(device_name)
         model, meta = load_tagger(checkpoint, device, backend=backend)
         tuned = tune_tagger(model, weights, ssd_chunk_size)
-        inference = "chunked SSD" if ssd_chunk_size is not None else meta["inference_path"]
+        inference = "" if ssd_chunk_size is not None else meta["inference_path"]  # "ssd chunk N" says it
         settings = ", ".join(label for label in (inference, tuned) if label)
         backend_label = f"{meta['backend']} (fused)" if runs_fused(model) else meta["backend"]
         meta = {**meta, **{k: v for k, v in overrides.items() if v is not None}}
