@@ -24,14 +24,14 @@ from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.secrets.baselines import TOOLS
 from align_mamba.secrets.infer import load_tagger, predict_bytes, save_tagger, tune_tagger
 from align_mamba.secrets.scan import (
-    CHECKPOINT_GLOB,
     binary_reason,
+    default_checkpoint,
     display_value,
     findings_for,
     format_finding,
-    latest_checkpoint,
     line_numbers,
     read_text_file,
+    shipped_checkpoint,
 )
 from align_mamba.secrets.spans import Span
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
@@ -124,16 +124,18 @@ def test_read_text_file_skips_large_and_special_files(tmp_path):
     assert read_text_file(fifo, 100).reason == "not a regular file"
 
 
-def test_latest_checkpoint_is_newest(tmp_path):
-    with pytest.raises(ConfigError, match="no checkpoint"):
-        latest_checkpoint(tmp_path)
-    old, new = tmp_path / "runs/secrets/a/model.pt", tmp_path / "runs/secrets/b/model.pt"
-    for path, mtime in ((new, 2_000_000), (old, 1_000_000)):
-        path.parent.mkdir(parents=True)
-        path.write_bytes(b"")
-        os.utime(path, (mtime, mtime))
-    assert latest_checkpoint(tmp_path) == new
-    assert CHECKPOINT_GLOB == "runs/secrets/*/model.pt"
+def test_default_checkpoint_follows_params_else_shipped(tmp_path):
+    shipped = shipped_checkpoint()
+    assert shipped.name == "bimamba.pt" and shipped.stat().st_size < 8 * 2**20  # package data, modest
+    assert default_checkpoint(tmp_path)[0] == shipped  # no project here
+    (tmp_path / "params.yaml").write_text("secrets:\n  scan_tagger: b\n")
+    assert default_checkpoint(tmp_path)[0] == shipped  # named, but not trained yet
+    for name in ("a", "b"):
+        (tmp_path / f"runs/secrets/{name}").mkdir(parents=True)
+        (tmp_path / f"runs/secrets/{name}/model.pt").write_bytes(b"")
+    assert default_checkpoint(tmp_path) == (tmp_path / "runs/secrets/b/model.pt", "params.yaml secrets.scan_tagger")
+    (tmp_path / "params.yaml").write_text("secrets: [unclosed\n")  # not ours: ignored, not an error
+    assert default_checkpoint(tmp_path)[0] == shipped
 
 
 # ---- the CLI with a real checkpoint --------------------------------------------------------------
@@ -172,17 +174,20 @@ def test_exit_2_without_a_checkpoint(checkpoint, tmp_path, capsys, monkeypatch):
     (tmp_path / "a.txt").write_text("hello\n")
     code, _, err = scan(capsys, tmp_path / "a.txt", "--checkpoint", tmp_path / "missing.pt")
     assert code == 2 and "checkpoint not found" in err
-    monkeypatch.chdir(tmp_path)  # no runs/secrets here
+    monkeypatch.chdir(tmp_path)  # no project here: the shipped tagger scans
     code, _, err = scan(capsys, "a.txt")
-    assert code == 2 and err.strip().splitlines()[-1].startswith("error: no checkpoint")
+    assert code == 0 and "using checkpoint" in err and "bimamba.pt (the tagger shipped" in err
+    assert "cpu scan" in err
     code, _, err = scan(capsys, "a.txt", "--checkpoint", checkpoint, "--threshold", 1.5)
     assert code == 2 and "--threshold must be in [0, 1]" in err
     code, _, err = scan(capsys, "a.txt", "--checkpoint", checkpoint, "--bogus")
     assert code == 2 and "unrecognized arguments: --bogus" in err
 
 
-def test_default_checkpoint_is_the_newest_under_cwd(checkpoint, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(checkpoint.parents[3])  # the directory holding runs/secrets/tiny/model.pt
+def test_default_checkpoint_is_the_projects_scan_tagger(checkpoint, tmp_path, capsys, monkeypatch):
+    project = checkpoint.parents[3]  # the directory holding runs/secrets/tiny/model.pt
+    (project / "params.yaml").write_text("secrets:\n  scan_tagger: tiny\n")
+    monkeypatch.chdir(project)
     (tmp_path / "a.txt").write_text("hello world\n")  # >= min_span_len bytes
     code, _, err = scan(capsys, tmp_path / "a.txt", "--threshold", 0)
     assert code == 1 and "using checkpoint" in err and "runs/secrets/tiny/model.pt" in err
@@ -298,6 +303,9 @@ def test_throughput_cli_writes_csv(checkpoint, tmp_path, capsys):
     assert (table.bytes == 1049).all() and (table.seconds > 0).all() and (table.planted >= 1).all()
     assert np.allclose(table.mb_per_s, table.bytes / 2**20 / table.seconds, rtol=1e-3)
     assert (table.findings >= 0).all()
+    if "credsweeper" in tools:  # the ratio column: each row's throughput over CredSweeper's
+        reference = float(table.mb_per_s[table.system == "credsweeper"].iloc[0])
+        assert np.allclose(table.vs_credsweeper, table.mb_per_s / reference, rtol=1e-3)
     assert "mb_per_s" in capsys.readouterr().out  # the printed table
     bad = run_cli(throughput_main, [*argv[:4], "--repeats", "0"])
     assert bad == 2
@@ -309,7 +317,7 @@ def test_throughput_without_the_tagger_times_the_baselines_alone(tmp_path, capsy
     assert run_cli(throughput_main, argv) == 0
     assert list(pd.read_csv(out).system) == ["detect-secrets"]
     assert run_cli(throughput_main, ["--no-tagger", "--out", str(out), "--tools"]) == 2
-    assert run_cli(throughput_main, ["--out", str(out), "--tools"]) == 2
+    assert run_cli(throughput_main, ["--out", str(out), "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "give --checkpoint, or --no-tagger" in capsys.readouterr().err
 
 

@@ -221,8 +221,8 @@ def test_a_saved_tagger_loads_on_the_reference_with_the_same_logits(tmp_path):
     assert meta["class_names"] == list(names) and meta["backend"] == "reference" and meta["device"] == "cpu"
     assert meta["train_backend"] == "kernels" and meta["chunk_len"] == 256 and loaded.class_names == names
     ids = torch.randint(0, 256, (2, 90))
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(ids), model.eval()(ids), rtol=0, atol=0)
+    with torch.no_grad():  # loading on the CPU selects the linear-time SSD scan: same logits up to rounding
+        torch.testing.assert_close(loaded(ids), model.eval()(ids), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_checkpoints_and_meta_fail_in_one_line(tmp_path):

@@ -20,6 +20,7 @@ from einops import rearrange
 from align_mamba.core.backends import kernel_module, resolve_backend
 from align_mamba.core.errors import ConfigError
 from align_mamba.mixers.ssd import ssd_chunked
+from align_mamba.mixers.ssd_scan import ssd_scan
 
 
 class RMSNormGated(nn.Module):
@@ -61,6 +62,9 @@ class Mamba2Reference(nn.Module):
 
     backend = "reference"
     fused = False
+    # None: the chunked SSD (ssd_chunked, mamba-ssm's ssd_minimal). An int: the same recurrence carried
+    # block by block (ssd_scan.ssd_scan, that many steps per block), linear in L: the CPU inference path.
+    scan_block: int | None = None
 
     def __init__(self, d_model, d_state=64, d_conv=4, expand=2, headdim=64, ngroups=1, chunk_size=256,
                  A_init_range=(1, 16), dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4, device=None, dtype=None):
@@ -118,13 +122,14 @@ class Mamba2Reference(nn.Module):
         # dt in float32 before softplus, and A from float A_log (in fp16, exp could overflow to -inf).
         dt = F.softplus(dt.to(compute) + self.dt_bias.to(compute))  # (B, L, H)
         A = -torch.exp(self.A_log.to(compute))  # (H,)
-        y = ssd_chunked(
+        scan, block = (ssd_chunked, self.chunk_size) if self.scan_block is None else (ssd_scan, self.scan_block)
+        y = scan(
             rearrange(x, "b l (h p) -> b l h p", p=self.headdim),
             dt,
             A,
             rearrange(B, "b l (g n) -> b l g n", g=self.ngroups),
             rearrange(C, "b l (g n) -> b l g n", g=self.ngroups),
-            self.chunk_size,
+            block,
             D=self.D,
             initial_state=initial_state,
             return_final_state=return_final_state,

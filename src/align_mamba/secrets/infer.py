@@ -237,7 +237,8 @@ def tune_tagger(model: ByteTagger, weights: str = "float32", ssd_chunk_size: int
 
     weights "bfloat16" casts the model to bf16 (default: fp32 weights, bf16 autocast on cuda);
     ssd_chunk_size sets the block length of every Mamba-2 mixer's chunked scan, which splits the
-    kernels' work differently but computes the same SSD. Returns a label of what was set ("" if nothing).
+    kernels' work differently but computes the same SSD (on the CPU it also turns the linear-time scan
+    of select_inference_path back into the chunked form, so the two can be timed). Returns a label of what was set ("" if nothing).
     """
     if weights not in WEIGHTS:
         raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
@@ -251,6 +252,8 @@ def tune_tagger(model: ByteTagger, weights: str = "float32", ssd_chunk_size: int
             raise ConfigError("ssd_chunk_size: this tagger has no Mamba-2 mixer")
         for mixer in mixers:
             mixer.chunk_size = ssd_chunk_size
+            if getattr(mixer, "scan_block", None) is not None:  # asked for the chunked form: leave the scan
+                mixer.scan_block = None
         labels.append(f"ssd chunk {ssd_chunk_size}")
     if weights == "bfloat16":
         model.to(torch.bfloat16)
@@ -258,10 +261,32 @@ def tune_tagger(model: ByteTagger, weights: str = "float32", ssd_chunk_size: int
     return ", ".join(labels)
 
 
+# Steps per block of the CPU inference path's SSD scan (mixers.ssd_scan.ssd_scan): 16 and 32 time about the
+# same on a 2-core CPU; shorter blocks mean less quadratic work per block, longer fewer Python steps.
+CPU_SCAN_BLOCK = 16
+
+
+def select_inference_path(model: ByteTagger, device: torch.device) -> str:
+    """Pick how the Mamba-2 mixers compute the SSD, in place, and name it.
+
+    On the CPU with the reference mixers: the linear-time scan (mixers.ssd_scan.ssd_scan), because the
+    chunked form's (chunks x chunks) state passing costs more than the whole rest of the model on a
+    file-sized window. Elsewhere (mamba-ssm's kernels, or a GPU) nothing changes. Same function either
+    way, up to float rounding.
+    """
+    mixers = [m for m in model.modules() if hasattr(m, "scan_block")]  # Mamba2Reference only
+    if device.type != "cpu" or not mixers:
+        return "chunked SSD" if mixers else model.backend
+    for mixer in mixers:
+        mixer.scan_block = CPU_SCAN_BLOCK
+    return f"cpu scan (SSD recurrence, blocks of {CPU_SCAN_BLOCK})"
+
+
 def load_tagger(path: Path, device: torch.device, backend: str = "auto") -> tuple[ByteTagger, dict[str, Any]]:
     """Rebuild a saved tagger on `backend` (auto | kernels | reference) and `device`, in eval mode.
 
-    Returns (model, meta): meta is the saved one plus class_names, and backend/device now running it.
+    Returns (model, meta): meta is the saved one plus class_names, backend/device now running it,
+    and inference_path (select_inference_path: on the CPU, the linear-time SSD scan).
     A missing, corrupt (checksum), foreign or mismatched file is one DataIntegrityError line naming it.
     """
     payload = load_checkpoint(path, "byte-tagger checkpoint")
@@ -275,5 +300,6 @@ def load_tagger(path: Path, device: torch.device, backend: str = "auto") -> tupl
         raise DataIntegrityError(f"{path} is not a byte-tagger checkpoint ({type(err).__name__}: {err})") from None
     resolved = model.backend
     load_weights(model, state_dict, path)
+    path_name = select_inference_path(model, device)
     return model.to(device).eval(), {**meta, "class_names": list(class_names), "backend": resolved,
-                                     "device": str(device)}
+                                     "device": str(device), "inference_path": path_name}

@@ -11,8 +11,10 @@ compressed or image data is not). A path that cannot be read (missing, broken sy
 denied, unlistable directory) is an error: one warning on stderr, listed under "errors", and the
 scan goes on with the other paths.
 
-Checkpoint: --checkpoint, else the newest `runs/secrets/*/model.pt` under the current directory
-(named on stderr). Threshold and chunking default to the checkpoint's own settings; the whole file
+Checkpoint: --checkpoint, else, inside the project (a params.yaml in the current directory naming
+`secrets.scan_tagger`), that tagger's `runs/secrets/<name>/model.pt` if it has been trained, else the
+tagger shipped inside the package (align_mamba/secrets/models/bimamba.pt); the one used is named on
+stderr, with the inference path (on the CPU, the linear-time SSD scan). Threshold and chunking default to the checkpoint's own settings; the whole file
 is read (up to --max-bytes) and runs through the chunked tagger, whose memory is bounded by the chunk
 length, not the file size.
 
@@ -49,6 +51,7 @@ on). 2 on error: bad flags, no or a broken checkpoint, or nothing scanned while 
 from __future__ import annotations
 
 import codecs
+import importlib.resources
 import json
 import logging
 import os
@@ -60,6 +63,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from tqdm import tqdm
 
 from align_mamba.core.backends import BACKENDS, resolve_device
@@ -75,7 +79,7 @@ SNIFF_BYTES = 8192
 MAX_ODD_FRACTION = 0.3
 TEXT_BYTES = bytes(range(32, 127)) + b"\t\n\r\f\v\b\x1b"
 DEFAULT_MAX_BYTES = 64 * 2**20
-CHECKPOINT_GLOB = "runs/secrets/*/model.pt"
+SHIPPED_CHECKPOINT = "models/bimamba.pt"  # package data of align_mamba.secrets
 # Control characters shown as Python escapes, so one finding is one output line.
 _ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(32), 127)}
 # How a quoted path spells each character that needs it (see the module docstring); the rest of
@@ -158,13 +162,34 @@ class ScanReport:
         }
 
 
-def latest_checkpoint(root: Path) -> Path:
-    """The most recently written `runs/secrets/*/model.pt` under `root` (ties: by path)."""
-    candidates = sorted(root.glob(CHECKPOINT_GLOB), key=lambda p: (p.stat().st_mtime, str(p)))
-    if not candidates:
-        raise ConfigError(f"no checkpoint: pass --checkpoint PATH, or train one with python -m "
-                          f"align_mamba.secrets.train (none matches {CHECKPOINT_GLOB} under {root})")
-    return candidates[-1]
+def shipped_checkpoint() -> Path:
+    """The tagger that ships inside the package; ConfigError if the install lacks it."""
+    path = Path(str(importlib.resources.files("align_mamba.secrets") / SHIPPED_CHECKPOINT))
+    if not path.is_file():
+        raise ConfigError(f"no checkpoint: pass --checkpoint PATH (this install lacks the shipped tagger {path})")
+    return path
+
+
+def project_checkpoint(root: Path) -> Path | None:
+    """`runs/secrets/<secrets.scan_tagger>/model.pt` under `root` when root/params.yaml names one and it
+    exists, else None (no project here, or its scan tagger not trained yet)."""
+    params = root / "params.yaml"
+    if not params.is_file():
+        return None
+    try:
+        name = (yaml.safe_load(params.read_text()) or {}).get("secrets", {}).get("scan_tagger")
+    except (OSError, yaml.YAMLError, AttributeError):  # someone else's params.yaml: not ours to judge
+        return None
+    path = root / "runs" / "secrets" / str(name) / "model.pt"
+    return path if isinstance(name, str) and path.is_file() else None
+
+
+def default_checkpoint(root: Path) -> tuple[Path, str]:
+    """(checkpoint, why it was chosen) when --checkpoint is not given: the project's scan tagger, else the shipped one."""
+    path = project_checkpoint(root)
+    if path is not None:
+        return path, "params.yaml secrets.scan_tagger"
+    return shipped_checkpoint(), "the tagger shipped with align-mamba"
 
 
 def binary_reason(data: bytes) -> str | None:
@@ -332,7 +357,7 @@ def build_parser(prog: str) -> OneLineParser:
     def option(name: str, **kwargs) -> None:
         parser.add_argument(*flag_names(name), dest=name, **kwargs)
 
-    option("checkpoint", type=Path, help=f"tagger checkpoint (default: the newest {CHECKPOINT_GLOB})")
+    option("checkpoint", type=Path, help="tagger checkpoint (default: the project's secrets.scan_tagger if trained, else the shipped one)")
     option("device", default="auto", choices=("auto", "cpu", "cuda"))
     option("backend", default="auto", choices=BACKENDS)
     option("threshold", type=float, help="p(secret) a byte needs (default: the checkpoint's)")
@@ -344,7 +369,8 @@ def build_parser(prog: str) -> OneLineParser:
     option("weights", default="float32", choices=WEIGHTS,
            help="bfloat16: run the tagger in bf16, faster on a GPU (default: fp32 weights, bf16 autocast on cuda)")
     option("ssd_chunk_size", type=int,
-           help="block length of the Mamba-2 chunked scan (default: the checkpoint's); 64 is faster on a CPU")
+           help="run the Mamba-2 chunked SSD with this block length (default: the CPU's linear-time scan, "
+                "the checkpoint's chunked SSD elsewhere)")
     return parser
 
 
@@ -365,13 +391,15 @@ def main(argv: list[str] | None = None, prog: str = "align-mamba scan") -> int:
     options = ScanOptions(args.threshold, args.chunk_len, args.overlap, args.max_bytes, args.show_secrets)
     checkpoint = args.checkpoint
     if checkpoint is None:
-        checkpoint = latest_checkpoint(Path.cwd())
-        log.info("using checkpoint %s (the newest %s)", checkpoint, CHECKPOINT_GLOB)
+        checkpoint, why = default_checkpoint(Path.cwd())
+        log.info("using checkpoint %s (%s)", checkpoint, why)
     elif not checkpoint.is_file():
         raise ConfigError(f"checkpoint not found: {checkpoint}")
     device = resolve_device(args.device)
     model, meta = load_tagger(checkpoint, device, backend=args.backend)
-    tune_tagger(model, args.weights, args.ssd_chunk_size)
+    tuned = tune_tagger(model, args.weights, args.ssd_chunk_size)
+    inference = "chunked SSD" if args.ssd_chunk_size is not None else meta["inference_path"]
+    log.info("inference: %s on %s, %s%s", meta["backend"], device, inference, f", {tuned}" if tuned else "")
     started = time.perf_counter()
     report = scan_paths(args.paths, model, meta, device, options, checkpoint)
     if args.json:

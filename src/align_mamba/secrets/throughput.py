@@ -1,4 +1,4 @@
-"""Scan throughput of the byte tagger against baseline scanners: `python -m align_mamba.secrets.throughput`.
+"""Scan throughput of the byte tagger against baseline scanners: `python -m align_mamba.secrets.throughput --out CSV`.
 
 Files: for each size in --sizes-mb (MB = 2**20 bytes) and each carrier kind in --kinds (default a
 log / python / yaml mix), one file of exactly that size drawn by the secret-dataset generator
@@ -21,7 +21,10 @@ Mamba-2 mixer's chunked scan (default: the checkpoint's). Each run names its non
 `settings`; `backend` reads "kernels (fused)" where mamba-ssm runs its causal-conv1d fused path.
 
 Writes --out (CSV, atomically): system, version, device, backend, settings, kind, size_mb, bytes,
-seconds, mb_per_s, findings (spans reported), planted (secrets in the file); prints the same table.
+seconds, mb_per_s, vs_credsweeper (mb_per_s over CredSweeper's on the same file: >= 1 is as fast or
+faster), findings (spans reported), planted (secrets in the file); prints the same table. Default:
+files of 32 KB, 1 MB and 8 MB, the checkpoint `align-mamba scan` would take, the tagger on the CPU
+through its automatically selected CPU path (named in `settings`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import logging
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -48,12 +51,14 @@ from align_mamba.secrets.data.generate import SeenValues
 from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.secrets.baselines import TOOLS, tool_version
 from align_mamba.secrets.infer import WEIGHTS, load_tagger, predict_spans, tune_tagger
+from align_mamba.secrets.scan import default_checkpoint
 
 log = logging.getLogger("align_mamba.secrets.throughput")
 
 MB = 2**20
 COLUMNS = ["system", "version", "device", "backend", "settings", "kind", "size_mb", "bytes", "seconds", "mb_per_s",
-           "findings", "planted"]
+           "vs_credsweeper", "findings", "planted"]
+REFERENCE_TOOL = "credsweeper"  # vs_credsweeper: a row's mb_per_s over CredSweeper's on the same file
 DEFAULT_KINDS = ("log", "python", "yaml")
 SECRETS_PER_FILE = (4, 8)
 
@@ -81,6 +86,7 @@ class Row:
     bytes: int
     seconds: float
     mb_per_s: float
+    vs_credsweeper: float  # NaN when CredSweeper was not timed
     findings: int
     planted: int
 
@@ -166,7 +172,14 @@ def _row(system: str, version: str, device: str, backend: str, settings: str, fi
          findings: int) -> Row:
     n = file.path.stat().st_size
     return Row(system, version, device, backend, settings, file.kind, file.size_mb, n, round(seconds, 6),
-               round(n / MB / seconds, 6), findings, file.planted)
+               float(f"{n / MB / seconds:.6g}"), float("nan"), findings, file.planted)
+
+
+def with_ratios(rows: list[Row]) -> list[Row]:
+    """Each row with vs_credsweeper = its throughput / CredSweeper's on the same file (NaN if not timed)."""
+    reference = {(r.kind, r.bytes): r.mb_per_s for r in rows if r.system == REFERENCE_TOOL}
+    return [replace(r, vs_credsweeper=round(r.mb_per_s / reference[(r.kind, r.bytes)], 4)
+                    if (r.kind, r.bytes) in reference else float("nan")) for r in rows]
 
 
 def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, backend: str, tools: list[str],
@@ -180,7 +193,9 @@ def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, b
     if checkpoint is not None:
         device = resolve_device(device_name)
         model, meta = load_tagger(checkpoint, device, backend=backend)
-        settings = tune_tagger(model, weights, ssd_chunk_size)
+        tuned = tune_tagger(model, weights, ssd_chunk_size)
+        inference = "" if ssd_chunk_size is not None else meta["inference_path"]  # "ssd chunk N" says it
+        settings = ", ".join(label for label in (inference, tuned) if label)
         backend_label = f"{meta['backend']} (fused)" if runs_fused(model) else meta["backend"]
         meta = {**meta, **{k: v for k, v in overrides.items() if v is not None}}
         tagger = f"align-mamba {align_mamba.__version__} ({checkpoint.parent.name})"
@@ -198,7 +213,7 @@ def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, b
         largest = max(files, key=lambda f: f.path.stat().st_size)
         profile_tagger(model, meta, device, largest.path, batch_chunks, profile_out)
         log.info("profile of one scan of %s written to %s", largest.path.name, profile_out)
-    return rows
+    return with_ratios(rows)
 
 
 def build_parser() -> OneLineParser:
@@ -207,10 +222,11 @@ def build_parser() -> OneLineParser:
     def option(name: str, **kwargs) -> None:
         parser.add_argument(*flag_names(name), dest=name, **kwargs)
 
-    option("checkpoint", type=Path, help="tagger checkpoint (model.pt); needed unless --no-tagger")
+    option("checkpoint", type=Path, help="tagger checkpoint (default: the one `align-mamba scan` takes: the "
+           "project's secrets.scan_tagger if trained, else the shipped one)")
     option("no_tagger", action="store_true", help="time the baselines alone (on files another run gave the tagger)")
     option("out", type=Path, required=True, help="CSV to write")
-    option("sizes_mb", type=float, nargs="+", default=[1.0, 8.0], help="file sizes in MB (2**20 bytes)")
+    option("sizes_mb", type=float, nargs="+", default=[1 / 32, 1.0, 8.0], help="file sizes in MB (2**20 bytes)")
     option("kinds", nargs="+", choices=CARRIER_KINDS, default=list(DEFAULT_KINDS), help="carrier kinds")
     option("tools", nargs="*", choices=list(TOOLS), default=list(TOOLS), help="baselines (none: tagger only)")
     option("device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -253,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--no-tagger with no --tools leaves nothing to time")
         if args.profile is not None:
             raise ConfigError("--profile profiles a tagger scan: it cannot go with --no-tagger")
-    elif args.checkpoint is None or not args.checkpoint.is_file():
+    elif args.checkpoint is None:
+        args.checkpoint, why = default_checkpoint(Path.cwd())
+        log.info("tagger checkpoint %s (%s)", args.checkpoint, why)
+    elif not args.checkpoint.is_file():
         raise ConfigError(f"checkpoint not found: {args.checkpoint} (give --checkpoint, or --no-tagger)")
     for tool in args.tools:  # before the tagger's minutes of timing, not after
         tool_version(TOOLS[tool].dist)
