@@ -180,15 +180,13 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     assert not (tmp_path / "model.pt").exists()
 
 
-def test_training_with_an_infinite_rate_writes_no_model_and_no_train_json(mqar4, tmp_path, capsys):
+def test_an_infinite_rate_is_refused_before_training_and_writes_nothing(mqar4, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["--data", str(mqar4), "--out", str(out), "--variant", "transformer", "--d-model", "16", "--n-layers", "1",
             "--n-heads", "2", "--steps", "1", "--batch-size", "16", "--lr", "inf", "--device", "cpu"]
     code = run_cli(train_main, argv)
     err = capsys.readouterr().err.strip().splitlines()
-    if code == 2 and err and err[-1].startswith("error: lr"):
-        pytest.skip("the params check now rejects lr inf before training (fine)")
-    assert code == 2 and err[-1].startswith("error: cell transformer-np4-ds64-s0: weights became non-finite")
+    assert code == 2 and err[-1] == "error: train.lr must be a finite number, got inf (float)"
     assert not (out / "model.pt").exists() and not (out / "train.json").exists()
 
 
