@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 SLURM_LOCAL = ROOT / "tools" / "slurm_local.sh"
 # Two cells of one dataset, trained for a few steps: three rounds of jobs (data, train, evaluate).
-RUNS = ["mamba2/np4-ds8-s0", "hybrid-0/np4-ds8-s0"]
+RUNS = ["mamba2/np4-ds8-lr0.003-s0", "hybrid-0/np4-ds8-lr0.003-s0"]
 CELLS = [f"results/cells/{run}.json" for run in RUNS]
 # Of the outputs, only these wall-clock fields differ between two runs on one machine (device,
 # backend, host-free summaries and the loss of every step are equal).
@@ -40,8 +40,9 @@ LOCAL_ACCOUNT = "local"
 
 def _tiny_params(dest: Path) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    grid = params["grid"]
-    grid.update(architectures=grid["architectures"][:2], num_pairs=[4], d_state=[8], seeds=[0])
+    names = [arch["name"] for arch in params["architectures"][:2]]
+    params["experiments"] = {"tiny": {"architectures": names, "num_pairs": [4], "d_state": [8], "seeds": [0],
+                                      "lrs": [3.0e-3], "confirm": False}}
     params["data"].update(train_size=256, val_size=64, test_size=64)
     params["train"].update(steps=20, warmup_steps=5, eval_every=10, checkpoint_every=10)
     dest.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -130,18 +131,18 @@ def test_slurm_profile_runs_jobs_through_sbatch_and_matches_a_local_run(slurm_ac
     assert cluster.returncode == 0, log[-4000:]
     assert local_run.returncode == 0, local_output[-4000:]
 
-    # Every job (1 dataset, 2 trainings, 2 evaluations) was submitted with sbatch and finished in Slurm.
+    # Every job (the params check, 1 dataset, 2 trainings, 2 evaluations) went through sbatch and finished.
     job_ids = re.findall(r"submitted with SLURM jobid (\d+)", log)
-    assert len(job_ids) == 5, log[-4000:]
+    assert len(job_ids) == 6, log[-4000:]
     rules = []
     for job_id in job_ids:
         shown = subprocess.run(["scontrol", "show", "job", job_id], check=False, capture_output=True,
                                text=True).stdout
         assert "JobState=COMPLETED" in shown, shown
-        rules += re.findall(r"Comment=rule_(\w+?)_wildcards_", shown)
+        rules += re.findall(r"Comment=rule_([a-z_]+?)(?:_wildcards_\S*)?\s", shown)
         if slurm_account:
             assert f"Account={slurm_account}" in shown, shown
-    assert sorted(rules) == ["evaluate", "evaluate", "mqar_data", "train", "train"]
+    assert sorted(rules) == ["evaluate", "evaluate", "mqar_data", "train", "train", "validate"]
     if slurm_account:  # a named account spares the plugin its failing guess
         assert "trying to guess" not in log and "sacct: invalid option" not in log, log[-4000:]
     print(f"slurm run: {cluster_seconds:.0f} s for {len(job_ids)} jobs")
