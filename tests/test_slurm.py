@@ -42,7 +42,7 @@ def _tiny_params(dest: Path) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     names = [arch["name"] for arch in params["architectures"][:2]]
     params["experiments"] = {"tiny": {"architectures": names, "num_pairs": [4], "d_state": [8], "seeds": [0],
-                                      "lrs": [3.0e-3], "confirm": False}}
+                                      "lrs": [3.0e-3], "confirm": "none"}}
     params["data"].update(train_size=256, val_size=64, test_size=64)
     params["train"].update(steps=20, warmup_steps=5, eval_every=10, checkpoint_every=10)
     dest.write_text(yaml.safe_dump(params, sort_keys=False))

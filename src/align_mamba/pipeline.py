@@ -141,7 +141,7 @@ def recall_stages(params: Params) -> Iterator[Stage]:
                     outs=(cell.metrics,), params=("run", "evaluate"), gpu=True)
     confirm_code = code_deps("align_mamba.recall.confirm")
     for cell in params.recall.cells:
-        if not any(params.recall.experiment(name).confirm for name in cell.experiments):
+        if cell.confirm_mode(params.recall) == "none":
             continue
         neighbours = tuple(f"{other.run_dir}/train.json" for other in row(params.recall, cell))
         yield Stage("confirm", cell.id,

@@ -211,7 +211,7 @@ class Loop:
             s.evals_since_best += 1
         if score >= self.cfg.target_accuracy:
             s.stop_reason = f"{label} {score:.4f} reached the target {self.cfg.target_accuracy}"
-        elif s.evals_since_best >= self.cfg.patience:
+        elif self.cfg.patience and s.evals_since_best >= self.cfg.patience:
             s.stop_reason = f"no validation improvement in {self.cfg.patience} evaluations"
 
     def validate(self, row: dict) -> None:

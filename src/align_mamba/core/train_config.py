@@ -38,7 +38,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         require_positive(self, "steps", "batch_size", "lr", "eval_every", "checkpoint_every",
-                          "patience", "eval_batch_size", "grad_clip")
+                          "eval_batch_size", "grad_clip")
+        require(self.patience >= 0, f"patience must be >= 0 (0: never stop on a plateau), got {self.patience}")
         require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         require(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")

@@ -1,10 +1,10 @@
 """A failure must survive twice the budget: `python -m align_mamba.recall.confirm --params P --cell ID`.
 
 A cell that ends below the capacity threshold on VALIDATION might only have been short of steps (a
-cosine schedule can decay the rate before recall starts). When the same architecture, d_state, rate
-and seed reached the threshold at some other num_pairs (a success next to this failure: the cell
-sits at a cliff's edge), this stage trains the cell again from scratch with twice the steps and
-evaluates it. Otherwise it records why no rerun was needed. Either way it writes
+cosine schedule can decay the rate before recall starts). With the experiment's `confirm: edge`,
+when a neighbour succeeded (the same architecture, d_state and seed at another num_pairs or another
+rate: the cell sits at a cliff's or a rate window's edge), this stage trains the cell again from
+scratch with twice the steps and evaluates it; with `confirm: all`, every failed cell. Otherwise it records why no rerun was needed. Either way it writes
 results/cells/ARCH/STEM.confirm.json: {"needed": false, "reason": ...} or {"needed": true, ...the
 rerun's metrics}. Only validation accuracy decides; the test split is read by the rerun's evaluate.
 """
@@ -30,11 +30,14 @@ BUDGET_FACTOR = 2
 
 
 def row(params: RecallParams, cell: Cell) -> list[Cell]:
-    """The cells that differ from `cell` only in num_pairs (same architecture, settings, rate, seed)."""
-    def key(c: Cell) -> tuple:
-        return c.architecture, c.suffix, c.model.d_state, c.train.lr, c.train.seed
+    """The cells next to `cell`: the same architecture, settings and seed at another num_pairs (same
+    rate: a cliff's edge) or at another rate (same num_pairs: a learning-rate window's edge)."""
+    def same(c: Cell) -> bool:
+        return (c.architecture, c.suffix, c.model.d_state, c.train.seed) == \
+            (cell.architecture, cell.suffix, cell.model.d_state, cell.train.seed)
 
-    return [other for other in params.cells if key(other) == key(cell) and other.num_pairs != cell.num_pairs]
+    return [other for other in params.cells if same(other) and other is not cell
+            and (other.num_pairs == cell.num_pairs) != (other.train.lr == cell.train.lr)]
 
 
 def best_validation(cell: Cell) -> float:
@@ -51,10 +54,12 @@ def decide(params: RecallParams, cell: Cell) -> tuple[bool, str]:
     own = best_validation(cell)
     if own >= threshold:
         return False, f"validation accuracy {own:.4f} reached the threshold {threshold}"
-    successes = [c.num_pairs for c in row(params, cell) if best_validation(c) >= threshold]
+    if cell.confirm_mode(params) == "all":
+        return True, f"validation accuracy {own:.4f} below {threshold}: rerun at {BUDGET_FACTOR}x the steps"
+    successes = [c.id for c in row(params, cell) if best_validation(c) >= threshold]
     if not successes:
-        return False, f"validation accuracy {own:.4f}; no other num_pairs of this row succeeded (no cliff edge)"
-    return True, (f"validation accuracy {own:.4f} below {threshold} while num_pairs {sorted(successes)} succeeded: "
+        return False, f"validation accuracy {own:.4f}; no neighbouring cell succeeded (not at an edge)"
+    return True, (f"validation accuracy {own:.4f} below {threshold} while {', '.join(successes)} succeeded: "
                   f"rerun at {BUDGET_FACTOR}x the steps")
 
 

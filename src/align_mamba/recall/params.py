@@ -148,7 +148,11 @@ class Expectation:
 @dataclass(frozen=True)
 class Experiment:
     """One entry of `experiments:`: which architectures at which num_pairs, d_state, seeds and rates,
-    with its own model/train overrides and the hypothesis its report section tests."""
+    with its own model/train overrides and the hypothesis its report section tests.
+
+    confirm: which failed cells train again at twice the steps before they count as failures:
+    edge (those next to a success: the same row at another num_pairs or rate learned), all, or none.
+    """
 
     name: str
     architectures: tuple[str, ...]
@@ -160,7 +164,7 @@ class Experiment:
     train: Overrides = ()
     expect: tuple[Expectation, ...] = ()
     question: str = ""
-    confirm: bool = True
+    confirm: str = "edge"
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,11 @@ class Cell:
     @property
     def data_dir(self) -> str:
         return data_dir(self.num_pairs)
+
+    def confirm_mode(self, params: RecallParams) -> str:
+        """The strongest `confirm` among the experiments that contain this cell."""
+        modes = [params.experiment(name).confirm for name in self.experiments]
+        return max(modes, key=CONFIRM_MODES.index)
 
     @property
     def confirm_metrics(self) -> str:
@@ -314,11 +323,14 @@ def _experiment(name: str, entry: Any, architectures: Mapping[str, Architecture]
         lrs=_rates(entry.get("lrs"), f"{where}.lrs"),
         model=_overrides(ModelConfig, entry.get("model"), f"{where}.model", forbidden=AXES),
         train=_overrides(TrainConfig, entry.get("train"), f"{where}.train", forbidden=AXES),
-        expect=rows, question=str(entry.get("question", "")), confirm=_flag(entry.get("confirm", True), f"{where}.confirm"))
+        expect=rows, question=str(entry.get("question", "")), confirm=_confirm(entry.get("confirm", "edge"), f"{where}.confirm"))
 
 
-def _flag(value: Any, where: str) -> bool:
-    require(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
+CONFIRM_MODES = ("none", "edge", "all")  # weakest first
+
+
+def _confirm(value: Any, where: str) -> str:
+    require(value in CONFIRM_MODES, f"{where} must be one of {', '.join(CONFIRM_MODES)}, got {value!r}")
     return value
 
 
