@@ -14,7 +14,13 @@ import pytest
 from align_mamba.core.errors import ConfigError
 from align_mamba.core.params import to_dict
 from align_mamba.recall.config import ModelConfig, TrainConfig
-from align_mamba.recall.metrics import CHANCE_LOSS, SCHEMA_VERSION, CellMetrics, CellRecord, Confirm
+from align_mamba.recall.metrics import (
+    CHANCE_LOSS,
+    SCHEMA_VERSION,
+    CellMetrics,
+    CellRecord,
+    Confirm,
+)
 from align_mamba.recall.params import build_recall_params, cell_record
 from align_mamba.report import write_report
 from align_mamba.report.__main__ import main

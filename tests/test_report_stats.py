@@ -6,8 +6,19 @@ import math
 
 import pytest
 
-from align_mamba.report.stats import (Estimate, capacity, capacity_estimate, combine_verdicts, failure_kind,
-                                      loglog_slope, select_on_validation, slope_estimate, verdict, wilson, z_value)
+from align_mamba.report.stats import (
+    Estimate,
+    capacity,
+    capacity_estimate,
+    combine_verdicts,
+    failure_kind,
+    loglog_slope,
+    select_on_validation,
+    slope_estimate,
+    verdict,
+    wilson,
+    z_value,
+)
 
 
 def test_wilson_three_of_five_at_95_percent():

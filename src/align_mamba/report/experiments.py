@@ -20,7 +20,12 @@ from matplotlib.figure import Figure
 
 from align_mamba.core.errors import ConfigError
 from align_mamba.recall.metrics import CellMetrics, Confirm, read_json
-from align_mamba.recall.params import Expectation, Experiment, RecallParams, ReportSettings
+from align_mamba.recall.params import (
+    Expectation,
+    Experiment,
+    RecallParams,
+    ReportSettings,
+)
 from align_mamba.report import stats
 from align_mamba.report.figures import architecture_styles, log2_axis, panels
 

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from align_mamba.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from align_mamba.core.atomic import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
 from align_mamba.core.errors import ConfigError
 from align_mamba.recall.params import RecallParams, ReportSettings
 from align_mamba.report import bench, experiments, figures, secrets, stats
@@ -102,8 +106,8 @@ def _experiment(result: experiments.ExperimentResult, runs: list[experiments.Run
                     f"{stats.PLATEAU_TOLERANCE:.0%} of ln(#values), the loss of a uniform guess (optimisation never "
                     f"started), else **partial recall**. Steps to learn: the first validation step at ≥ {t:g}."),
                Table(experiments.points_table(result)),
-               Text(f"Capacity per seed: the largest num_pairs it learned (a seed with none counts 0 in the mean; "
-                    f"∞ as the interval's top: a seed still learned the largest num_pairs tested)."),
+               Text("Capacity per seed: the largest num_pairs it learned (a seed with none counts 0 in the mean; "
+                    "∞ as the interval's top: a seed still learned the largest num_pairs tested)."),
                Table(experiments.capacity_table(result))]
     blocks.append(Image(f"cliff_{exp.name}", f"{exp.name}: test accuracy against num_pairs, one panel per d_state; "
                         f"lines are means over seeds, dots single seeds, dotted the threshold {t:g}.",

@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 VERDICT_RULE = ("**supported**: the whole measured interval lies inside the expected range; **refuted**: the "
                 "interval lies entirely outside it; **inconclusive**: the two overlap in part, or fewer than "
-                f"{{min_seeds}} seeds measured it, or the interval is unbounded on the side that decides.")
+                "{min_seeds} seeds measured it, or the interval is unbounded on the side that decides.")
 MIN_SEEDS = 2
 # A final training loss within this fraction of ln(#values) is the chance plateau.
 PLATEAU_TOLERANCE = 0.05
