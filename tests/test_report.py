@@ -1,216 +1,235 @@
-"""The report stage on hand-made metrics files: CIs, capacity, hypotheses, outputs, errors."""
+"""The recall report on synthetic typed metrics files: schema, experiments, verdicts, confirm reruns, outputs."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from align_mamba.core.errors import ConfigError
-from align_mamba.report import (
-    capacity_table, format_mean_ci, hypothesis_table, load_grid, mean_ci, summarize, write_report,
+from align_mamba.core.params import to_dict
+from align_mamba.recall.config import ModelConfig, TrainConfig
+from align_mamba.recall.metrics import (
+    CHANCE_LOSS,
+    SCHEMA_VERSION,
+    CellMetrics,
+    CellRecord,
+    Confirm,
 )
+from align_mamba.recall.params import build_recall_params, cell_record
+from align_mamba.report import write_report
 from align_mamba.report.__main__ import main
-from align_mamba.report.tables import breakdown, breakdown_display, cells_display
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-ARCHITECTURES = {"mamba2": ("mamba2", []), "hybrid-0_2": ("hybrid", [0, 2])}
-# accuracy per seed (0, 1), by hand: (architecture, d_state) → {num_pairs: (seed 0, seed 1)}
+MODELS = {"mamba2": ("mamba2", []), "hybrid-0": ("hybrid", [0]), "hybrid-1": ("hybrid", [1])}
+# (architecture, d_state) → {num_pairs: (seed 0, seed 1)} test accuracies, by hand
 ACCURACY = {
-    ("mamba2", 16): {16: (0.7, 0.8), 64: (0.5, 0.6), 128: (0.1, 0.2)},  # never ≥ 0.9: capacity none
-    ("mamba2", 64): {16: (0.99, 1.0), 64: (0.8, 0.9), 128: (0.05, 0.07)},  # capacity 16
-    ("hybrid-0_2", 16): {16: (1.0, 1.0), 64: (0.95, 0.97), 128: (0.85, 0.95)},  # mean 0.9 exactly: ≥ 128
-    ("hybrid-0_2", 64): {16: (1.0, 1.0), 64: (0.99, 0.99), 128: (0.96, 0.94)},
+    ("mamba2", 8): {4: (1.0, 0.95), 8: (0.2, 0.1)},     # capacity 4 on both seeds
+    ("mamba2", 16): {4: (1.0, 1.0), 8: (0.97, 0.3)},    # capacities 8 and 4 (seed 1 fails at 8)
+    ("hybrid-0", 8): {4: (1.0, 1.0), 8: (0.99, 0.98)},  # learns everything: capacity ≥ 8
+    ("hybrid-0", 16): {4: (1.0, 1.0), 8: (1.0, 0.96)},
 }
-DISTANCES = ("1-1", "2-3", "4-7", "8-15", "16-31")  # "16-31" sorts before "2-3" as text
 
 
-def metrics_json(arch: str, num_pairs: int, d_state: int, seed: int, accuracy: float,
-                 backend: str = "kernels", device: str = "cuda") -> dict:
-    """A metrics file as `python -m align_mamba.recall.evaluate` writes it; the first decile is half as good."""
-    variant, positions = ARCHITECTURES[arch]
-    deciles = [{"bucket": f"{10 * d}-{10 * d + 10}%", "accuracy": accuracy * (0.5 if d == 0 else 1), "count": 10}
-               for d in range(10)]
-    distances = [{"bucket": b, "accuracy": accuracy, "count": 5} for b in DISTANCES]
+def metrics_json(arch: str, num_pairs: int, d_state: int, seed: int, accuracy: float, lr: float = 3.0e-3,
+                 val_accuracy: float | None = None, experiments=("cliff",), device: str = "cpu",
+                 backend: str = "reference", final_loss: float | None = None, steps: int = 100) -> dict:
+    """A metrics file as `python -m align_mamba.recall.evaluate --cell` writes it."""
+    variant, positions = MODELS[arch]
+    model = ModelConfig(variant=variant, name=arch, d_model=32, n_layers=4, d_state=d_state,
+                        hybrid_positions=tuple(positions), encoder_layers=1, n_heads=2, headdim=16, chunk_size=32)
+    train = TrainConfig(steps=steps, batch_size=32, lr=lr, seed=seed, device="cpu", backend="auto")
+    val = accuracy if val_accuracy is None else val_accuracy
+    curve = [{"step": s, "accuracy": val * s / steps, "exact_match": 0.0} for s in range(steps // 4, steps + 1, steps // 4)]
+    buckets = [{"low": d / 10, "high": (d + 1) / 10, "accuracy": accuracy, "count": 10} for d in range(10)]
     own = {"data": f"data/mqar/np{num_pairs}", "num_pairs": num_pairs, "accuracy": accuracy,
-           "exact_match": accuracy / 2, "sequences": 100, "queries": 1600,
-           "by_key_decile": deciles, "by_distance": distances}
-    ssm = 2 * 64 * d_state * 4
-    attention = len(positions) * 2 * 64 * 4 * num_pairs
-    return {"cell": f"{arch}-np{num_pairs}-ds{d_state}-s{seed}", "architecture": arch, "seed": seed,
-            "model": {"variant": variant, "name": "", "hybrid_positions": positions, "d_state": d_state,
-                      "d_model": 64, "n_layers": 4},
-            "num_pairs": num_pairs, "accuracy": accuracy, "exact_match": accuracy / 2,
-            "train": {"best_step": 900, "best_val_accuracy": accuracy, "backend": backend, "device": device},
-            "backend": backend, "device": device,
-            "state_size_floats": {"ssm": ssm, "attention": attention, "total": ssm + attention},
-            "parameters": 812345, "wall_seconds": 3.2, "slices": [own]}
+           "exact_match": accuracy / 2, "sequences": 100, "queries": 100 * num_pairs,
+           "by_key_position": buckets, "by_distance": [{"low": 1.0, "high": 2.0, "accuracy": accuracy, "count": 5}]}
+    ssm = 4 * 2 * 32 * d_state
+    attention = len(positions) * 2 * 32 * 4 * num_pairs
+    stem = f"np{num_pairs}-ds{d_state}-lr{lr:g}-s{seed}"
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cell": {"id": f"{arch}/{stem}", "architecture": arch, "num_pairs": num_pairs,
+                 "experiments": list(experiments), "model": to_dict(model), "train": to_dict(train)},
+        "accuracy": accuracy, "exact_match": accuracy / 2, "val_accuracy": val, "best_step": steps,
+        "train_accuracy": accuracy, "train_examples_checked": 1000, "steps_trained": steps,
+        "stop_reason": "step budget reached", "validation": curve,
+        "final_train_loss": (0.1 if accuracy > 0.9 else 0.5 * CHANCE_LOSS) if final_loss is None else final_loss,
+        "chance_loss": CHANCE_LOSS, "state_size": {"ssm": ssm, "attention": attention, "total": ssm + attention},
+        "parameters": 12345, "backend": backend, "device": device, "train_backend": backend,
+        "train_device": device, "wall_seconds": 1.5, "slices": [own],
+    }
 
 
 def write_cell(root: Path, metrics: dict) -> Path:
-    path = root / metrics["cell"] / "metrics.json"
+    path = root / f"{metrics['cell']['id']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics))
     return path
 
 
+PARAMS = {
+    "run": {"device": "cpu", "backend": "auto"},
+    "architectures": [{"name": "mamba2", "variant": "mamba2"},
+                      {"name": "hybrid-0", "variant": "hybrid", "hybrid_positions": [0]}],
+    "experiments": {"cliff": {
+        "question": "Does a pure Mamba-2 fall off a cliff?", "architectures": ["mamba2", "hybrid-0"],
+        "num_pairs": [4, 8], "d_state": [8, 16], "seeds": [0, 1], "lrs": [3.0e-3],
+        "expect": [{"kind": "accuracy", "architecture": "hybrid-0", "num_pairs": 8, "d_state": 8,
+                    "range": [0.9, 1.0], "claim": "the hybrid recalls every pair"},
+                   {"kind": "accuracy", "architecture": "mamba2", "num_pairs": 8, "d_state": 8,
+                    "range": [0.9, 1.0], "claim": "mamba2 recalls 8 pairs at d_state 8"},
+                   {"kind": "capacity_ratio", "architecture": "mamba2", "range": [0.4, 0.6]}]}},
+    "data": {"train_size": 2000, "val_size": 200, "test_size": 400},
+    "model": {"d_model": 32, "n_layers": 4, "encoder_layers": 1, "n_heads": 2, "headdim": 16, "chunk_size": 32},
+    "train": {"steps": 100, "batch_size": 32},
+    "evaluate": {"batch_size": 256},
+    "report": {"capacity_threshold": 0.9, "bootstrap_samples": 500, "confidence": 0.95},
+}
+
+
+@pytest.fixture
+def recall():
+    return build_recall_params(copy.deepcopy(PARAMS), "test-params.yaml")
+
+
 @pytest.fixture
 def cells_dir(tmp_path) -> Path:
-    """2 architectures × 3 num_pairs × 2 d_state × 2 seeds, plus a train.json that must be skipped."""
     root = tmp_path / "cells"
     for (arch, d_state), by_np in ACCURACY.items():
         for num_pairs, seeds in by_np.items():
             for seed, accuracy in enumerate(seeds):
                 write_cell(root, metrics_json(arch, num_pairs, d_state, seed, accuracy))
-    (root / "train.json").write_text(json.dumps({"cell": "x", "best_step": 3}))
     return root
 
 
-def summary_row(summary: pd.DataFrame, arch: str, num_pairs: int, d_state: int) -> pd.Series:
-    rows = summary[(summary["architecture"] == arch) & (summary["num_pairs"] == num_pairs)
-                   & (summary["d_state"] == d_state)]
-    assert len(rows) == 1
-    return rows.iloc[0]
+def test_metrics_round_trip_and_cell_record_is_the_schema():
+    data = metrics_json("hybrid-0", 8, 16, 1, 0.96)
+    typed = CellMetrics.from_json(json.loads(json.dumps(data)), "m.json")
+    assert typed.to_json() == data
+    assert (typed.architecture, typed.num_pairs, typed.d_state, typed.seed, typed.lr, typed.suffix) == (
+        "hybrid-0", 8, 16, 1, 3.0e-3, "")
+    assert typed.slices[0].by_key_position[3].low == pytest.approx(0.3)
+    assert typed.steps_to_learn(0.9) == 100 and typed.steps_to_learn(0.4) == 50
+    # the record evaluate's --cell writes is exactly the typed CellRecord
+    cell = build_recall_params(copy.deepcopy(PARAMS)).cells[0]
+    assert CellRecord.from_json(json.loads(json.dumps(cell_record(cell)))).model == cell.model
 
 
-def test_mean_and_ci_of_one_cell_by_hand(cells_dir):
-    row = summary_row(summarize(load_grid(cells_dir).cells), "mamba2", 64, 64)  # seeds 0.8 and 0.9
-    half = 12.706 * math.sqrt(((0.8 - 0.85) ** 2 + (0.9 - 0.85) ** 2) / 1) / math.sqrt(2)
-    assert row["acc_mean"] == pytest.approx(0.85)
-    assert row["acc_ci"] == pytest.approx(half) and half == pytest.approx(0.635, abs=1e-3)
-    assert row["em_mean"] == pytest.approx(0.425) and row["n"] == 2
+def test_schema_errors_are_one_line_naming_the_file():
+    data = metrics_json("mamba2", 4, 8, 0, 0.5)
+    with pytest.raises(ConfigError, match=r"^m\.json: metrics schema version None, this code reads version 1; "
+                                          r"re-run `python -m align_mamba.recall.evaluate`"):
+        CellMetrics.from_json({k: v for k, v in data.items() if k != "schema_version"}, "m.json")
+    with pytest.raises(ConfigError, match=r"m\.json\.state_size\.total: expected an integer"):
+        CellMetrics.from_json({**data, "state_size": {"ssm": 1, "attention": 0, "total": "1"}}, "m.json")
+    with pytest.raises(ConfigError, match=r"m\.json: missing field\(s\) accuracy"):
+        CellMetrics.from_json({k: v for k, v in data.items() if k != "accuracy"}, "m.json")
+    assert Confirm.from_json({"needed": False, "reason": "no success next to it"}).reason == "no success next to it"
 
 
-def test_train_accuracy_is_averaged_over_seeds_and_shown_as_a_dash_where_it_was_not_measured(cells_dir):
-    for seed, train_accuracy in ((0, 0.7), (1, 0.9)):
-        path = cells_dir / f"mamba2-np64-ds64-s{seed}" / "metrics.json"
-        metrics = json.loads(path.read_text())
-        path.write_text(json.dumps({**metrics, "train_accuracy": train_accuracy, "train_examples_checked": 1000}))
-    summary = summarize(load_grid(cells_dir).cells)
-    assert summary_row(summary, "mamba2", 64, 64)["train_acc_mean"] == pytest.approx(0.8)
-    shown = cells_display(summary).set_index(["architecture", "num_pairs", "d_state"])["train accuracy (mean)"]
-    assert shown[("mamba2", 64, 64)] == "0.800" and shown[("mamba2", 16, 64)] == "—"
-    bad = cells_dir / "mamba2-np16-ds64-s0" / "metrics.json"
-    bad.write_text(json.dumps({**json.loads(bad.read_text()), "train_accuracy": 1.5}))
-    with pytest.raises(ConfigError, match="train_accuracy must be in"):
-        load_grid(cells_dir)
-
-
-def test_ci_uses_t_table_then_normal_and_one_seed_has_none():
-    assert mean_ci([0.5, 0.7, 0.9])[1] == pytest.approx(4.303 * 0.2 / math.sqrt(3))
-    values = [0.0, 1.0] * 20  # n = 40: beyond the table, 1.96
-    assert mean_ci(values)[1] == pytest.approx(1.96 * pd.Series(values).std() / math.sqrt(40))
-    mean, half, n = mean_ci([0.7])
-    assert (mean, n) == (0.7, 1) and math.isnan(half)
-    assert format_mean_ci(mean, half, n) == "0.700 (n=1)"
-    assert format_mean_ci(0.85, 0.0635, 2, percent=True) == "85.0% ± 6.3%"
-
-
-def test_capacity_is_largest_passing_num_pairs(cells_dir):
-    capacity = capacity_table(summarize(load_grid(cells_dir).cells), 0.9).set_index(["architecture", "d_state"])
-    assert (capacity.loc[("mamba2", 16), "capacity"], capacity.loc[("mamba2", 16), "label"]) == (0, "none")
-    assert (capacity.loc[("mamba2", 64), "capacity"], capacity.loc[("mamba2", 64), "label"]) == (16, "16")
-    assert capacity.loc[("hybrid-0_2", 16), "label"] == "≥ 128"  # mean of 0.85 and 0.95 reaches 0.9
-    assert capacity.loc[("hybrid-0_2", 64), "state_at_capacity"] == 2 * 64 * 64 * 4 + 2 * 2 * 64 * 4 * 128
-    stricter = capacity_table(summarize(load_grid(cells_dir).cells), 0.96).set_index(["architecture", "d_state"])
-    assert stricter.loc[("hybrid-0_2", 16), "label"] == "64"
-
-
-def test_hypotheses_show_not_run_or_measured(cells_dir):
-    table = hypothesis_table(summarize(load_grid(cells_dir).cells))
-    assert {"hypothesis (expected)", "measured (mean ± 95% CI)"} <= set(table.columns)
-    measured = dict(zip(table["hybrid_positions"], table["measured (mean ± 95% CI)"]))
-    assert measured["[0]"] == "not run" and measured["[8, 16]"] == "not run"
-    assert measured["[]"].startswith("6.0% ± ")  # mamba2 at np128 ds64: 0.05 and 0.07
-    assert measured["[0, 2]"].startswith("95.0% ± ")
-    assert dict(zip(table["hybrid_positions"], table["hypothesis (expected)"]))["[0, 2]"] == "~95%"
-
-
-def test_breakdown_at_largest_num_pairs_mean_over_seeds_in_numeric_order(cells_dir):
-    grid = load_grid(cells_dir)
-    deciles = breakdown(grid, "by_key_decile")
-    assert set(deciles["series"]) == {"mamba2 (np128, ds64)", "hybrid-0_2 (np128, ds64)"}
-    first = deciles[(deciles["architecture"] == "mamba2") & (deciles["bucket"] == "0-10%")].iloc[0]
-    assert first["accuracy"] == pytest.approx(0.03) and first["count"] == 20 and first["seeds"] == 2
-    assert breakdown_display(breakdown(grid, "by_distance"))["bucket"].tolist() == list(DISTANCES)
-
-
-def test_cli_writes_complete_self_contained_report(cells_dir, tmp_path):
-    out = tmp_path / "report"
-    assert main(["--cells", str(cells_dir), "--out", str(out)]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == sorted(metrics)
-    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())
-    assert metrics["cells"] == 24 and metrics["capacity.mamba2.ds16"] == 0 and metrics["capacity.mamba2.ds64"] == 16
-    assert metrics["accuracy.mamba2"] == pytest.approx(sum(sum(s) for (a, _), n in ACCURACY.items() if a == "mamba2"
-                                                           for s in n.values()) / 12)
-    assert len(pd.read_csv(out / "cells.csv")) == 24
-    page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4
-    assert all(src.startswith("data:") for src in re.findall(r'src="([^"]*)"', page))
-    assert ".png" not in page and "<link" not in page
-    markdown = (out / "report.md").read_text()
-    referenced = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
-    assert len(referenced) == 4 and all((out / ref).is_file() for ref in referenced)
-    titles = re.findall(r"^## (.+)$", markdown, flags=re.M)
-    assert titles == ["What was run", "Every cell", "The cliff", "Heatmap", "Capacity", "Where recall fails",
-                      "Hypothesis vs measured", "Provenance"]
-    assert "WARNING" not in markdown and "0.850 ± 0.635" in markdown
-
-
-def test_single_cell_grid_and_reference_cpu_cell_are_reported(tmp_path):
-    cell = metrics_json("mamba2", 128, 64, 0, 0.04, backend="reference", device="cpu")
-    cell["slices"][0]["by_distance"] = []  # a breakdown with no buckets leaves one panel
-    write_cell(tmp_path / "cells", cell)
-    metrics = write_report(tmp_path / "cells", tmp_path / "out", 0.9)
+def test_report_answers_the_hypotheses_with_intervals(cells_dir, recall, tmp_path):
+    metrics = write_report(cells_dir, tmp_path / "out", recall=recall)
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert metrics["cells"] == 1 and metrics["capacity.mamba2.ds64"] == 0
-    assert "0.040 (n=1)" in markdown and "4.0% (n=1)" in markdown
-    assert "WARNING: 1 of 1 cells ran on the pure-PyTorch reference" in markdown
-    assert "By key position in the context:" in markdown and "By key→query distance" not in markdown
-    assert all((tmp_path / "out" / "figures" / f"{n}.png").stat().st_size > 0
-               for n in ("cliff", "heatmap", "capacity", "where_recall_fails"))
+    lines = markdown.splitlines()
+    # first lines: the kind of run, then one verdict line per hypothesis, with numbers
+    assert lines[2] == "## What this run shows" and lines[4].startswith("**A CPU run**")
+    assert "results/gpu/" in lines[4]
+    assert lines[6].startswith("cliff: the hybrid recalls every pair — expected [0.9, 1], measured "
+                               "num_pairs 8, d_state 8: 0.985 [0.980, 0.990]; 2/2 seeds learned → **supported**")
+    assert "mamba2 recalls 8 pairs at d_state 8" in lines[8] and lines[8].endswith("**refuted**")
+    # capacity / d_state: 4/8 = 0.5 at d_state 8 (supported); mean(8, 4)/16 = 0.375 at 16, where seed 0
+    # learned the largest num_pairs tested: a lower bound, the interval open at the top
+    assert "d_state 8: 0.500 [0.500, 0.500]; d_state 16: 0.375 [0.250, ∞] → **inconclusive**" in lines[10]
+    assert metrics["cliff.verdict.accuracy.hybrid-0.np8.ds8"] == "supported"
+    assert metrics["cliff.verdict.capacity_ratio.mamba2.ds8"] == "supported"
+    assert metrics["cliff.capacity.mamba2.ds16"] == 6.0 and metrics["cliff.capacity.hybrid-0.ds8"] == 8.0
+    assert metrics["cliff.accuracy.mamba2.np8.ds16"] == round((0.97 + 0.3) / 2, 3)
+    assert metrics["cells"] == 16 and list(metrics) == sorted(metrics)
+    # the per-cell table: successes/seeds, Wilson interval, the failure kind
+    row = next(line for line in lines if line.startswith("| mamba2 | 16 | 8 |"))
+    assert "| 1/2 | [0.09, 0.91] |" in row and "s1 failed (partial recall; 2× rerun not run)" in row
+    assert {"figures/cliff_cliff.png", "figures/capacity_cliff.png"} <= {
+        p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out" / "figures").iterdir()}
+    assert (tmp_path / "out" / "report.html").read_text().count("data:image/png;base64,") == 2
 
 
-def test_malformed_json_names_the_file(cells_dir):
-    broken = cells_dir / "broken" / "metrics.json"
-    broken.parent.mkdir()
-    broken.write_text('{"cell": "x", ')
-    with pytest.raises(ConfigError, match=re.escape(str(broken))):
-        load_grid(cells_dir)
+def test_no_capacity_is_null_and_values_are_rounded(tmp_path, recall):
+    root = tmp_path / "cells"
+    for (arch, d_state), by_np in ACCURACY.items():
+        for num_pairs, seeds in by_np.items():
+            for seed, accuracy in enumerate(seeds):
+                low = 0.1 / 3 if arch == "mamba2" and d_state == 8 else accuracy  # never learns: no capacity
+                write_cell(root, metrics_json(arch, num_pairs, d_state, seed, low))
+    write_report(root, tmp_path / "out", recall=recall)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["cliff.capacity.mamba2.ds8"] is None
+    assert metrics["cliff.accuracy.mamba2.np4.ds8"] == 0.033
 
 
-def test_missing_field_and_duplicate_cell_are_config_errors(cells_dir, tmp_path):
-    bad = metrics_json("mamba2", 16, 16, 0, 0.7)
-    del bad["model"]["d_state"]
-    write_cell(tmp_path / "other", bad)
-    with pytest.raises(ConfigError, match="model.d_state"):
-        load_grid(tmp_path / "other")
-    copy = cells_dir / "copy" / "metrics.json"
-    copy.parent.mkdir()
-    copy.write_text(json.dumps(metrics_json("mamba2", 16, 16, 0, 0.7)))
-    with pytest.raises(ConfigError, match="2 metrics files for one cell"):
-        load_grid(cells_dir)
+def test_a_failure_counts_only_if_its_2x_rerun_fails(cells_dir, recall, tmp_path):
+    # mamba2 np8 ds16 seed 1 failed (0.3); its rerun at twice the budget learns (0.95)
+    rerun = metrics_json("mamba2", 8, 16, 1, 0.95, steps=200)
+    (cells_dir / "mamba2" / "np8-ds16-lr0.003-s1.confirm.json").write_text(json.dumps({"needed": True, **rerun}))
+    # mamba2 np8 ds8 seed 0 failed; its rerun fails on the chance plateau
+    flat = metrics_json("mamba2", 8, 8, 0, 0.0, steps=200, final_loss=CHANCE_LOSS)
+    (cells_dir / "mamba2" / "np8-ds8-lr0.003-s0.confirm.json").write_text(json.dumps({"needed": True, **flat}))
+    (cells_dir / "mamba2" / "np8-ds8-lr0.003-s1.confirm.json").write_text(
+        json.dumps({"needed": False, "reason": "no learned cell next to it"}))
+    metrics = write_report(cells_dir, tmp_path / "out", recall=recall)
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    row16 = next(line for line in markdown.splitlines() if line.startswith("| mamba2 | 16 | 8 |"))
+    assert "| 2/2 |" in row16 and "s1: 0.950" in row16  # both runs shown; the seed learned at 2×
+    row8 = next(line for line in markdown.splitlines() if line.startswith("| mamba2 | 8 | 8 |"))
+    assert "s0 failed at 1× and 2× (chance plateau)" in row8
+    assert "s1 failed (partial recall; no 2× rerun: no learned cell next to it)" in row8
+    assert metrics["cliff.capacity.mamba2.ds16"] == 8.0
 
 
-@pytest.mark.parametrize("extra", [[], ["--capacity-threshold", "1.5"], ["--capacity_threshold", "0"]])
-def test_cli_exits_2_with_one_line(tmp_path, cells_dir, extra):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    cells, log = (cells_dir if extra else empty), tmp_path / "logs" / "report.log"
-    result = subprocess.run([sys.executable, "-m", "align_mamba.report", "--cells", str(cells),
-                             "--out", str(tmp_path / "out"), "--log", str(log), *extra],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(SRC)})
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
-    assert ("no metrics files" if not extra else "capacity-threshold must be in (0, 1]") in lines[0]
-    assert lines[0] in log.read_text()
-    assert not (tmp_path / "out").exists()
+def test_lr_is_chosen_on_validation_not_test(tmp_path, recall):
+    root = tmp_path / "cells"
+    for (arch, d_state), by_np in ACCURACY.items():
+        for num_pairs, seeds in by_np.items():
+            for seed, accuracy in enumerate(seeds):
+                write_cell(root, metrics_json(arch, num_pairs, d_state, seed, accuracy))
+                # a second rate: better on test, worse on validation; it must not be kept
+                write_cell(root, metrics_json(arch, num_pairs, d_state, seed, 1.0, lr=1.0e-2, val_accuracy=0.01))
+    metrics = write_report(root, tmp_path / "out", threshold=0.9)  # without params: every file, experiments recorded
+    assert metrics["cliff.accuracy.mamba2.np8.ds8"] == 0.15 and metrics["cells"] == 32
+    assert "| 0.003 ×2 of 2 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_blind_start_plots_against_k(tmp_path):
+    root = tmp_path / "cells"
+    for arch, acc in (("hybrid-0", 1.0), ("hybrid-1", 0.2)):
+        for seed in (0, 1):
+            write_cell(root, metrics_json(arch, 8, 8, seed, acc, experiments=("blind_start",)))
+    write_report(root, tmp_path / "out")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "figures/positions_blind_start.png" in markdown and "k=0: hybrid-0, k=1: hybrid-1" in markdown
+
+
+def test_cli_exits_2_with_one_line_on_an_old_metrics_file(cells_dir, tmp_path):
+    old = cells_dir / "mamba2" / "np4-ds8-lr0.003-s0.json"
+    data = json.loads(old.read_text())
+    del data["schema_version"]
+    old.write_text(json.dumps(data))
+    result = subprocess.run([sys.executable, "-m", "align_mamba.report", "--cells", str(cells_dir), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "metrics schema version None" in result.stderr
+
+
+def test_cli_with_params_reads_exactly_its_cells(cells_dir, recall, tmp_path):
+    (cells_dir / "mamba2" / "np4-ds8-lr0.003-s0.json").unlink()
+    params = tmp_path / "p.yaml"
+    with pytest.raises(ConfigError, match="metrics file\\(s\\) of the experiments are missing"):
+        write_report(cells_dir, tmp_path / "out", recall=recall)
+    assert main is not None and params is not None and not math.isnan(0.0)

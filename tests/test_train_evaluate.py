@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -19,6 +21,7 @@ from align_mamba.recall.mqar import MQARConfig
 from align_mamba.recall.storage import load_mqar, write_mqar
 from align_mamba.core.errors import ConfigError, DataIntegrityError, NonFiniteLossError
 from align_mamba.recall.evaluate import evaluate_cell, slice_metrics
+from align_mamba.recall.metrics import CellMetrics
 from align_mamba.recall.train import learning_rate, train_cell
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -73,11 +76,16 @@ def test_hybrid_cell_trains_and_evaluates_across_slices(mqar4, tmp_path):
     )
     train_cell(cell, mqar4, tmp_path / "run")
     metrics = evaluate_cell(tmp_path / "run" / "model.pt", [mqar4, other], "reference", "cpu", 64)
-    assert metrics["train"]["lr"] == 2.5e-3  # the report's learning-rate selection names the winner's rate
-    assert [s["num_pairs"] for s in metrics["slices"]] == [4, 6]
-    assert metrics["slices"][1]["queries"] == 40 * 4
-    assert metrics["state_size_floats"]["total"] == 2 * 2 * 32 * 8 + 2 * 32 * (3 * 4 + 2)
-    assert metrics["train_examples_checked"] == 1000 and 0 <= metrics["train_accuracy"] <= 1
+    typed = CellMetrics.from_json(json.loads(json.dumps(metrics)))  # what the report reads back
+    assert typed.lr == 2.5e-3  # the report's learning-rate selection names the winner's rate
+    assert [s.num_pairs for s in typed.slices] == [4, 6]
+    assert typed.slices[1].queries == 40 * 4
+    assert typed.state_size.total == 2 * 2 * 32 * 8 + 2 * 32 * (3 * 4 + 2)
+    assert typed.train_examples_checked == 1000 and 0 <= typed.train_accuracy <= 1
+    assert typed.steps_trained == 6 and [p.step for p in typed.validation] == [3, 6]
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert typed.final_train_loss == pytest.approx(history["loss"].mean())  # 6 steps < FINAL_LOSS_STEPS
+    assert typed.chance_loss == pytest.approx(math.log(4096)) and typed.cell.model.hybrid_positions == (0,)
 
 
 def test_head_keeps_the_first_examples_of_every_per_example_array(mqar4):
@@ -176,14 +184,19 @@ def test_slice_metrics_on_a_hand_built_split(mqar4):
     correct[:10] = True
     metrics = slice_metrics(correct, split)
     n = len(split)
-    assert metrics["accuracy"] == pytest.approx((n + 10 * 3) / (4 * n))
-    assert metrics["exact_match"] == pytest.approx(10 / n)
-    assert sum(b["count"] for b in metrics["by_key_decile"]) == 4 * n
-    assert sum(b["count"] for b in metrics["by_distance"]) == 4 * n
+    assert metrics.accuracy == pytest.approx((n + 10 * 3) / (4 * n))
+    assert metrics.exact_match == pytest.approx(10 / n)
+    assert sum(b.count for b in metrics.by_key_position) == 4 * n
+    assert sum(b.count for b in metrics.by_distance) == 4 * n
     slots = split.query_slot
-    first_decile = next(b for b in metrics["by_key_decile"] if b["bucket"] == "0-10%")
+    first_decile = next(b for b in metrics.by_key_position if (b.low, b.high) == (0.0, 0.1))
     expected = correct[slots == 0].float().mean().item()
-    assert first_decile["accuracy"] == pytest.approx(expected)
+    assert first_decile.accuracy == pytest.approx(expected)
+    # distance buckets are octaves [2^b, 2^(b+1)) holding exactly the queries at those distances
+    distance = split.query_distance.reshape(-1)
+    for b in metrics.by_distance:
+        assert b.high == 2 * b.low and math.log2(b.low).is_integer()
+        assert b.count == int(((distance >= b.low) & (distance < b.high)).sum())
 
 
 def test_evaluate_rejects_a_non_checkpoint_and_a_foreign_first_test_set(mqar4, tmp_path):

@@ -1,13 +1,15 @@
-"""Write the study's report: `python -m align_mamba.report --cells DIR --out DIR [--capacity-threshold 0.9]
+"""Write the study's report: `python -m align_mamba.report --params params.yaml --cells DIR --out DIR
 [--bench DIR] [--secrets DIR]`.
 
---cells is searched recursively for the metrics JSON files of `python -m align_mamba.recall.evaluate`
-(other JSON files are skipped). --bench (outputs of `python -m align_mamba.bench`, and
+With --params the report reads exactly the cells of its experiments (CELLS/<id>.json, and
+<id>.confirm.json of a 2x-budget rerun beside it) and opens each experiment's section with its
+hypotheses; without it, --cells is searched recursively for metrics files of
+`python -m align_mamba.recall.evaluate` (other JSON files are skipped). --bench (outputs of `python -m align_mamba.bench`, and
 scan_throughput.csv of `python -m align_mamba.secrets.throughput`) and --secrets (DIR/<tagger>/ of
 `python -m align_mamba.secrets.evaluate`, DIR/baselines/ of `python -m align_mamba.secrets.baselines`)
 each add a section; a folder without results gives that section one line on how to produce them.
 Writes report.md, report.html (self-contained), figures/*.png, cells.csv (one row per cell) and
-metrics.json (flat headline numbers for `dvc exp show`).
+metrics.json (headline numbers per experiment for `dvc exp show`, rounded; null: no capacity).
 """
 
 from __future__ import annotations
@@ -29,21 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder the report is written into")
     parser.add_argument("--params", type=Path, help="params.yaml: report exactly its experiments' cells (CELLS/<id>.json)")
     # both spellings: DVC unpacks params.yaml's `report: {capacity_threshold: ...}` as --capacity_threshold
-    parser.add_argument(*flag_names("capacity_threshold"), dest="capacity_threshold", type=float, default=0.9,
-                        help="mean accuracy a num_pairs must reach to count toward capacity, in (0, 1] (default 0.9)")
+    parser.add_argument(*flag_names("capacity_threshold"), dest="capacity_threshold", type=float,
+                        help="test accuracy a seed must reach at a num_pairs to have learned it, in (0, 1] "
+                             "(default: params.yaml's report.capacity_threshold, else 0.9)")
     parser.add_argument(*flag_names("bench"), dest="bench", type=Path,
                         help="benchmark folder (python -m align_mamba.bench --out DIR): adds the benchmark section")
     parser.add_argument(*flag_names("secrets"), dest="secrets", type=Path,
                         help="secret-span results (DIR/<tagger>/, DIR/baselines/): adds the secret-span section")
     args = parser.parse_args(argv)
     setup_logging(args.log)
-    expected = taggers = None
+    recall = taggers = None
     if args.params is not None:
         params = load_params(args.params)
-        expected = [args.cells / f"{cell.id}.json" for cell in params.recall.cells]
-        taggers = [tagger.name for tagger in params.secrets.taggers]
-        args.capacity_threshold = params.recall.report.capacity_threshold
-    metrics = write_report(args.cells, args.out, args.capacity_threshold, expected=expected, bench_dir=args.bench,
+        recall, taggers = params.recall, [tagger.name for tagger in params.secrets.taggers]
+    metrics = write_report(args.cells, args.out, args.capacity_threshold, recall=recall, bench_dir=args.bench,
                            secrets_dir=args.secrets, taggers=taggers)
     log.info("report of %d cells written to %s (report.md, report.html)", metrics["cells"], args.out)
     return 0

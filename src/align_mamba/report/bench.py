@@ -203,15 +203,28 @@ def wrapper_tax_table(summary: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def _ratio(slower_ms: float, faster_ms: float) -> str:
+    """`1.50× faster` / `2.20× slower`: a rung's step time against another's, stated plainly."""
+    if faster_ms <= slower_ms:
+        return f"{_number(slower_ms / faster_ms)}× faster"
+    return f"{_number(faster_ms / slower_ms)}× slower"
+
+
 def training_sentence(summary: dict, ladder: pd.DataFrame) -> str:
-    """What the ladder's final rung reached, and whether align_mamba.recall.train's own rung ran."""
-    final = summary.get("training_speedup")
-    if final is None:
-        text = "No ladder rung ran."
-    else:
-        text = (f"The final rung that ran, rung {final['rung']} ({final['description']}), takes "
-                f"{_number(final['ms_per_step'])} ms per step: **{_number(final['speedup_vs_naive'])}× the naive "
-                f"rung 0**.")
+    """Each rung that ran against the rung before it and against rung 0, once, and which rung is
+    align_mamba.recall.train's own step."""
+    ran = ladder[ladder["status"] == "ok"].sort_values("rung")
+    if ran.empty:
+        return "No ladder rung ran."
+    first = ran.iloc[0]
+    parts = []
+    for previous, row in zip(ran.iloc[:-1].itertuples(), ran.iloc[1:].itertuples()):
+        text = f"rung {row.rung} is {_ratio(previous.ms_per_step, row.ms_per_step)} than rung {previous.rung}"
+        if previous.rung != first["rung"]:
+            text += f" ({_ratio(first['ms_per_step'], row.ms_per_step)} than rung {first['rung']})"
+        parts.append(text)
+    text = (f"Rung {first['rung']} takes {_number(first['ms_per_step'])} ms per step; " + "; ".join(parts) + "."
+            if parts else f"Only rung {first['rung']} ran ({_number(first['ms_per_step'])} ms per step).")
     # Found by description, not number: a ladder written by an older rung list stays readable.
     rung = ladder[ladder["description"].astype(str).str.contains(TRAIN_STEP_MARK, regex=False)]
     if rung.empty:
@@ -219,8 +232,7 @@ def training_sentence(summary: dict, ladder: pd.DataFrame) -> str:
     row = rung.iloc[0]
     if row["status"] != "ok":
         return f"{text} Rung {row['rung']} is align_mamba.recall.train's step; it did not run ({row['status']})."
-    return (f"{text} Rung {row['rung']} is align_mamba.recall.train's step: {_number(row['ms_per_step'])} ms per "
-            f"step, {_number(row['speedup_vs_naive'])}× naive.")
+    return f"{text} Rung {row['rung']} is align_mamba.recall.train's step."
 
 
 def scan_throughput_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -7,6 +7,7 @@ Sections are built as plain data (text, tables, figures) so both renderings show
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import re
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ import pandas as pd
 
 from align_mamba.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, null_non_finite
 from align_mamba.core.errors import ConfigError
-from align_mamba.report import bench, figures, secrets, selection, tables
+from align_mamba.recall.params import RecallParams, ReportSettings
+from align_mamba.report import bench, experiments, figures, secrets, stats
 
-TITLE = "align-mamba: MQAR recall across the grid"
+TITLE = "align-mamba: MQAR recall, experiment by experiment"
 CSS = """body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.25rem .5rem}
 th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}img{max-width:100%}
@@ -58,98 +60,91 @@ class Section:
     blocks: tuple
 
 
-def _listing(values) -> str:
-    """`16, 64, 128`: the distinct values, sorted."""
-    return ", ".join(str(v) for v in sorted(set(values)))
+def run_kind(runs: list[experiments.Run]) -> str:
+    """What kind of run the cells are (device and backend that trained them), and where GPU results live."""
+    devices = sorted({r.metrics.train_device for r in runs})
+    backends = sorted({r.metrics.train_backend for r in runs})
+    on_gpu = [d for d in devices if d.startswith("cuda")]
+    if not on_gpu:
+        kind = ("**A CPU run** (the default params.yaml is sized for a 2-core CPU): its numbers show the study in "
+                "miniature, not the study's answer.")
+    elif len(on_gpu) == len(devices):
+        kind = "**A GPU run**."
+    else:
+        kind = "**A mixed run**: some cells trained on a CPU, some on a GPU."
+    return (f"{kind} {len(runs)} cells trained on {', '.join(devices)} with the {', '.join(backends)} backend. "
+            f"GPU results of the full study: results/gpu/ (its README says which runs they are).")
 
 
-def _header(grid: tables.Grid, summary: pd.DataFrame, command: str) -> Section:
-    """What was run, whether the grid is complete, and how to regenerate the report."""
-    cells = grid.cells
-    full = cells["architecture"].nunique() * cells["num_pairs"].nunique() * cells["d_state"].nunique()
-    what = pd.DataFrame({"": ["cells (metrics files)", "architectures", "num_pairs", "d_state", "seeds",
-                              "grid points run"],
-                         "run": [len(cells), _listing(cells["architecture"]), _listing(cells["num_pairs"]),
-                                 _listing(cells["d_state"]), _listing(cells["seed"]), f"{len(summary)} of {full}"]})
-    return Section("What was run", (Table(what), Text(f"Regenerate with `{command}` (in the pipeline: `dvc repro report`); cells.csv has one row per "
-                                                      f"cell and metrics.json the headline numbers.")))
+def _header(runs: list[experiments.Run], results: list[experiments.ExperimentResult], command: str) -> Section:
+    lines = [Text(run_kind(runs))]
+    lines += [Text(line) for result in results for line in result.verdict_lines()]
+    lines.append(Text(f"Verdict rule: {stats.VERDICT_RULE.format(min_seeds=stats.MIN_SEEDS)} Intervals are "
+                      f"percentile bootstraps over seeds (capacity, slope, mean accuracy) or Wilson intervals "
+                      f"(seeds learned)."))
+    lines.append(Text(f"Regenerate with `{command}` (in the pipeline: `dvc repro report`); cells.csv has one row per "
+                      f"cell and metrics.json the headline numbers."))
+    return Section("What this run shows", tuple(lines))
 
 
-def _every_cell(summary: pd.DataFrame) -> Section:
-    note = Text("Accuracy is per query, exact match per sequence (every query right), both on the cell's own "
-                "test split; ± is the half-width of the 95% Student t-interval over seeds. Train accuracy is on the "
-                "first examples of the cell's training split (`train_examples_checked` in its metrics file): far "
-                "above the test accuracy, the model memorised its training contexts rather than learning recall "
-                "(— where the metrics predate that check). State size counts the floats kept about the context "
-                "(SSM state plus attention's key/value reads).")
-    return Section("Every cell", (note, Table(tables.cells_display(summary))))
+def _experiment(result: experiments.ExperimentResult, runs: list[experiments.Run]) -> Section:
+    exp, t = result.experiment, result.threshold
+    blocks: list = [Text(exp.question)] if exp.question else []
+    if exp.expect:
+        blocks += [Text("Hypotheses (from params.yaml, not results) against what was measured:"),
+                   Table(experiments.hypothesis_table(result))]
+    else:
+        blocks.append(Text("No hypothesis rows in params.yaml for this experiment (`expect:`)."))
+    blocks += [Text(f"Every grid point. Per (architecture, num_pairs, d_state, seed) the learning rate best on "
+                    f"**validation** accuracy is kept (the test split chooses nothing). A seed has learned when its "
+                    f"test accuracy is ≥ {t:g}; a failed seed counts as failed only if its rerun at twice the step "
+                    f"budget failed too. A failure is a **chance plateau** when its final training loss is within "
+                    f"{stats.PLATEAU_TOLERANCE:.0%} of ln(#values), the loss of a uniform guess (optimisation never "
+                    f"started), else **partial recall**. Steps to learn: the first validation step at ≥ {t:g}."),
+               Table(experiments.points_table(result)),
+               Text("Capacity per seed: the largest num_pairs it learned (a seed with none counts 0 in the mean; "
+                    "∞ as the interval's top: a seed still learned the largest num_pairs tested)."),
+               Table(experiments.capacity_table(result))]
+    blocks.append(Image(f"cliff_{exp.name}", f"{exp.name}: test accuracy against num_pairs, one panel per d_state; "
+                        f"lines are means over seeds, dots single seeds, dotted the threshold {t:g}.",
+                        figures.png_bytes(experiments.cliff_figure(result))))
+    capacity = experiments.capacity_figure(result)
+    if capacity is not None:
+        blocks.append(Image(f"capacity_{exp.name}", f"{exp.name}: mean capacity against state size in floats "
+                            f"(log-log), bootstrap intervals; the legend gives each fitted slope.",
+                            figures.png_bytes(capacity)))
+    one = {experiments.series(r.metrics): r.metrics for p in result.points for r in p.kept}
+    by_k = experiments.single_position_series(result, one)
+    if by_k:
+        blocks.append(Image(f"positions_{exp.name}", f"{exp.name}: accuracy and steps to learn against the one "
+                            f"decoder layer k that cross-attends (" + ", ".join(f"k={k}: {s}" for k, s in by_k.items())
+                            + ").", figures.png_bytes(experiments.position_figure(result, by_k))))
+    return Section(f"Experiment {exp.name}", tuple(blocks))
 
 
-def _cliff(summary: pd.DataFrame, threshold: float) -> Section:
-    png = figures.png_bytes(figures.cliff_figure(summary, threshold))
-    return Section("The cliff", (Image("cliff", f"Accuracy vs num_pairs per d_state; error bars are 95% CIs over "
-                                                f"seeds, dotted line the capacity threshold {threshold:g}.", png),))
+def _provenance(runs: list[experiments.Run]) -> Section:
+    frame = pd.DataFrame([{"train backend": r.metrics.train_backend, "train device": r.metrics.train_device,
+                           "eval backend": r.metrics.backend, "eval device": r.metrics.device} for r in runs])
+    counts = frame.value_counts().rename("cells").reset_index()
+    return Section("Provenance", (Text("Which backend (`kernels`: mamba-ssm; `reference`: pure PyTorch) and device "
+                                       "trained and evaluated the cells; cells.csv has it per cell."), Table(counts)))
 
 
-def _heatmap(summary: pd.DataFrame) -> Section:
-    png = figures.png_bytes(figures.heatmap_figure(summary))
-    return Section("Heatmap", (Image("heatmap", "Mean accuracy over num_pairs × d_state, per architecture "
-                                                "(blank: not run).", png),))
-
-
-def _capacity(capacity: pd.DataFrame, threshold: float) -> Section:
-    note = Text(f"Capacity: the largest num_pairs whose mean accuracy is ≥ {threshold:g}; **none** when no grid "
-                f"point reaches it, **≥ N** when even the largest num_pairs tested passes (a lower bound).")
-    png = figures.png_bytes(figures.capacity_figure(capacity, threshold))
-    caption = "Capacity vs state size at capacity (log-log); hollow markers are lower bounds (≥ N)."
-    return Section("Capacity", (note, Table(tables.capacity_display(capacity, threshold)),
-                                Image("capacity", caption, png)))
-
-
-def _failures(grid: tables.Grid) -> Section:
-    panels = {name: tables.breakdown(grid, name) for name in tables.BREAKDOWNS}
-    panels = {name: long for name, long in panels.items() if not long.empty}
-    blocks = [Text("Accuracy by where the queried key sits in the context (deciles: lost in the middle?) and by "
-                   "key→query distance, on each architecture's largest num_pairs (at its largest d_state), "
-                   "mean over seeds.")]
-    if not panels:
-        return Section("Where recall fails", (*blocks, Text("The metrics files hold no breakdowns.")))
-    caption = "Accuracy by " + " and by ".join(tables.BREAKDOWNS[name] for name in panels) + "."
-    blocks.append(Image("where_recall_fails", caption, figures.png_bytes(figures.breakdown_figure(panels))))
-    for name, long in panels.items():
-        blocks += [Text(f"By {tables.BREAKDOWNS[name]}:"), Table(tables.breakdown_display(long))]
-    return Section("Where recall fails", tuple(blocks))
-
-
-def _learning_rate(chosen: pd.DataFrame, threshold: float) -> list[Section]:
-    """Entries differing only in their learning rate, reduced to the best on validation
-    (`chosen`: selection.select_on_validation; empty: no section)."""
-    if chosen.empty:
-        return []
-    note = Text("Grid entries that build the same model and differ only in training settings (their own `lr`) "
-                "form a family. Per seed, the member with the best **validation** accuracy is kept, and its test "
-                "accuracy is shown. The test split takes no part in the choice. One learning rate alone can "
-                "fake a capacity cliff: MQAR is learned only inside a narrow learning-rate window.")
-    return [Section("Learning rate chosen on validation",
-                    (note, Table(selection.selection_display(chosen)), Text("Capacity of the chosen cells:"),
-                     Table(selection.family_capacity(chosen, threshold))))]
-
-
-def _hypotheses(summary: pd.DataFrame) -> Section:
-    note = Text("The **hypothesis** column is what the project brief expected, not a result; **measured** is "
-                "mean ± 95% CI over seeds of the matching cells (`[]` is the decoder-only mamba2).")
-    return Section("Hypothesis vs measured", (note, Table(tables.hypothesis_table(summary))))
-
-
-def _provenance(cells: pd.DataFrame) -> Section:
-    blocks = [Text("Which backend (`kernels`: mamba-ssm; `reference`: pure PyTorch) and device trained and "
-                   "evaluated the cells; cells.csv has it per cell."), Table(tables.provenance_table(cells))]
-    off = tables.off_kernel_cells(cells)
-    if not off.empty:
-        names = ", ".join(off["cell"].head(20)) + (f" and {len(off) - 20} more" if len(off) > 20 else "")
-        blocks.insert(0, Text(f"WARNING: {len(off)} of {len(cells)} cells ran on the pure-PyTorch reference "
-                              f"backend or on CPU (training or evaluation): {names}.", loud=True))
-    return Section("Provenance", tuple(blocks))
+def cells_frame(runs: list[experiments.Run], threshold: float) -> pd.DataFrame:
+    """cells.csv: one row per cell, typed fields only."""
+    rows = []
+    for r in runs:
+        m = r.metrics
+        rows.append({"cell": m.cell.id, "architecture": m.architecture, "num_pairs": m.num_pairs, "d_state": m.d_state,
+                     "lr": m.lr, "seed": m.seed, "experiments": " ".join(m.cell.experiments),
+                     "accuracy": m.accuracy, "exact_match": m.exact_match, "val_accuracy": m.val_accuracy,
+                     "train_accuracy": m.train_accuracy, "steps_trained": m.steps_trained,
+                     "steps_to_learn": m.steps_to_learn(threshold), "final_train_loss": m.final_train_loss,
+                     "chance_loss": m.chance_loss, "state_total": m.state_size.total, "parameters": m.parameters,
+                     "train_backend": m.train_backend, "train_device": m.train_device, "eval_backend": m.backend,
+                     "eval_device": m.device, "outcome": r.outcome(threshold),
+                     "rerun_accuracy": r.rerun.accuracy if r.rerun else None})
+    return pd.DataFrame(rows)
 
 
 def _benchmark(directory: Path) -> tuple[Section, dict]:
@@ -224,28 +219,33 @@ def _secret_spans(directory: Path, taggers: list[str] | None) -> tuple[Section, 
     return Section(title, tuple(blocks)), secrets.secret_metrics(runs)
 
 
-def build_sections(grid: tables.Grid, threshold: float, command: str, bench_dir: Path | None = None,
-                   secrets_dir: Path | None = None, taggers: list[str] | None = None) -> tuple[list[Section], dict]:
-    """The report's sections in order, and the flat headline metrics.
+def _rounded(metrics: dict) -> dict:
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()}
 
+
+def build_sections(runs: list[experiments.Run], recall: RecallParams | None, command: str,
+                   settings: ReportSettings, bench_dir: Path | None = None, secrets_dir: Path | None = None,
+                   taggers: list[str] | None = None) -> tuple[list[Section], dict]:
+    """The report's sections in order, and the headline metrics (rounded; None: no capacity).
+
+    recall: the params' experiments and hypotheses (None: experiments as the cells record them).
     bench_dir / secrets_dir (None: that section is left out) add the benchmark and secret-span
     sections; a directory without results gives its section one line saying how to produce them.
     taggers: the tagger folders of secrets_dir to report (None: every one with a summary.json).
     """
-    summary = tables.summarize(grid.cells)
-    capacity = tables.capacity_table(summary, threshold)
-    chosen = selection.select_on_validation(grid.cells)
-    sections = [_header(grid, summary, command), _every_cell(summary), _cliff(summary, threshold),
-                _heatmap(summary), _capacity(capacity, threshold), *_learning_rate(chosen, threshold),
-                _failures(grid), _hypotheses(summary), _provenance(grid.cells)]
-    metrics = tables.headline_metrics(grid.cells, capacity)
-    if not chosen.empty:
-        metrics.update(selection.family_metrics(chosen, threshold))
+    results = [experiments.ExperimentResult(exp, runs, settings, recorded=any(r.metrics.cell.experiments
+                                                                              for r in runs))
+               for exp in experiments.experiments_of(runs, recall)]
+    sections = [_header(runs, results, command), *(_experiment(result, runs) for result in results),
+                _provenance(runs)]
+    metrics: dict = {"cells": len(runs)}
+    for result in results:
+        metrics.update(result.headline())
     extras = [_benchmark(Path(bench_dir))] if bench_dir is not None else []
     extras += [_secret_spans(Path(secrets_dir), taggers)] if secrets_dir is not None else []
     for section, headline in extras:
         sections.append(section)
-        metrics.update(headline)
+        metrics.update(_rounded(headline))
     return sections, dict(sorted(metrics.items()))
 
 
@@ -303,27 +303,31 @@ def render_html(sections: list[Section]) -> str:
             f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(cells_dir: Path, out_dir: Path, threshold: float = 0.9, command: str | None = None,
-                 expected: list[Path] | None = None, bench_dir: Path | None = None,
+def write_report(cells_dir: Path, out_dir: Path, threshold: float | None = None, command: str | None = None,
+                 recall: RecallParams | None = None, bench_dir: Path | None = None,
                  secrets_dir: Path | None = None, taggers: list[str] | None = None) -> dict:
-    """Load the metrics files under `cells_dir` (exactly `expected`, if given) and write the report,
-    with the benchmark and secret-span sections when `bench_dir` / `secrets_dir` are given.
+    """Load the metrics files under `cells_dir` (exactly the cells of `recall`, if given) and write the
+    report, with the benchmark and secret-span sections when `bench_dir` / `secrets_dir` are given.
 
+    threshold: the capacity threshold (default: recall's report settings, else 0.9).
     Writes report.md, report.html, figures/*.png, cells.csv and metrics.json; returns the metrics.
     """
-    if not 0 < threshold <= 1:
-        raise ConfigError(f"--capacity-threshold must be in (0, 1], got {threshold}")
+    settings = recall.report if recall is not None else ReportSettings()
+    if threshold is not None:
+        if not 0 < threshold <= 1:
+            raise ConfigError(f"--capacity-threshold must be in (0, 1], got {threshold}")
+        settings = dataclasses.replace(settings, capacity_threshold=threshold)
     out_dir = Path(out_dir)
-    params = "--params params.yaml " if expected is not None else ""
+    params = f"--params {recall.source} " if recall is not None else ""
     extra = "".join(f" --{flag} {value}" for flag, value in (("bench", bench_dir), ("secrets", secrets_dir))
                     if value is not None)
-    command = command or (f"python -m align_mamba.report --cells {cells_dir} {params}--out {out_dir} "
-                          f"--capacity-threshold {threshold:g}{extra}")
-    grid = tables.load_grid(cells_dir, expected)
-    sections, metrics = build_sections(grid, threshold, command, bench_dir, secrets_dir, taggers)
+    command = command or f"python -m align_mamba.report {params}--cells {cells_dir} --out {out_dir}{extra}"
+    expected = [Path(cells_dir) / f"{cell.id}.json" for cell in recall.cells] if recall is not None else None
+    runs = experiments.load_runs(cells_dir, expected)
+    sections, metrics = build_sections(runs, recall, command, settings, bench_dir, secrets_dir, taggers)
     for block in (b for s in sections for b in s.blocks if isinstance(b, Image)):
         atomic_write_bytes(out_dir / "figures" / f"{block.name}.png", block.png)
-    atomic_write_text(out_dir / "cells.csv", grid.cells.to_csv(index=False))
+    atomic_write_text(out_dir / "cells.csv", cells_frame(runs, settings.capacity_threshold).to_csv(index=False))
     atomic_write_json(out_dir / "metrics.json", null_non_finite(metrics))  # a metric no cell measured is null
     atomic_write_text(out_dir / "report.md", render_markdown(sections))
     atomic_write_text(out_dir / "report.html", render_html(sections))

@@ -9,17 +9,18 @@ Pure functions of the loaded frames; render.py turns them into a section.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from align_mamba.core.errors import DataIntegrityError
+from align_mamba.core.errors import ConfigError, DataIntegrityError
 from align_mamba.report.figures import architecture_styles, log2_axis, panels
-from align_mamba.report.tables import _field, _read_json
 from align_mamba.secrets.score import BREAKDOWN_COLUMNS, BREAKDOWNS, wilson_interval
 
 SPLITS = {"test": "test (in-distribution formats)", "test_unseen": "test_unseen (held-out formats)",
@@ -33,6 +34,25 @@ CREDSWEEPER = "credsweeper"
 METRICS = (("test", "span_f1"), ("test_unseen", "span_recall"), ("test_decoys", "false_alarms_per_mb"))
 FIGURES = {"by_decile": ("recall_by_position", "target decile of the secrets (0: the file's first 10%)"),
            "by_length": ("recall_by_length", "file length bucket (bytes, log2)")}
+
+
+def _field(metrics: dict, dotted: str, path: Path, cast=None) -> Any:
+    """metrics["a"]["b"][0]... for "a.b.0", cast; a missing or mistyped value names file and field."""
+    node: Any = metrics
+    try:
+        for part in dotted.split("."):
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        return cast(node) if cast else node
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise ConfigError(f"{path}: missing or invalid '{dotted}' ({type(err).__name__}: {err})") from None
+
+
+def _read_json(path: Path) -> Any:
+    """The parsed file; malformed JSON is a ConfigError naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"malformed JSON in {path}: {err}") from None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,428 @@
+"""The recall study's report, one section per experiment, from typed cell metrics.
+
+A *run* is one cell (one learning rate, one seed) with its 2x-budget rerun if one was made. Per
+(architecture, num_pairs, d_state, seed, suffix) the learning rate best on validation is kept; a
+kept seed has learned when its test accuracy reaches the capacity threshold, at its own budget or
+at twice it (a failure counts only if the rerun failed too). Sections open with the experiment's
+hypothesis table, then every grid point with successes/seeds and their Wilson interval.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from align_mamba.core.errors import ConfigError
+from align_mamba.recall.metrics import CellMetrics, Confirm, read_json
+from align_mamba.recall.params import (
+    Expectation,
+    Experiment,
+    RecallParams,
+    ReportSettings,
+)
+from align_mamba.report import stats
+from align_mamba.report.figures import architecture_styles, log2_axis, panels
+
+CONFIRM_SUFFIX = ".confirm.json"
+# A mean of 0.85 and 0.95 is 0.8999999999999999 in floating point; it reaches a 0.9 threshold.
+SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell's metrics and, for a failed cell, its 2x-budget rerun (None: no confirm file)."""
+
+    metrics: CellMetrics
+    confirm: Confirm | None = None
+
+    @property
+    def rerun(self) -> CellMetrics | None:
+        return self.confirm.metrics if self.confirm is not None and self.confirm.needed else None
+
+    @property
+    def final(self) -> CellMetrics:
+        """The run that decides the seed: the rerun when there was one."""
+        return self.rerun or self.metrics
+
+    def learned(self, threshold: float) -> bool:
+        return self.final.accuracy >= threshold - SLACK
+
+    def outcome(self, threshold: float) -> str:
+        m = self.metrics
+        if m.accuracy >= threshold - SLACK:
+            return "learned"
+        if self.rerun is not None:
+            if self.learned(threshold):
+                return "learned at 2× budget"
+            return f"failed at 1× and 2× ({stats.failure_kind(self.rerun.final_train_loss, self.rerun.chance_loss)})"
+        kind = stats.failure_kind(m.final_train_loss, m.chance_loss)
+        if self.confirm is not None:
+            return f"failed ({kind}; no 2× rerun: {self.confirm.reason or 'not needed'})"
+        return f"failed ({kind}; 2× rerun not run)"
+
+
+def series(m: CellMetrics) -> str:
+    """The line a cell belongs to: its architecture, with the experiment's override hash if any."""
+    return m.architecture + m.suffix
+
+
+def _is_metrics(data) -> bool:
+    return isinstance(data, dict) and ("schema_version" in data or {"cell", "slices"} <= data.keys())
+
+
+def load_runs(cells_dir: Path, expected: list[Path] | None = None) -> list[Run]:
+    """The metrics files under `cells_dir` (exactly `expected` when given), each with its
+    STEM.confirm.json beside it if present. Other JSON files are skipped; none found is an error."""
+    cells_dir = Path(cells_dir)
+    if not cells_dir.is_dir():
+        raise ConfigError(f"--cells directory not found: {cells_dir}")
+    if expected is not None:
+        missing = [str(p) for p in expected if not p.is_file()]
+        if missing:
+            raise ConfigError(f"{len(missing)} metrics file(s) of the experiments are missing, e.g. {missing[0]}")
+        paths = sorted(expected)
+    else:
+        paths = sorted(p for p in cells_dir.rglob("*.json") if not p.name.endswith(CONFIRM_SUFFIX))
+    runs, seen = [], {}
+    for path in paths:
+        data = read_json(path)
+        if not _is_metrics(data):
+            continue
+        metrics = CellMetrics.from_json(data, str(path))
+        if metrics.cell.id in seen:
+            raise ConfigError(f"two metrics files for cell {metrics.cell.id}: {seen[metrics.cell.id]}, {path}")
+        seen[metrics.cell.id] = path
+        confirm_path = path.with_name(path.name[:-len(".json")] + CONFIRM_SUFFIX)
+        confirm = Confirm.from_json(read_json(confirm_path), str(confirm_path)) if confirm_path.is_file() else None
+        runs.append(Run(metrics, confirm))
+    if not runs:
+        raise ConfigError(f"no metrics files under {cells_dir} (written by python -m align_mamba.recall.evaluate)")
+    return runs
+
+
+def experiments_of(runs: list[Run], recall: RecallParams | None) -> list[Experiment]:
+    """The params' experiments, or (no params) one per experiment name the cells record, without hypotheses."""
+    if recall is not None:
+        return list(recall.experiments)
+    names = sorted({name for run in runs for name in run.metrics.cell.experiments} or {"cells"})
+    out = []
+    for name in names:
+        mine = [r.metrics for r in runs if name in r.metrics.cell.experiments or name == "cells"]
+        out.append(Experiment(name=name, architectures=tuple(sorted({m.architecture for m in mine})),
+                              num_pairs=tuple(sorted({m.num_pairs for m in mine})),
+                              d_state=tuple(sorted({m.d_state for m in mine})),
+                              seeds=tuple(sorted({m.seed for m in mine})), lrs=tuple(sorted({m.lr for m in mine}))))
+    return out
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point of an experiment: its kept seeds (one run each) and every lr that competed."""
+
+    series: str
+    num_pairs: int
+    d_state: int
+    kept: tuple[Run, ...]
+    compared: int
+
+    def accuracies(self) -> list[float]:
+        return [run.final.accuracy for run in self.kept]
+
+
+class ExperimentResult:
+    """An experiment's runs reduced to grid points, capacities and hypothesis rows."""
+
+    def __init__(self, experiment: Experiment, runs: list[Run], settings: ReportSettings, recorded: bool):
+        self.experiment, self.settings = experiment, settings
+        self.threshold = settings.capacity_threshold
+        mine = [r for r in runs if not recorded or experiment.name in r.metrics.cell.experiments]
+        kept = stats.select_on_validation(
+            mine, key=lambda r: (r.metrics.architecture, r.metrics.num_pairs, r.metrics.d_state, r.metrics.seed,
+                                 r.metrics.suffix),
+            validation=lambda r: r.metrics.val_accuracy, rate=lambda r: r.metrics.lr)
+        compared = defaultdict(set)
+        for r in mine:
+            compared[(series(r.metrics), r.metrics.num_pairs, r.metrics.d_state)].add(r.metrics.lr)
+        grouped = defaultdict(list)
+        for r in kept:
+            grouped[(series(r.metrics), r.metrics.num_pairs, r.metrics.d_state)].append(r)
+        self.points = [Point(s, n, d, tuple(sorted(rs, key=lambda r: r.metrics.seed)), len(compared[(s, n, d)]))
+                       for (s, n, d), rs in sorted(grouped.items())]
+        self.series = sorted({p.series for p in self.points})
+        self.d_states = sorted({p.d_state for p in self.points})
+
+    def point(self, series_name: str, num_pairs: int, d_state: int) -> Point | None:
+        return next((p for p in self.points if (p.series, p.num_pairs, p.d_state) == (series_name, num_pairs,
+                                                                                       d_state)), None)
+
+    def capacities(self, series_name: str, d_state: int) -> tuple[dict[int, int | None], int]:
+        """Per seed: the largest num_pairs it learned (None: none); and the largest num_pairs tested."""
+        points = [p for p in self.points if p.series == series_name and p.d_state == d_state]
+        by_seed: dict[int, dict[int, float]] = defaultdict(dict)
+        for p in points:
+            for run in p.kept:
+                by_seed[run.metrics.seed][p.num_pairs] = 1.0 if run.learned(self.threshold) else 0.0
+        largest = max((p.num_pairs for p in points), default=0)
+        return {seed: stats.capacity(acc, 0.5) for seed, acc in sorted(by_seed.items())}, largest
+
+    def capacity_estimate(self, series_name: str, d_state: int) -> stats.Estimate:
+        caps, largest = self.capacities(series_name, d_state)
+        return stats.capacity_estimate(list(caps.values()), largest, self.settings.bootstrap_samples,
+                                       self.settings.confidence, seed=d_state)
+
+    def hypothesis_rows(self) -> list[dict]:
+        """One row per expectation (per d_state for capacity_ratio): claim, expected, measured, verdict."""
+        rows = []
+        for i, h in enumerate(self.experiment.expect):
+            rows += self._rows(h, i)
+        return rows
+
+    def _rows(self, h: Expectation, index: int) -> list[dict]:
+        s = cfg = self.settings
+        claim = h.claim or {"accuracy": f"{h.architecture} accuracy at num_pairs {h.num_pairs}, d_state {h.d_state}",
+                            "capacity_ratio": f"{h.architecture} capacity / d_state",
+                            "capacity_slope": f"{h.architecture} capacity ∝ d_state^slope"}[h.kind]
+        base = {"index": index, "kind": h.kind, "architecture": h.architecture, "claim": claim,
+                "expected": f"[{h.low:g}, {h.high:g}]"}
+        if h.kind == "accuracy":
+            point = self.point(h.architecture, h.num_pairs, h.d_state)
+            values = point.accuracies() if point else []
+            est = stats.bootstrap_mean(values, s.bootstrap_samples, cfg.confidence, seed=index)
+            learned = sum(r.learned(self.threshold) for r in point.kept) if point else 0
+            extra = f"; {learned}/{len(values)} seeds learned" if values else ""
+            return [{**base, "where": f"num_pairs {h.num_pairs}, d_state {h.d_state}", "estimate": est,
+                     "measured": (est.text() + extra) if values else "not run",
+                     "verdict": stats.verdict(est, h.low, h.high)}]
+        if h.kind == "capacity_ratio":
+            rows = []
+            for d_state in self.d_states:
+                est = self.capacity_estimate(h.architecture, d_state).scaled(1 / d_state)
+                caps, _ = self.capacities(h.architecture, d_state)
+                if not caps:
+                    continue
+                rows.append({**base, "where": f"d_state {d_state}", "estimate": est,
+                             "measured": est.text() if est.value is not None else "no capacity (0)",
+                             # no seed with a capacity: the ratio is 0 at every resample
+                             "verdict": stats.verdict(est if est.value is not None else
+                                                      stats.Estimate(0.0, 0.0, 0.0, est.n), h.low, h.high)})
+            return rows or [{**base, "where": "—", "estimate": stats.Estimate(None, None, None, 0),
+                             "measured": "not run", "verdict": "inconclusive"}]
+        caps = {d: list(self.capacities(h.architecture, d)[0].values()) for d in self.d_states}
+        caps = {d: c for d, c in caps.items() if c}
+        largest = max((p.num_pairs for p in self.points if p.series == h.architecture), default=0)
+        est = stats.slope_estimate(caps, largest, s.bootstrap_samples, cfg.confidence, seed=index)
+        measured = ("no slope (fewer than 2 d_state with a capacity)" if est.value is None else
+                    f"{est.value:.3f} (no interval: a capacity reached the largest num_pairs tested)"
+                    if est.low is None else est.text())
+        return [{**base, "where": "d_state " + ", ".join(str(d) for d in caps), "estimate": est,
+                 "measured": measured, "verdict": stats.verdict(est, h.low, h.high)}]
+
+    def verdict_lines(self) -> list[str]:
+        """One line per expectation: its claim, measured value and verdict (the report's first lines)."""
+        by_index = defaultdict(list)
+        for row in self.hypothesis_rows():
+            by_index[row["index"]].append(row)
+        lines = []
+        for index, rows in by_index.items():
+            overall = stats.combine_verdicts(r["verdict"] for r in rows)
+            measured = "; ".join(f"{r['where']}: {r['measured']}" for r in rows)
+            lines.append(f"{self.experiment.name}: {rows[0]['claim']} — expected {rows[0]['expected']}, measured "
+                         f"{measured} → **{overall}**")
+        if not lines:
+            caps = ", ".join(f"{s} d_state {d}: {self.capacity_estimate(s, d).text(1)}"
+                             for s in self.series for d in self.d_states if self.point_exists(s, d))
+            lines.append(f"{self.experiment.name}: no hypothesis stated; mean capacity {caps}")
+        return lines
+
+    def point_exists(self, series_name: str, d_state: int) -> bool:
+        return any(p.series == series_name and p.d_state == d_state for p in self.points)
+
+    def headline(self) -> dict[str, object]:
+        """Rounded headline numbers for metrics.json: accuracies, capacities (None: no capacity), verdicts."""
+        name, out = self.experiment.name, {}
+        for p in self.points:
+            out[f"{name}.accuracy.{p.series}.np{p.num_pairs}.ds{p.d_state}"] = round(float(np.mean(p.accuracies())), 3)
+        for s in self.series:
+            for d in self.d_states:
+                if self.point_exists(s, d):
+                    value = self.capacity_estimate(s, d).value
+                    out[f"{name}.capacity.{s}.ds{d}"] = None if value is None else round(value, 3)
+        for row in self.hypothesis_rows():
+            where = row["where"].replace("num_pairs ", "np").replace("d_state ", "ds").replace(", ", ".")
+            key = f"{name}.verdict.{row['kind']}.{row['architecture']}" + (f".{where}" if row["kind"] != "capacity_slope"
+                                                                            else "")
+            out[key] = row["verdict"]
+            if row["estimate"].value is not None:
+                out[key.replace(".verdict.", ".measured.")] = round(float(row["estimate"].value), 3)
+        return out
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+def hypothesis_table(result: ExperimentResult) -> pd.DataFrame:
+    rows = result.hypothesis_rows()
+    return pd.DataFrame({"hypothesis": [r["claim"] for r in rows], "where": [r["where"] for r in rows],
+                         "expected": [r["expected"] for r in rows],
+                         f"measured [{result.settings.confidence:.0%} interval]": [r["measured"] for r in rows],
+                         "verdict": [r["verdict"] for r in rows]})
+
+
+def _median_steps(runs: list[Run], threshold: float) -> str:
+    steps = [r.final.steps_to_learn(threshold) for r in runs]
+    reached = [s for s in steps if s is not None]
+    if not reached:
+        return "—"
+    return f"{statistics.median(reached):g}" + (f" ({len(reached)}/{len(steps)} seeds)" if len(reached) < len(steps)
+                                                else "")
+
+
+def points_table(result: ExperimentResult) -> pd.DataFrame:
+    """Every grid point: successes/seeds with the Wilson interval beside the mean accuracy."""
+    t, conf = result.threshold, result.settings.confidence
+    rows = []
+    for p in sorted(result.points, key=lambda p: (p.series, p.d_state, p.num_pairs)):
+        k, n = sum(r.learned(t) for r in p.kept), len(p.kept)
+        low, high = stats.wilson(k, n, conf)
+        first = [r.metrics.accuracy for r in p.kept]
+        reruns = [f"s{r.metrics.seed}: {r.rerun.accuracy:.3f}" for r in p.kept if r.rerun is not None]
+        failed = [f"s{r.metrics.seed} {r.outcome(t)}" for r in p.kept if not r.outcome(t).startswith("learned")]
+        lrs = pd.Series([r.metrics.lr for r in p.kept]).value_counts().sort_index()
+        rows.append({
+            "architecture": p.series, "d_state": p.d_state, "num_pairs": p.num_pairs,
+            "state (floats)": p.kept[0].metrics.state_size.total,
+            f"learned (≥ {t:g}) / seeds": f"{k}/{n}", f"Wilson {conf:.0%}": f"[{low:.2f}, {high:.2f}]",
+            "accuracy: mean (per seed)": f"{np.mean(first):.3f} (" + ", ".join(f"{a:.2f}" for a in first) + ")",
+            "2× budget rerun": ", ".join(reruns) or "—",
+            "lr kept on validation": ", ".join(f"{lr:g} ×{c}" for lr, c in lrs.items()) + f" of {p.compared}",
+            "steps to learn (median)": _median_steps(list(p.kept), t),
+            "failed seeds": "; ".join(failed) or "—",
+        })
+    return pd.DataFrame(rows)
+
+
+def capacity_table(result: ExperimentResult) -> pd.DataFrame:
+    rows = []
+    for s in result.series:
+        for d in result.d_states:
+            if not result.point_exists(s, d):
+                continue
+            caps, largest = result.capacities(s, d)
+            est = result.capacity_estimate(s, d)
+            rows.append({"architecture": s, "d_state": d,
+                         "capacity per seed": ", ".join(f"s{seed}: {'none' if c is None else c}"
+                                                        for seed, c in caps.items()),
+                         f"mean capacity [{result.settings.confidence:.0%} bootstrap]": est.text(1),
+                         "largest num_pairs tested": largest})
+    return pd.DataFrame(rows)
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+def cliff_figure(result: ExperimentResult) -> Figure:
+    """Accuracy vs num_pairs, one panel per d_state, a line per architecture (mean) over its seeds (dots)."""
+    styles = architecture_styles(result.series)
+    fig, axes = panels(len(result.d_states))
+    for ax, d_state in zip(axes, result.d_states):
+        for s in result.series:
+            line = sorted((p for p in result.points if p.series == s and p.d_state == d_state),
+                          key=lambda p: p.num_pairs)
+            if not line:
+                continue
+            x = [p.num_pairs for p in line]
+            ax.plot(x, [np.mean(p.accuracies()) for p in line], label=s, **styles[s])
+            for p in line:
+                ax.scatter([p.num_pairs] * len(p.kept), p.accuracies(), s=12, alpha=0.4, color=styles[s]["color"])
+        ax.axhline(result.threshold, color="grey", linestyle=":", linewidth=1)
+        log2_axis(ax, [p.num_pairs for p in result.points])
+        ax.set(ylim=(-0.02, 1.02), title=f"d_state = {d_state}", xlabel="num_pairs (log2)", ylabel="test accuracy")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize="small", loc="best")
+    return fig
+
+
+def capacity_figure(result: ExperimentResult) -> Figure | None:
+    """Mean capacity vs state size in floats (log-log) with a fitted slope per architecture; None
+    when no architecture has a capacity."""
+    styles = architecture_styles(result.series)
+    fig, (ax,) = panels(1)
+    drawn = False
+    for s in result.series:
+        xs, ys, lows, highs = [], [], [], []
+        for d in result.d_states:
+            if not result.point_exists(s, d):
+                continue
+            est = result.capacity_estimate(s, d)
+            if est.value is None:
+                continue
+            at = [p for p in result.points if p.series == s and p.d_state == d and p.num_pairs <= est.value]
+            point = max(at or [p for p in result.points if p.series == s and p.d_state == d], key=lambda p: p.num_pairs)
+            xs.append(point.kept[0].metrics.state_size.total)
+            ys.append(est.value)
+            lows.append(est.value - (est.low or est.value))
+            highs.append((est.high or est.value) - est.value)
+        if not xs:
+            continue
+        label = s + (f" (slope {stats.loglog_slope(xs, ys):.2f})" if len(set(xs)) >= 2 else "")
+        ax.errorbar(xs, ys, yerr=[lows, highs], capsize=3, label=label, **styles[s])
+        drawn = True
+    if not drawn:
+        return None
+    ax.set_xscale("log")
+    ax.set_yscale("log", base=2)
+    ax.set(xlabel="state size (floats, log)", ylabel=f"mean capacity (num_pairs ≥ {result.threshold:g}, log2)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def single_position_series(result: ExperimentResult, runs_by_series: dict[str, CellMetrics]) -> dict[int, str]:
+    """k → series for hybrids with one cross-attention layer that differ only in where it sits
+    (empty unless at least two such architectures share every other setting)."""
+    found: dict[int, str] = {}
+    reference = None
+    for s, m in sorted(runs_by_series.items()):
+        model = m.cell.model
+        if model.variant != "hybrid" or len(model.hybrid_positions) != 1:
+            continue
+        rest = {k: v for k, v in vars(model).items() if k not in ("hybrid_positions", "name", "d_state")}
+        if reference is None:
+            reference = rest
+        if rest == reference:
+            found[model.hybrid_positions[0]] = s
+    return dict(sorted(found.items())) if len(found) >= 2 else {}
+
+
+def position_figure(result: ExperimentResult, by_k: dict[int, str]) -> Figure:
+    """Accuracy and steps-to-learn against the cross-attention layer k, a line per (num_pairs, d_state)."""
+    fig, (acc_ax, steps_ax) = panels(2, max_cols=2)
+    grid = sorted({(p.num_pairs, p.d_state) for p in result.points if p.series in by_k.values()})
+    for i, (num_pairs, d_state) in enumerate(grid):
+        ks, acc, steps_k, steps = [], [], [], []
+        for k, s in by_k.items():
+            p = result.point(s, num_pairs, d_state)
+            if p is None:
+                continue
+            ks.append(k)
+            acc.append(np.mean(p.accuracies()))
+            reached = [r.final.steps_to_learn(result.threshold) for r in p.kept]
+            reached = [x for x in reached if x is not None]
+            if reached:
+                steps_k.append(k)
+                steps.append(statistics.median(reached))
+        label = f"np{num_pairs}, ds{d_state}"
+        acc_ax.plot(ks, acc, marker="o", label=label)
+        steps_ax.plot(steps_k, steps, marker="o", label=label)
+    acc_ax.set(xlabel="cross-attention layer k", ylabel="test accuracy (mean over seeds)", ylim=(-0.02, 1.02))
+    steps_ax.set(xlabel="cross-attention layer k",
+                 ylabel=f"steps to validation accuracy ≥ {result.threshold:g} (median)")
+    for ax in (acc_ax, steps_ax):
+        ax.set_xticks(list(by_k))
+        ax.grid(alpha=0.3)
+    acc_ax.legend(fontsize="small", loc="best")
+    return fig
