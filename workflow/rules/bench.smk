@@ -8,7 +8,8 @@ rule bench:
         command=job("bench").cmd,
     log:
         "logs/bench/bench.log",
-    threads: 1
+    # Timings: the job takes every core, so no other job runs beside it and skews them.
+    threads: workflow.cores
     conda:
         "../envs/align-mamba.yaml"
     resources:
@@ -30,7 +31,8 @@ rule scan_throughput:
         command=job("scan_throughput").cmd,
     log:
         "logs/bench/scan_throughput.log",
-    threads: 1
+    # Timings: the job takes every core, so no other job runs beside it and skews them.
+    threads: workflow.cores
     conda:
         "../envs/align-mamba.yaml"
     resources:

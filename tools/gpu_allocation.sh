@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One time-limited GPU allocation of the study: run chosen cells of a preset with the gpu-node
+# profile in the background, so a caller whose commands are capped (a lent GPU, an interactive
+# session) can poll between calls; then pack what comes back (metrics, histories, logs, never
+# checkpoints). Run from the project root on the GPU machine, with mamba-ssm and snakemake importable.
+#   tools/gpu_allocation.sh start PRESET SLOTS CELL_ID...   start the cells (ids: pipeline check lists them)
+#   tools/gpu_allocation.sh wait SECONDS                    wait up to SECONDS for the run; print progress
+#   tools/gpu_allocation.sh pack OUT_DIR                    OUT_DIR/allocation.tgz + allocation.log
+set -euo pipefail
+command=${1:?usage: tools/gpu_allocation.sh start|wait|pack ...}
+shift
+mkdir -p logs
+case "$command" in
+  start)
+    preset=${1:?PRESET}; slots=${2:?SLOTS}; shift 2
+    cp "$preset" params.yaml
+    python3 -m align_mamba.pipeline dvc > /dev/null
+    targets=()
+    for id in "$@"; do targets+=("results/cells/$id.json"); done
+    # setsid: the run outlives the command that started it
+    setsid nohup python3 -m snakemake --profile workflow/profiles/gpu-node --resources gpu_slots="$slots" \
+      "${targets[@]}" > logs/allocation.log 2>&1 < /dev/null &
+    echo $! > logs/allocation.pid
+    echo "started $(( $# )) cells, snakemake pid $(cat logs/allocation.pid)"
+    ;;
+  wait)
+    limit=${1:?SECONDS}; deadline=$((SECONDS + limit))
+    while kill -0 "$(cat logs/allocation.pid)" 2> /dev/null && [ $SECONDS -lt $deadline ]; do sleep 10; done
+    kill -0 "$(cat logs/allocation.pid)" 2> /dev/null && echo "still running" || echo "finished"
+    grep -E "steps \(|Error|error:" logs/allocation.log | tail -5 || true
+    echo "metrics files: $(find results/cells -name '*.json' 2> /dev/null | wc -l)"
+    for log in logs/train/*/*.log; do [ -f "$log" ] && echo "$log: $(grep -o 'step [0-9]*/[0-9]* loss [0-9.]* validation accuracy [0-9.]*' "$log" | tail -1)"; done
+    ;;
+  pack)
+    out=${1:?OUT_DIR}; mkdir -p "$out"
+    files=$(find results/cells runs -name '*.json' -o -name 'history.csv' 2> /dev/null | grep -v resume || true)
+    tar czf "$out/allocation.tgz" params.yaml logs $files
+    cp logs/allocation.log "$out/allocation.log"
+    ;;
+  *) echo "unknown command $command (start, wait, pack)" >&2; exit 2 ;;
+esac
