@@ -18,8 +18,9 @@ case "$command" in
     targets=()
     for id in "$@"; do targets+=("results/cells/$id.json"); done
     # setsid: the run outlives the command that started it
-    setsid nohup python3 -m snakemake --profile workflow/profiles/gpu-node --resources gpu_slots="$slots" \
-      "${targets[@]}" > logs/allocation.log 2>&1 < /dev/null &
+    # targets first: --resources takes every word after it
+    setsid nohup python3 -m snakemake "${targets[@]}" --profile workflow/profiles/gpu-node \
+      --resources gpu_slots="$slots" > logs/allocation.log 2>&1 < /dev/null &
     echo $! > logs/allocation.pid
     echo "started $(( $# )) cells, snakemake pid $(cat logs/allocation.pid)"
     ;;
