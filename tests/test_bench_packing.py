@@ -7,32 +7,30 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-
 from align_mamba.bench import packing
 from align_mamba.core.errors import ConfigError
-from align_mamba.pipeline import cells
+from align_mamba.recall.params import RecallParams, load_recall_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "workflow" / "presets" / "gpu_packing.yaml"
 
 
-def _params() -> dict:
-    return yaml.safe_load(PRESET.read_text())
+def _params() -> RecallParams:
+    return load_recall_params(PRESET)
 
 
 def test_warmup_covers_each_architecture_and_state_size_once():
     params = _params()
     chosen = packing.warmup_cells(params)
-    expected = {(c.name, c.d_state) for c in cells(params)}
-    assert sorted((c.name, c.d_state) for c in chosen) == sorted(expected)
-    assert len(chosen) == len(expected) < sum(1 for _ in cells(params))
+    expected = {(c.architecture, c.model.d_state, c.suffix) for c in params.cells}
+    assert sorted((c.architecture, c.model.d_state, c.suffix) for c in chosen) == sorted(expected)
+    assert len(chosen) == len(expected) < len(params.cells)
 
 
 class FakeShell:
     """Stands in for the shell: records (commands, project) and writes each cell's metrics on `evaluate`."""
 
-    def __init__(self, params: dict, seconds: dict[str, float]):
+    def __init__(self, params: RecallParams, seconds: dict[str, float]):
         self.params, self.seconds, self.calls = params, seconds, []
 
     def __call__(self, commands: list[str], cwd: Path, log_path: Path) -> None:
@@ -40,7 +38,7 @@ class FakeShell:
         assert (cwd / "params.yaml").read_text() == PRESET.read_text() and (cwd / "src" / "align_mamba").is_dir()
         if "--until evaluate" in commands[0]:
             time.sleep(self.seconds[cwd.name])
-            for cell in cells(self.params):
+            for cell in self.params.cells:
                 (cwd / cell.metrics).parent.mkdir(parents=True, exist_ok=True)
                 (cwd / cell.metrics).write_text("{}")
 
@@ -57,8 +55,9 @@ def test_measure_runs_data_warmups_then_serial_then_packed_in_separate_projects(
         ("mqar_data", "serial"), ("mqar_data", "packed")]
     warmups, _ = shell.calls[2]  # one call: they run side by side
     assert len(warmups) == len(packing.warmup_cells(params))
-    assert all(c.startswith("python -m align_mamba.recall.train") and c.endswith(".log") and "--steps 2 " in c
-               for c in warmups)
+    assert all(c.startswith("python -m align_mamba.recall.train") and c.endswith(".log") for c in warmups)
+    configs = [json.loads(Path(c.split("--config ")[1].split()[0]).read_text()) for c in warmups]
+    assert all(config["train"]["steps"] == packing.WARMUP_STEPS for config in configs)
     assert shell.calls[3:] == [(_evaluate(1, 4), "serial"), (_evaluate(8, 4), "packed")]
     assert result["cells"] == 8 and result["slots"] == 8
     assert result["serial_seconds"] >= 0.2 and 0.05 <= result["packed_seconds"] < result["serial_seconds"]
