@@ -39,12 +39,12 @@ def test_blind_start_positions_fit_a_deep_decoder():
 @pytest.mark.parametrize(
     ("values", "fragment"),
     [
-        ({"lr": "1e-3"}, "train.lr must be float"),
+        ({"lr": "1e-3"}, "train.lr must be a finite number, got '1e-3' (str)"),
         ({"steps": 10.5}, "train.steps must be int"),
         ({"steps": True}, "train.steps must be int"),
         ({"backend": "cuda-please"}, "backend must be one of"),
         ({"device": "tpu"}, "device must be one of"),
-        ({"patience": 0}, "patience must be > 0"),
+        ({"patience": -1}, "patience must be >= 0"),
         ({"target_accuracy": 1.5}, "target_accuracy must be in (0, 1]"),
         ({"stepz": 3}, "unknown key(s) in train: stepz"),
     ],

@@ -315,3 +315,33 @@ def test_cli_takes_dvc_spellings_length_per_pair_and_a_log_file(tmp_path):
     assert "wrote MQAR dataset" in (tmp_path / "logs" / "data.log").read_text()
     both = subprocess.run(command + ["--seq-len", "16"], capture_output=True, text=True, env=env)
     assert both.returncode == 2 and "not allowed with argument" in both.stderr and both.stderr.count("\n") == 1
+
+
+def test_num_keys_narrows_keys_values_and_vocabulary(tmp_path):
+    # K = 16: keys 10..25, values 26..41, a vocabulary of 42 tokens; filler never leaves it.
+    root = write_mqar(_config(num_keys=16, filler="random"), tmp_path / "ds")
+    manifest = read_manifest(root)
+    assert manifest["tokens"]["key_range"] == [10, 26] and manifest["tokens"]["value_range"] == [26, 42]
+    assert manifest["tokens"]["vocab_size"] == 42 and manifest["config"]["num_keys"] == 16
+    split = load_mqar(root, "train", "seq2seq")
+    assert (split.vocab_size, split.num_values) == (42, 16)
+    keys, values = split.enc_inputs[:, 1:-1:3], split.enc_inputs[:, 3:-1:3]
+    assert keys.min() >= 10 and keys.max() < 26 and values.min() >= 26 and values.max() < 42
+    decoder = load_mqar(root, "train", "decoder")
+    assert decoder.inputs.max() < 42 and decoder.inputs.min() >= 0
+
+
+def test_num_keys_unset_keeps_the_full_vocabulary(tmp_path):
+    split = load_mqar(write_mqar(_config(), tmp_path / "ds"), "train", "decoder")
+    assert (split.vocab_size, split.num_values) == (8192, len(VALUE_RANGE))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(num_keys=0), "num_keys must be >= 1"),
+    (dict(num_keys=4), "num_pairs must be <= 4"),
+    (dict(num_keys=5000), "num_keys must be <= 4086"),
+    (dict(num_keys=2, num_pairs=2, num_queries=2, train_size=10), "exceeds half"),
+])
+def test_num_keys_bad_values_fail_with_one_line(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _config(**overrides)

@@ -17,7 +17,8 @@ PRESETS = {path.stem: path for path in [ROOT / "params.yaml", *sorted((ROOT / "w
 
 
 def default_params() -> dict:
-    return yaml.safe_load(PRESETS["params"].read_text())
+    """The tiny preset: a fixture that changes only with the tests (params.yaml is for people)."""
+    return yaml.safe_load(PRESETS["tiny"].read_text())
 
 
 def _set(params: dict, dotted: str, value) -> dict:
@@ -64,7 +65,7 @@ BAD = [
     ("EXP.d_state", [0], "d_state: 0 is outside [1, inf]"),
     ("EXP.num_pairs", [4, 5000], "num_pairs 5000 with the data settings"),
     ("EXP.architectures", ["nope"], "unknown architecture 'nope'"),
-    ("EXP.model", {"n_layers": 1}, "hybrid_positions [2] outside [0, n_layers=1)"),
+    ("EXP.model", {"n_layers": 0}, "n_layers must be > 0"),
     ("EXP.model", {"d_state": 4}, "d_state is an axis of the grid, not an override"),
     ("EXP.train", {"stepz": 4}, "unknown key(s) in experiments"),
     ("EXP.confirm", "yes", "confirm must be one of none, edge, all"),

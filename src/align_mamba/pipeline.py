@@ -235,7 +235,9 @@ def dvc_yaml(params: Params) -> str:
         entry: dict = {"cmd": stage.cmd, "deps": list(stage.deps)}
         if stage.params:
             entry["params"] = list(stage.params)
-        entry["outs"] = list(stage.outs)
+        # DVC counts a plot as an output: listing it under outs too is an overlap it refuses.
+        plotted = {path for path, _, _ in stage.plots}
+        entry["outs"] = [out for out in stage.outs if out not in plotted]
         if stage.metrics:
             entry["metrics"] = [{path: {"cache": False}} for path in stage.metrics]
         if stage.plots:

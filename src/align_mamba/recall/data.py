@@ -34,6 +34,8 @@ def _build_parser() -> OneLineParser:
                         help="L = this × N (the Mamba-2 paper uses 4)")
     option("num_queries", type=MQARConfig.parse_num_queries, default=16,
            help="queries per example (M), or 'all' for M = N (default 16)")
+    option("num_keys", type=int, default=None,
+           help="distinct keys (and values): a vocabulary of 10+2K tokens (default: the full 8192)")
     option("filler", default="pad", help=f"non-query positions: {' or '.join(FILLERS)}")
     option("power_a", type=float, default=0.01, help="gap power law exponent (default 0.01)")
     option("train_size", type=int, required=True)
@@ -48,7 +50,8 @@ def _settings(args) -> dict:
     """The flags' values from params.yaml's `data:` section (see align_mamba.recall.params.DataSettings)."""
     data = load_recall_params(args.params).data
     return {"seq_len_per_pair": data.seq_len_per_pair, "filler": data.filler, "power_a": data.power_a,
-            "num_queries": None if data.num_queries == "all" else data.num_queries, "train_size": data.train_size,
+            "num_queries": None if data.num_queries == "all" else data.num_queries,
+            "num_keys": data.num_keys, "train_size": data.train_size,
             "val_size": data.val_size, "test_size": data.test_size, "seed": data.seed}
 
 
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"seq_len_per_pair must be >= 1, got {args.seq_len_per_pair}")
     seq_len = args.seq_len if args.seq_len is not None else args.seq_len_per_pair * args.num_pairs
     config = MQARConfig(
-        num_pairs=args.num_pairs, seq_len=seq_len, num_queries=args.num_queries,
+        num_pairs=args.num_pairs, seq_len=seq_len, num_queries=args.num_queries, num_keys=args.num_keys,
         filler=args.filler, power_a=args.power_a, train_size=args.train_size,
         val_size=args.val_size, test_size=args.test_size, seed=args.seed, layouts=tuple(args.layouts),
     )

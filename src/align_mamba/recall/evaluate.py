@@ -26,7 +26,7 @@ from align_mamba.recall.checkpoint import load_model
 from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
 from align_mamba.core.params import from_mapping
 from align_mamba.recall.config import TrainConfig
-from align_mamba.recall.metrics import (CHANCE_LOSS, FINAL_LOSS_STEPS, Bucket, CellMetrics, CellRecord, Slice,
+from align_mamba.recall.metrics import (FINAL_LOSS_STEPS, Bucket, chance_loss, CellMetrics, CellRecord, Slice,
                                         StateSize, ValidationPoint, read_json)
 from align_mamba.recall.params import (Cell, add_cell_arguments, cell_from_args, cell_record, load_recall_params,
                                       require_path)
@@ -104,6 +104,9 @@ def evaluate_cell(checkpoint: Path, data_dirs: list[Path], backend: str, device_
     slices, context_len = [], None
     for data_dir in data_dirs:
         split = load_mqar(data_dir, "test", model.config.layout)
+        if split.vocab_size != model.config.vocab_size:
+            raise ConfigError(f"{data_dir} has a vocabulary of {split.vocab_size} tokens, the model "
+                              f"{model.config.vocab_size}: data.num_keys differs from the training data's")
         if context_len is None:  # the state size is counted on the cell's own context length
             context_len = (split.enc_inputs if split.enc_inputs is not None else split.inputs).shape[1]
         slices.append(slice_metrics(query_correctness(model, split, batch_size, device), split, str(data_dir)))
@@ -123,7 +126,7 @@ def evaluate_cell(checkpoint: Path, data_dirs: list[Path], backend: str, device_
         stop_reason=str(summary["stop_reason"]),
         validation=tuple(ValidationPoint(step=int(r.step), accuracy=float(r.val_accuracy),
                                          exact_match=float(r.val_exact_match)) for r in validated.itertuples()),
-        final_train_loss=float(history["loss"].tail(FINAL_LOSS_STEPS).mean()), chance_loss=CHANCE_LOSS,
+        final_train_loss=float(history["loss"].tail(FINAL_LOSS_STEPS).mean()), chance_loss=chance_loss(seen.num_values),
         state_size=StateSize(**state_size_floats(model.config, context_len)),
         parameters=sum(p.numel() for p in model.parameters()), backend=model.backend, device=str(device),
         train_backend=str(meta["backend"]), train_device=str(meta["device"]),

@@ -24,13 +24,17 @@ from typing import Any
 from align_mamba.core.errors import ConfigError
 from align_mamba.core.params import from_mapping, to_dict
 from align_mamba.recall.config import ModelConfig, TrainConfig
-from align_mamba.recall.mqar import VALUE_RANGE
 
 SCHEMA_VERSION = 1
-# A model that has learned the answer is some value but not which one predicts uniformly over the
-# values: its cross-entropy is ln(#values). A loss still there at the end means optimisation never
-# started (the chance plateau), as opposed to a model that recalls some pairs.
-CHANCE_LOSS = math.log(len(VALUE_RANGE))
+
+
+def chance_loss(num_values: int) -> float:
+    """ln(#values): the cross-entropy of a model that has learned the answer is some value but not
+    which one. A loss still there at the end means optimisation never started (the chance plateau),
+    as opposed to a model that recalls some pairs."""
+    return math.log(num_values)
+
+
 # Per-step losses are noisy (one batch each); the final loss is their mean over the last steps.
 FINAL_LOSS_STEPS = 20
 

@@ -19,9 +19,11 @@ from align_mamba.core.errors import ConfigError
 VOCAB_SIZE = 8192
 PAD, BOS, SEP, EOS = 0, 1, 2, 3
 RESERVED_RANGE = range(4, 10)  # kept free for later generators' special tokens
-KEY_RANGE = range(10, 4096)
+FIRST_KEY = RESERVED_RANGE.stop
+# The full vocabulary (num_keys unset): Zoology's 8192 tokens, keys below 4096, values above.
+KEY_RANGE = range(FIRST_KEY, 4096)
 VALUE_RANGE = range(4096, VOCAB_SIZE)
-FILLER_RANGE = range(10, VOCAB_SIZE)
+FILLER_RANGE = range(FIRST_KEY, VOCAB_SIZE)
 NUM_KEYS = len(KEY_RANGE)
 IGNORE_INDEX = -100
 
@@ -46,12 +48,42 @@ _MAX_CHUNK_ROWS = 2048
 _MAX_CHUNK_CELLS = 1 << 23
 
 
-def token_spec() -> dict:
-    """Token constants as JSON-ready values; ranges are half-open [start, stop)."""
-    ranges = {"reserved_range": RESERVED_RANGE, "key_range": KEY_RANGE,
-              "value_range": VALUE_RANGE, "filler_range": FILLER_RANGE}
-    return {"vocab_size": VOCAB_SIZE, "pad": PAD, "bos": BOS, "sep": SEP, "eos": EOS,
-            "ignore_index": IGNORE_INDEX, **{name: [r.start, r.stop] for name, r in ranges.items()}}
+@dataclass(frozen=True)
+class Tokens:
+    """The token ranges of one dataset; ranges are half-open [start, stop).
+
+    num_keys=None is the full vocabulary (KEY_RANGE, VALUE_RANGE, 8192 tokens). num_keys=K gives
+    keys [10, 10+K), values [10+K, 10+2K) and a vocabulary of 10+2K tokens: a small vocabulary
+    makes each embedding row see many examples, which is what lets a CPU-sized run learn MQAR.
+    """
+
+    key_range: range
+    value_range: range
+
+    @staticmethod
+    def for_keys(num_keys: int | None) -> Tokens:
+        if num_keys is None:
+            return Tokens(KEY_RANGE, VALUE_RANGE)
+        return Tokens(range(FIRST_KEY, FIRST_KEY + num_keys), range(FIRST_KEY + num_keys, FIRST_KEY + 2 * num_keys))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.value_range.stop
+
+    @property
+    def filler_range(self) -> range:
+        return range(FIRST_KEY, self.vocab_size)
+
+    def to_json(self) -> dict:
+        ranges = {"reserved_range": RESERVED_RANGE, "key_range": self.key_range,
+                  "value_range": self.value_range, "filler_range": self.filler_range}
+        return {"vocab_size": self.vocab_size, "pad": PAD, "bos": BOS, "sep": SEP, "eos": EOS,
+                "ignore_index": IGNORE_INDEX, **{name: [r.start, r.stop] for name, r in ranges.items()}}
+
+
+def token_spec(num_keys: int | None = None) -> dict:
+    """Token constants of a dataset with `num_keys` keys (None: the full vocabulary) as JSON-ready values."""
+    return Tokens.for_keys(num_keys).to_json()
 
 
 def _as_int(name: str, value: object, minimum: int) -> int:
@@ -78,6 +110,7 @@ class MQARConfig:
     test_size: int
     seed: int
     num_queries: int | None = 16
+    num_keys: int | None = None
     filler: str = "pad"
     power_a: float = 0.01
     layouts: tuple[str, ...] = LAYOUTS
@@ -86,8 +119,12 @@ class MQARConfig:
         for name, minimum in (("num_pairs", 1), ("seq_len", 1), ("train_size", 1),
                               ("val_size", 1), ("test_size", 1), ("seed", 0)):
             object.__setattr__(self, name, _as_int(name, getattr(self, name), minimum))
-        if self.num_pairs > NUM_KEYS:
-            raise ConfigError(f"num_pairs must be <= {NUM_KEYS} (the number of distinct keys), "
+        if self.num_keys is not None:
+            object.__setattr__(self, "num_keys", _as_int("num_keys", self.num_keys, 1))
+            if self.num_keys > NUM_KEYS:
+                raise ConfigError(f"num_keys must be <= {NUM_KEYS} (or unset: the full vocabulary), got {self.num_keys}")
+        if self.num_pairs > len(self.tokens.key_range):
+            raise ConfigError(f"num_pairs must be <= {len(self.tokens.key_range)} (the number of distinct keys), "
                               f"got {self.num_pairs}")
         self._check_queries()
         self._check_filler_and_power()
@@ -131,7 +168,8 @@ class MQARConfig:
 
     def _check_sizes_fit(self) -> None:
         # Splits hold distinct contexts; staying under half of all contexts keeps refilling cheap.
-        contexts = math.perm(NUM_KEYS, self.num_pairs) * len(VALUE_RANGE) ** self.num_pairs
+        tokens = self.tokens
+        contexts = math.perm(len(tokens.key_range), self.num_pairs) * len(tokens.value_range) ** self.num_pairs
         total = self.train_size + self.val_size + self.test_size
         if 2 * total > contexts:
             raise ConfigError(f"train_size + val_size + test_size = {total} exceeds half of the "
@@ -146,6 +184,11 @@ class MQARConfig:
             return int(text)
         except ValueError:
             raise ConfigError(f"num_queries must be an integer or 'all', got {text!r}") from None
+
+    @property
+    def tokens(self) -> Tokens:
+        """This dataset's key, value and filler ranges and vocabulary size."""
+        return Tokens.for_keys(self.num_keys)
 
     @property
     def queries_per_example(self) -> int:
@@ -211,8 +254,9 @@ def _draw_chunk(config: MQARConfig, rng: np.random.Generator,
                 filler_rng: np.random.Generator, rows: int) -> _Draw:
     """Draw ``rows`` examples; the draw order is fixed so that a seed pins every array."""
     n, m = config.num_pairs, config.queries_per_example
-    keys = _top_k(rng.random((rows, NUM_KEYS)), n) + KEY_RANGE.start
-    values = rng.integers(VALUE_RANGE.start, VALUE_RANGE.stop, size=(rows, n))
+    tokens = config.tokens
+    keys = _top_k(rng.random((rows, len(tokens.key_range))), n) + tokens.key_range.start
+    values = rng.integers(tokens.value_range.start, tokens.value_range.stop, size=(rows, n))
     # Slots come out in random order and pair up with the ascending gaps, so which pair is
     # queried first is independent of the pair's position in the context.
     slots = _top_k(rng.random((rows, n)), m)
@@ -220,7 +264,7 @@ def _draw_chunk(config: MQARConfig, rng: np.random.Generator,
     gaps = np.sort(_top_k(gap_scores, m), axis=1)
     filler = None
     if config.filler == "random" and "decoder" in config.layouts:
-        filler = filler_rng.integers(FILLER_RANGE.start, FILLER_RANGE.stop,
+        filler = filler_rng.integers(tokens.filler_range.start, tokens.filler_range.stop,
                                      size=(rows, config.seq_len), dtype=TOKEN_DTYPE)
     return _Draw(keys, values, slots, gaps, filler)
 
@@ -297,7 +341,7 @@ def _split_rngs(config: MQARConfig, split: str) -> tuple[np.random.Generator, np
 
 def _chunk_rows(config: MQARConfig) -> int:
     # Fixed per config (not per split size), so a smaller split is a prefix of a larger one.
-    return max(1, min(_MAX_CHUNK_ROWS, _MAX_CHUNK_CELLS // max(NUM_KEYS, config.seq_len)))
+    return max(1, min(_MAX_CHUNK_ROWS, _MAX_CHUNK_CELLS // max(len(config.tokens.key_range), config.seq_len)))
 
 
 def generate_split(config: MQARConfig, split: str, seen: set[bytes]) -> dict[str, dict[str, np.ndarray]]:
@@ -332,14 +376,14 @@ def generate_split(config: MQARConfig, split: str, seen: set[bytes]) -> dict[str
 def generate_mqar(config: MQARConfig) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """Generate every split: {split: {layout: {array name: array}}}; test, then validation, then train.
 
-    Per example: N distinct keys drawn uniformly from KEY_RANGE, N values uniformly (with
-    replacement) from VALUE_RANGE, M distinct queried pair slots, and M distinct gaps g from
+    Per example: N distinct keys drawn uniformly from the key range, N values uniformly (with
+    replacement) from the value range (see Tokens), M distinct queried pair slots, and M distinct gaps g from
     range(space), space = (L - 2N) // 2, with p(g) ∝ (g+1)^(power_a-1) (Zoology). Queries are
     ordered by ascending gap in both layouts. Splits share no context.
 
     decoder layout, n examples of length L:
       inputs (n, L): k1 v1 ... kN vN at [0, 2N); the query for slot s at 2N + 2g; PAD elsewhere
-        (or filler uniform on FILLER_RANGE when filler="random").
+        (or filler uniform on the filler range when filler="random").
       labels (n, L): IGNORE_INDEX except at each query position, where it is the queried value.
       query_slot (n, M): pair index of each query, 0..N-1 (its position in the context).
       query_distance (n, M): query position - key position = 2N + 2g - 2*slot.

@@ -53,6 +53,7 @@ class DataSettings:
 
     seq_len_per_pair: int = 4
     num_queries: int | str = "all"
+    num_keys: int | None = None
     filler: str = "pad"
     power_a: float = 0.01
     train_size: int = 2000
@@ -68,7 +69,7 @@ class DataSettings:
     def mqar(self, num_pairs: int) -> MQARConfig:
         return MQARConfig(num_pairs=num_pairs, seq_len=self.seq_len_per_pair * num_pairs,
                           num_queries=None if self.num_queries == "all" else self.num_queries,
-                          filler=self.filler, power_a=self.power_a, train_size=self.train_size,
+                          num_keys=self.num_keys, filler=self.filler, power_a=self.power_a, train_size=self.train_size,
                           val_size=self.val_size, test_size=self.test_size, seed=self.seed)
 
 

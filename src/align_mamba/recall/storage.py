@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from align_mamba.recall.mqar import (IGNORE_INDEX, LAYOUT_ARRAYS, LAYOUTS, SPLITS, MQARConfig, generate_mqar,
-                                     token_spec)
+from align_mamba.recall.mqar import (IGNORE_INDEX, LAYOUT_ARRAYS, LAYOUTS, SPLITS, VALUE_RANGE, VOCAB_SIZE,
+                                     MQARConfig, generate_mqar, token_spec)
 from align_mamba.core.errors import ConfigError, DataIntegrityError
 from align_mamba.core.storage import (MANIFEST_NAME, check_replaceable, move_into_place,
                                       read_sealed_manifest, sealed_manifest_bytes, sibling,
@@ -43,7 +43,8 @@ class MQARSplit:
     enc_inputs: (n, 3N+2) for seq2seq, None for the decoder layout.
     These token arrays keep the dtype they were stored in (int16: a quarter of int64's memory, so
     large training sets fit); `batch` gives int64 on the device. query_slot, query_distance: (n, M)
-    int64, in query order (see ``generate_mqar``).
+    int64, in query order (see ``generate_mqar``). vocab_size, num_values: the dataset's token
+    space (from its manifest), which the model's embedding and chance loss follow.
     """
 
     inputs: torch.Tensor
@@ -53,6 +54,8 @@ class MQARSplit:
     query_distance: torch.Tensor
     num_pairs: int
     layout: str
+    vocab_size: int = VOCAB_SIZE
+    num_values: int = len(VALUE_RANGE)
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -113,7 +116,7 @@ def _manifest(config: MQARConfig, files: dict[str, dict]) -> dict:
         "generator": GENERATOR,
         "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
-        "tokens": token_spec(),
+        "tokens": token_spec(config.num_keys),
         "splits": {split: {"num_examples": config.split_size(split)} for split in SPLITS},
         "files": files,
     }
@@ -186,4 +189,6 @@ def load_mqar(data_dir: str | os.PathLike, split: str, layout: str) -> MQARSplit
         query_distance=arrays["query_distance"].long(),
         num_pairs=int(manifest["config"]["num_pairs"]),
         layout=layout,
+        vocab_size=int(manifest["tokens"]["vocab_size"]),
+        num_values=int(manifest["tokens"]["value_range"][1] - manifest["tokens"]["value_range"][0]),
     )

@@ -8,6 +8,7 @@ run gets. Outputs in --out: history.csv, train.json, then model.pt (the "finishe
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +85,13 @@ class RecallTask:
     validation_columns = ["val_accuracy", "val_exact_match"]
 
     def __init__(self, cell: CellConfig, data_dir: Path):
-        self.cell, self.data_dir = cell, data_dir
-        self.device, self.backend = resolve_run_device(cell.train, cell.model.mixer)
         layout = cell.model.layout
         self.train_split = load_mqar(data_dir, "train", layout)
         self.val_split = load_mqar(data_dir, "validation", layout)
+        # The dataset fixes the token space (data.num_keys); the embedding and output layer follow it.
+        cell = dataclasses.replace(cell, model=dataclasses.replace(cell.model, vocab_size=self.train_split.vocab_size))
+        self.cell, self.data_dir = cell, data_dir
+        self.device, self.backend = resolve_run_device(cell.train, cell.model.mixer)
         self.name = cell_name(cell, self.train_split.num_pairs)
         self.sampler = BatchSampler(len(self.train_split), cell.train.batch_size, cell.train.seed)
         torch.manual_seed(cell.train.seed)
