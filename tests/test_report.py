@@ -15,7 +15,6 @@ from align_mamba.core.errors import ConfigError
 from align_mamba.core.params import to_dict
 from align_mamba.recall.config import ModelConfig, TrainConfig
 from align_mamba.recall.metrics import (
-    CHANCE_LOSS,
     SCHEMA_VERSION,
     CellMetrics,
     CellRecord,
@@ -23,6 +22,8 @@ from align_mamba.recall.metrics import (
 )
 from align_mamba.recall.params import build_recall_params, cell_record
 from align_mamba.report import write_report
+
+CHANCE_LOSS = math.log(4096)  # the full vocabulary's 4096 values
 from align_mamba.report.__main__ import main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -132,6 +133,11 @@ def test_schema_errors_are_one_line_naming_the_file():
     with pytest.raises(ConfigError, match=r"m\.json: missing field\(s\) accuracy"):
         CellMetrics.from_json({k: v for k, v in data.items() if k != "accuracy"}, "m.json")
     assert Confirm.from_json({"needed": False, "reason": "no success next to it"}).reason == "no success next to it"
+    # A rerun is written as recall.confirm writes it: its metrics, the reason and the budget factor
+    rerun = Confirm.from_json({"needed": True, "reason": "edge", "budget_factor": 2, **data}, "c.json")
+    assert rerun.budget_factor == 2 and rerun.metrics.accuracy == data["accuracy"]
+    with pytest.raises(ConfigError, match=r"c\.json: a rerun needs an integer budget_factor >= 2, got None"):
+        Confirm.from_json({"needed": True, **data}, "c.json")
 
 
 def test_report_answers_the_hypotheses_with_intervals(cells_dir, recall, tmp_path):
@@ -176,10 +182,10 @@ def test_no_capacity_is_null_and_values_are_rounded(tmp_path, recall):
 def test_a_failure_counts_only_if_its_2x_rerun_fails(cells_dir, recall, tmp_path):
     # mamba2 np8 ds16 seed 1 failed (0.3); its rerun at twice the budget learns (0.95)
     rerun = metrics_json("mamba2", 8, 16, 1, 0.95, steps=200)
-    (cells_dir / "mamba2" / "np8-ds16-lr0.003-s1.confirm.json").write_text(json.dumps({"needed": True, **rerun}))
+    (cells_dir / "mamba2" / "np8-ds16-lr0.003-s1.confirm.json").write_text(json.dumps({"needed": True, "budget_factor": 2, **rerun}))
     # mamba2 np8 ds8 seed 0 failed; its rerun fails on the chance plateau
     flat = metrics_json("mamba2", 8, 8, 0, 0.0, steps=200, final_loss=CHANCE_LOSS)
-    (cells_dir / "mamba2" / "np8-ds8-lr0.003-s0.confirm.json").write_text(json.dumps({"needed": True, **flat}))
+    (cells_dir / "mamba2" / "np8-ds8-lr0.003-s0.confirm.json").write_text(json.dumps({"needed": True, "budget_factor": 2, **flat}))
     (cells_dir / "mamba2" / "np8-ds8-lr0.003-s1.confirm.json").write_text(
         json.dumps({"needed": False, "reason": "no learned cell next to it"}))
     metrics = write_report(cells_dir, tmp_path / "out", recall=recall)

@@ -211,3 +211,20 @@ def test_evaluate_rejects_a_non_checkpoint_and_a_foreign_first_test_set(mqar4, t
                                   test_size=5, seed=2), tmp_path / "np5")
     with pytest.raises(ConfigError, match="must be the cell's own test set"):
         evaluate_cell(tmp_path / "run" / "model.pt", [other, mqar4], "reference", "cpu", 64)
+
+
+def test_the_model_vocabulary_follows_the_data_and_a_foreign_one_is_refused(mqar4, tmp_path):
+    small = write_mqar(MQARConfig(num_pairs=4, seq_len=16, num_queries=None, num_keys=16, train_size=200,
+                                  val_size=50, test_size=50, seed=0), tmp_path / "np4-k16")
+    cell = CellConfig(
+        ModelConfig(variant="mamba2", d_model=32, n_layers=1, d_state=8, headdim=16, chunk_size=8),
+        TrainConfig(steps=4, batch_size=16, eval_every=2, checkpoint_every=4, device="cpu", backend="reference"),
+    )
+    summary = train_cell(cell, small, tmp_path / "run")
+    assert summary["model"]["vocab_size"] == 42  # 10 reserved tokens + 16 keys + 16 values
+    model, _ = load_model(tmp_path / "run" / "model.pt", "reference", torch.device("cpu"))
+    assert model.embedding.num_embeddings == 42
+    metrics = evaluate_cell(tmp_path / "run" / "model.pt", [small], "reference", "cpu", 64)
+    assert metrics["chance_loss"] == pytest.approx(math.log(16))
+    with pytest.raises(ConfigError, match="vocabulary of 8192 tokens, the model 42"):
+        evaluate_cell(tmp_path / "run" / "model.pt", [small, mqar4], "reference", "cpu", 64)

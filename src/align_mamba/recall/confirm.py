@@ -73,7 +73,9 @@ def confirm_cell(params: RecallParams, cell: Cell) -> dict:
     train_cell(CellConfig(model=cell.model, train=longer), Path(cell.data_dir), out)
     metrics = evaluate_cell(out / "model.pt", [Path(cell.data_dir)], params.run.backend, params.run.device,
                             params.evaluate.batch_size)
-    record = cell_record(dataclasses.replace(cell, train=longer))
+    # The model as trained: its vocabulary follows the data (see recall.train.RecallTask).
+    model = dataclasses.replace(cell.model, vocab_size=metrics["cell"]["model"]["vocab_size"])
+    record = cell_record(dataclasses.replace(cell, model=model, train=longer))
     return {"needed": True, "reason": reason, "budget_factor": BUDGET_FACTOR, **metrics, "cell": record}
 
 

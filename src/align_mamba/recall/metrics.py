@@ -191,16 +191,20 @@ class Confirm:
     needed: bool
     reason: str = ""
     metrics: CellMetrics | None = None
+    budget_factor: int = 1
 
     @classmethod
     def from_json(cls, data: Any, source: str = "confirm") -> Confirm:
         if not isinstance(data, dict) or not isinstance(data.get("needed"), bool):
             raise ConfigError(f"{source}: expected a JSON object with a boolean 'needed'")
-        rest = {k: v for k, v in data.items() if k not in ("needed", "reason")}
+        rest = {k: v for k, v in data.items() if k not in ("needed", "reason", "budget_factor")}
         reason = str(data.get("reason", ""))
         if not data["needed"]:
             return cls(needed=False, reason=reason)
-        return cls(needed=True, reason=reason, metrics=CellMetrics.from_json(rest, source))
+        factor = data.get("budget_factor")
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
+            raise ConfigError(f"{source}: a rerun needs an integer budget_factor >= 2, got {factor!r}")
+        return cls(needed=True, reason=reason, metrics=CellMetrics.from_json(rest, source), budget_factor=factor)
 
 
 def read_json(path: Path) -> Any:
