@@ -7,19 +7,30 @@ from torch import nn
 
 from align_mamba.core.errors import ConfigError
 from align_mamba.mixers import CrossAttention, Mamba, Mamba2, SelfAttention
+from align_mamba.mixers.delta import DeltaNet, GatedDeltaNet
+from align_mamba.mixers.mamba3 import Mamba3
 from align_mamba.mixers.spec import MixerSpec
+
+MIXERS = {
+    "mamba2": lambda spec: Mamba2(spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand,
+                                  headdim=spec.headdim, chunk_size=spec.chunk_size, backend=spec.backend),
+    "mamba1": lambda spec: Mamba(spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand,
+                                 backend=spec.backend),
+    "mamba3": lambda spec: Mamba3(spec.d_model, spec.d_state, expand=spec.expand, headdim=spec.headdim,
+                                  chunk_size=spec.chunk_size, backend=spec.backend),
+    "gated_deltanet": lambda spec: GatedDeltaNet(spec.d_model, spec.d_state, headdim=spec.headdim, expand=spec.expand,
+                                                 d_conv=spec.d_conv, chunk_size=spec.chunk_size, backend=spec.backend),
+    "deltanet": lambda spec: DeltaNet(spec.d_model, spec.d_state, headdim=spec.headdim, expand=spec.expand,
+                                      d_conv=spec.d_conv, chunk_size=spec.chunk_size, backend=spec.backend),
+    "attention": lambda spec: SelfAttention(spec.d_model, spec.n_heads),
+}
 
 
 def make_mixer(spec: MixerSpec, kind: str) -> nn.Module:
-    """A sequence mixer by name: mamba2, mamba1 or attention (causal, RoPE)."""
-    if kind == "mamba2":
-        return Mamba2(spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand,
-                      headdim=spec.headdim, chunk_size=spec.chunk_size, backend=spec.backend)
-    if kind == "mamba1":
-        return Mamba(spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand, backend=spec.backend)
-    if kind == "attention":
-        return SelfAttention(spec.d_model, spec.n_heads)
-    raise ConfigError(f"unknown mixer {kind!r}; known: mamba2, mamba1, attention")
+    """A sequence mixer by name: one of spec.SSM_MIXERS or attention (causal, RoPE)."""
+    if kind not in MIXERS:
+        raise ConfigError(f"unknown mixer {kind!r}; known: {', '.join(MIXERS)}")
+    return MIXERS[kind](spec)
 
 
 class MLP(nn.Module):
