@@ -97,3 +97,27 @@ class HybridDecoderBlock(nn.Module):
         if self.cross_attention is not None:
             x = x + self.cross_attention(self.cross_norm(x), memory)
         return x
+
+
+class SharedAttentionBlock(nn.Module):
+    """Zamba's shared block: causal attention and an MLP over [x, x0], the residual stream beside the
+    input embeddings (concatenated, projected back to d_model), one set of weights for every use.
+
+    The caller adds its output to the residual through a projection of its own per use, so the
+    uses share the attention and the MLP but not how they write back.
+    """
+
+    def __init__(self, spec: MixerSpec):
+        super().__init__()
+        self.in_norm = nn.RMSNorm(2 * spec.d_model)
+        self.in_proj = nn.Linear(2 * spec.d_model, spec.d_model, bias=False)
+        self.norm = nn.RMSNorm(spec.d_model)
+        self.attention = SelfAttention(spec.d_model, spec.n_heads)
+        self.mlp_norm = nn.RMSNorm(spec.d_model)
+        self.mlp = MLP(spec.d_model, spec.mlp_ratio)
+
+    def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, D) residual stream, x0: (B, L, D) input embeddings → (B, L, D)."""
+        h = self.in_proj(self.in_norm(torch.cat([x, x0], dim=-1)))
+        h = h + self.attention(self.norm(h))
+        return h + self.mlp(self.mlp_norm(h))
