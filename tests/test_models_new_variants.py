@@ -146,3 +146,35 @@ def test_params_tree_takes_the_new_variants_and_their_model_overrides():
     with pytest.raises(ConfigError) as err:
         build_recall_params(raw)
     assert "mamba4" in str(err.value) and "gated_deltanet" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def mqar4(tmp_path_factory) -> Path:
+    from align_mamba.recall.mqar import MQARConfig
+    from align_mamba.recall.storage import write_mqar
+
+    out = tmp_path_factory.mktemp("data") / "np4"
+    write_mqar(MQARConfig(num_pairs=4, seq_len=16, num_queries=None, train_size=64, val_size=16, test_size=32,
+                          seed=0), out)
+    return out
+
+
+@pytest.mark.parametrize("variant", NEW_VARIANTS)
+def test_cell_trains_and_its_metrics_record_the_state_size(variant, mqar4, tmp_path):
+    import json
+
+    from align_mamba.recall.config import CellConfig, TrainConfig
+    from align_mamba.recall.evaluate import evaluate_cell
+    from align_mamba.recall.metrics import CellMetrics
+    from align_mamba.recall.train import train_cell
+
+    model = ModelConfig(variant=variant, **{**SMALL, "vocab_size": 8192, "n_layers": 3})
+    cell = CellConfig(model, TrainConfig(steps=4, batch_size=8, eval_every=2, checkpoint_every=2, device="cpu",
+                                         backend="auto"))
+    summary = train_cell(cell, mqar4, tmp_path / "run")
+    assert summary["backend"] == "reference"
+    metrics = CellMetrics.from_json(json.loads(json.dumps(
+        evaluate_cell(tmp_path / "run" / "model.pt", [mqar4], "reference", "cpu", 16))))
+    assert metrics.state_size.total > 0 and metrics.cell.model.variant == variant
+    if model.layout == "decoder":  # the context is the whole decoder-layout sequence, seq_len 16
+        assert metrics.state_size.total == state_size_floats(model, 16)["total"]
