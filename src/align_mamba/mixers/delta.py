@@ -114,16 +114,19 @@ class DeltaNetMixer(nn.Module):
             return delta_rule(q, k, v, beta, g, scale=scale, chunk_size=self.chunk_size)
         # The kernels take q, k, v in one dtype, β in it too, and g (log space) in float32.
         beta = beta.to(v.dtype)
-        if self.gated:
-            from fla.ops.gated_delta_rule import chunk_gated_delta_rule
-
-            o, _ = chunk_gated_delta_rule(q=q, k=k, v=v, g=g.float(), beta=beta, scale=scale,
-                                          output_final_state=False, use_qk_l2norm_in_kernel=False)
-        else:
+        if not self.gated and v.dtype != torch.float32:
             from fla.ops.delta_rule import chunk_delta_rule
 
             o, _ = chunk_delta_rule(q=q, k=k, v=v, beta=beta, scale=scale, output_final_state=False,
                                     use_qk_l2norm_in_kernel=False)
+            return o
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+
+        # fla's chunk_delta_rule refuses float32 inputs; DeltaNet is the gated rule with g = 0, which
+        # the gated kernel runs in float32 (training's bf16 autocast takes the dedicated kernel above).
+        g = g.float() if g is not None else q.new_zeros(q.shape[:3], dtype=torch.float32)
+        o, _ = chunk_gated_delta_rule(q=q, k=k, v=v, g=g, beta=beta, scale=scale, output_final_state=False,
+                                      use_qk_l2norm_in_kernel=False)
         return o
 
 
