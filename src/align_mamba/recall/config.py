@@ -83,6 +83,9 @@ class ModelConfig:
             require_headdim_fits(self.d_model, self.expand, self.headdim)
         if self.mixer == "mamba3":
             require(self.d_state >= 4, f"mamba3 needs d_state >= 4 (a quarter of it are rotary angles), got {self.d_state}")
+        if self.mixer in ("gated_deltanet", "deltanet"):
+            require(self.d_state <= 256, f"{self.mixer}'s kernels take keys of at most 256 per head: d_state must be "
+                                         f"<= 256, got {self.d_state}")
         if self.variant == "zamba":
             require(self.shared_attention_every <= self.n_layers,
                     f"zamba applies its shared attention after every shared_attention_every "
