@@ -26,8 +26,11 @@ from align_mamba.recall.models import build_model
 pytestmark = pytest.mark.gpu
 
 # float32: the kernels' chunked algebra differs from the reference's (e.g. fla's WY solve by blocked
-# inversion); these bounds are the first run's to confirm, not yet measured values.
+# inversion); these bounds are the first run's to confirm, not yet measured values. Mamba-3's
+# kernel keeps its per-chunk states for the backward in bfloat16 even for float32 inputs
+# (mamba3_siso_fwd's SSM_States), so its float32 gradients get a bf16-sized bound.
 TOL = 2e-3
+MAMBA3_TOL = 1e-2
 BF16_TOL = 3e-2
 
 
@@ -120,7 +123,7 @@ def test_mamba3_kernels_match_reference(shape, dtype):
         for p in (reference.B_bias, reference.C_bias, reference.B_norm.weight, reference.C_norm.weight, reference.D):
             p.add_(0.3 * torch.randn_like(p))
     reference, kernel = pair(reference, kernel, dtype)
-    compare(reference, kernel, batch, seqlen, d_model, dtype, TOL if dtype == torch.float32 else BF16_TOL)
+    compare(reference, kernel, batch, seqlen, d_model, dtype, MAMBA3_TOL if dtype == torch.float32 else BF16_TOL)
 
 
 @needs("mamba3")
@@ -164,4 +167,4 @@ def test_checkpoint_runs_on_the_other_backend(overrides, mixer, direction, tmp_p
     with torch.no_grad():
         err = rel_err(loaded.hidden_states(inputs, context), saved.hidden_states(inputs, context))
     print(config.variant, direction, f"{err:.1e}")
-    assert err <= TOL
+    assert err <= (MAMBA3_TOL if mixer == "mamba3" else TOL)

@@ -117,7 +117,7 @@ def test_unknown_variant_fails_with_one_line_listing_the_known_ones():
 @pytest.mark.parametrize(("values", "fragment"), [
     ({"variant": "zamba", "n_layers": 2, "shared_attention_every": 3}, "must be <= n_layers"),
     ({"variant": "zamba", "hybrid_positions": (0,)}, "decoder-only"),
-    ({"variant": "mamba3", "d_state": 2}, "d_state >= 4"),
+    ({"variant": "mamba3", "d_state": 12}, "d_state a multiple of 8"),
     ({"variant": "gated_deltanet", "d_model": 48, "headdim": 64}, "divisible by headdim"),
     ({"variant": "deltanet", "d_state": 512}, "d_state must be <= 256"),
     ({"variant": "polar_mem", "mem_pool_size": 0}, "mem_pool_size must be > 0"),

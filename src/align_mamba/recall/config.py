@@ -82,7 +82,9 @@ class ModelConfig:
         if self.mixer in HEADDIM_MIXERS:
             require_headdim_fits(self.d_model, self.expand, self.headdim)
         if self.mixer == "mamba3":
-            require(self.d_state >= 4, f"mamba3 needs d_state >= 4 (a quarter of it are rotary angles), got {self.d_state}")
+            # A quarter of d_state are rotary angles, and mamba-ssm's kernel needs an even count of them.
+            require(self.d_state % 8 == 0, f"mamba3 needs d_state a multiple of 8 (its kernel rotates d_state/4 "
+                                           f"angles, an even number), got {self.d_state}")
         if self.mixer in ("gated_deltanet", "deltanet"):
             require(self.d_state <= 256, f"{self.mixer}'s kernels take keys of at most 256 per head: d_state must be "
                                          f"<= 256, got {self.d_state}")
