@@ -21,7 +21,7 @@ from align_mamba.core.backends import has_causal_conv1d, mamba_ssm_status, runs_
 from align_mamba.bench.config import BenchConfig, dtype_name
 from align_mamba.bench.decode import architecture_decode, autocast, mixer_decode
 from align_mamba.bench.timing import CaseSkipped, Workload
-from align_mamba.mixers import Mamba, Mamba2, SelfAttention
+from align_mamba.mixers import DeltaNet, GatedDeltaNet, Mamba, Mamba2, Mamba3, SelfAttention
 from align_mamba.recall.models import RecallModel, build_model
 
 
@@ -120,6 +120,12 @@ def _mamba2(cfg: BenchConfig, d_state: int, device: torch.device, backend: str) 
                   chunk_size=cfg.chunk_size, backend=backend)
 
 
+def _delta(cfg: BenchConfig, d_state: int, device: torch.device, gated: bool) -> nn.Module:
+    build, mixer = (GatedDeltaNet, "gated_deltanet") if gated else (DeltaNet, "deltanet")
+    return build(cfg.d_model, d_state, headdim=cfg.headdim, expand=cfg.expand, d_conv=cfg.d_conv,
+                 chunk_size=cfg.chunk_size, backend=layer_backend(device, mixer))
+
+
 MIXER_CASES: dict[str, MixerCase] = {
     "attention": MixerCase("mixer", lambda cfg, _, dev: SelfAttention(cfg.d_model, cfg.n_heads), "kv",
                            uses_state=False),
@@ -129,6 +135,13 @@ MIXER_CASES: dict[str, MixerCase] = {
     "mamba1": MixerCase("mixer", lambda cfg, ds, dev: Mamba(cfg.d_model, ds, d_conv=cfg.d_conv, expand=cfg.expand,
                                                             backend=layer_backend(dev, "mamba1")), "recurrent"),
     "mamba3": MixerCase("raw", _mamba3, "mamba3", experimental=True),
+    # align_mamba's Mamba-3 twin (on cuda the kernels layer is mamba_ssm.Mamba3 itself: case mamba3)
+    "mamba3_reference": MixerCase("mixer", lambda cfg, ds, dev: Mamba3(cfg.d_model, ds, expand=cfg.expand,
+                                                                       headdim=cfg.headdim, chunk_size=cfg.chunk_size,
+                                                                       backend="reference"), "none"),
+    # flash-linear-attention's delta-rule kernels on cuda, linear_scan's reference on the CPU
+    "gated_deltanet": MixerCase("mixer", lambda cfg, ds, dev: _delta(cfg, ds, dev, gated=True), "none"),
+    "deltanet": MixerCase("mixer", lambda cfg, ds, dev: _delta(cfg, ds, dev, gated=False), "none"),
     "raw_attention": MixerCase("raw", lambda cfg, _, dev: RawAttention(cfg.d_model, cfg.n_heads), "kv",
                                uses_state=False),
     "raw_mamba2": MixerCase("raw", _raw_mamba2, "recurrent"),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from align_mamba.core.backends import resolve_device
-from align_mamba.recall.config import DEVICES, VARIANTS, ModelConfig
+from align_mamba.recall.config import DEVICES, HYBRID_VARIANTS, VARIANTS, ModelConfig
 from align_mamba.recall.mqar import MQARConfig
 from align_mamba.core.params import from_mapping, require
 
@@ -111,7 +111,7 @@ class BenchConfig:
 
     def model_config(self, variant: str, d_state: int) -> ModelConfig:
         """The ModelConfig of an architecture row (and of the mixer shape, via variant mamba2)."""
-        hybrid = variant == "hybrid"
+        hybrid = variant in HYBRID_VARIANTS
         return ModelConfig(variant=variant, d_model=self.d_model, n_layers=self.n_layers, d_state=d_state,
                            hybrid_positions=self.hybrid_positions if hybrid else (),
                            encoder_layers=self.encoder_layers, n_heads=self.n_heads, headdim=self.headdim,

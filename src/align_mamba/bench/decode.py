@@ -19,7 +19,7 @@ from torch import nn
 from align_mamba.bench.timing import CaseSkipped, Workload
 from align_mamba.core.errors import ConfigError
 from align_mamba.mixers import CrossAttention, SelfAttention
-from align_mamba.recall.models import HybridEncoderDecoder, RecallModel
+from align_mamba.recall.models import DecoderLM, HybridEncoderDecoder, RecallModel
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
@@ -72,10 +72,19 @@ def _token(module: nn.Module, batch: int, gen: torch.Generator, lead: tuple[int,
     return torch.randn(*lead, module.out_proj.out_features, device=weight.device, dtype=weight.dtype, generator=gen)
 
 
+DECODE_MIXERS = ("mamba2", "mamba1", "attention")
+
+
+def _none(module: nn.Module, batch: int, context: int, gen: torch.Generator) -> Workload:
+    """Mixers without a decode step here (the DeltaNets, Mamba-3's reference): a skipped row."""
+    raise CaseSkipped(f"{type(module).__name__} has no single-token decode step in align_mamba")
+
+
 DECODERS: dict[str, Callable[[nn.Module, int, int, torch.Generator], Workload]] = {
     "recurrent": _recurrent,
     "kv": _kv,
     "mamba3": _mamba3,
+    "none": _none,
 }
 
 
@@ -144,6 +153,9 @@ def architecture_decode(model: RecallModel, batch: int, context: int, dtype: tor
                         gen: torch.Generator) -> Workload:
     """One token at position Lc after a context of Lc: (B, 1) → logits (B, 1, V). Random states,
     KV caches and (hybrid) encoder memory stand for those the context would have left."""
+    # Decode steps exist for the Mamba-1/2 and attention blocks of these two model classes only.
+    if not isinstance(model, (DecoderLM, HybridEncoderDecoder)) or model.config.mixer not in DECODE_MIXERS:
+        raise CaseSkipped(f"variant {model.config.variant} has no single-token decode step in align_mamba")
     weight = model.embedding.weight
     memory = None
     if isinstance(model, HybridEncoderDecoder):

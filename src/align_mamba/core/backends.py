@@ -1,4 +1,8 @@
-"""Which implementation of the Mamba mixers runs: mamba-ssm's kernels or the pure-PyTorch reference.
+"""Which implementation of the recurrent mixers runs: their kernels or the pure-PyTorch reference.
+
+The kernels are mamba-ssm's (Mamba-1, Mamba-2, Mamba-3) and flash-linear-attention's (the delta
+rule of DeltaNet and Gated DeltaNet); every mixer has a pure-PyTorch reference with the same
+parameters, so a checkpoint runs on either.
 
 `auto` picks the kernels when CUDA and mamba-ssm are usable and the reference otherwise, and logs
 which; `kernels` without them fails with the install command. Callers record the resolved name.
@@ -24,9 +28,12 @@ os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
 
 BACKENDS = ("auto", "kernels", "reference")
 KERNELS_INSTALL = (
-    "pip install -e '.[cuda]'  (mamba-ssm and causal-conv1d; on a machine without internet: "
-    "MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE pip install --no-build-isolation mamba-ssm)"
+    "pip install -e '.[cuda]'  (mamba-ssm, causal-conv1d and flash-linear-attention; on a machine without "
+    "internet: MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE pip install --no-build-isolation mamba-ssm)"
 )
+# Mixers whose kernels come from flash-linear-attention (Triton only), not from mamba-ssm.
+FLA_MIXERS = ("gated_deltanet", "deltanet")
+FLA_INSTALL = "pip install flash-linear-attention==0.6.0"
 
 
 @lru_cache(maxsize=None)
@@ -39,13 +46,23 @@ def optional_module(name: str):
 
 
 def mamba_ssm_status(mixer: str = "mamba2") -> str | None:
-    """None when mamba-ssm's kernels for `mixer` can run here, else the reason they cannot."""
+    """None when the kernels of `mixer` can run here, else the reason they cannot.
+
+    mixer: mamba2, mamba1 (also the compiled selective scan), mamba3 (mamba-ssm >= 2.3.2) or one of
+    FLA_MIXERS (flash-linear-attention's Triton kernels; mamba-ssm is not needed for those).
+    """
     if not torch.cuda.is_available():
         return "CUDA is not available"
+    if mixer in FLA_MIXERS:
+        if optional_module("fla.ops.gated_delta_rule") is None or optional_module("fla.ops.delta_rule") is None:
+            return f"flash-linear-attention is not installed ({FLA_INSTALL})"
+        return None
     if optional_module("mamba_ssm") is None:
         return "mamba-ssm is not installed"
     if mixer == "mamba1" and not has_selective_scan_cuda():
         return "mamba-ssm's compiled selective scan (selective_scan_cuda, Mamba-1) is not installed"
+    if mixer == "mamba3" and optional_module("mamba_ssm.modules.mamba3") is None:
+        return "mamba-ssm's Mamba3 does not import (it needs mamba-ssm >= 2.3.2)"
     return None
 
 
@@ -70,8 +87,8 @@ def has_selective_scan_cuda() -> bool:
 def resolve_backend(requested: str, device: torch.device | None = None, mixer: str = "mamba2") -> str:
     """Map `auto` / `kernels` / `reference` to the backend that will actually run `mixer`.
 
-    mixer: mamba2, mamba1 (also needs the compiled selective scan) or attention (no Mamba layer:
-    SDPA runs either way, reported as "sdpa"). device: where the model will run; kernels need
+    mixer: mamba2, mamba1 (also needs the compiled selective scan), mamba3, gated_deltanet, deltanet
+    (flash-linear-attention) or attention (no recurrent layer: SDPA runs either way, reported as "sdpa"). device: where the model will run; kernels need
     cuda, so on a CPU device `auto` is the reference and `kernels` an error. Returns "kernels",
     "reference" or "sdpa"; raises ConfigError for an unknown name or kernels on CPU, and
     BackendUnavailableError when "kernels" is requested but cannot run.
@@ -89,13 +106,13 @@ def resolve_backend(requested: str, device: torch.device | None = None, mixer: s
     if requested == "kernels":
         if reason is not None:
             raise BackendUnavailableError(
-                f"backend 'kernels' needs CUDA and mamba-ssm, but {reason}; install with: {KERNELS_INSTALL}"
+                f"backend 'kernels' needs CUDA and the {mixer} kernels, but {reason}; install with: {KERNELS_INSTALL}"
             )
         return "kernels"
     if reason is not None:
         log.warning("backend auto: %s, falling back to the pure-PyTorch reference", reason)
         return "reference"
-    log.info("backend auto: using mamba-ssm kernels")
+    log.info("backend auto: using the %s kernels", mixer)
     return "kernels"
 
 

@@ -7,19 +7,30 @@ from torch import nn
 
 from align_mamba.core.errors import ConfigError
 from align_mamba.mixers import CrossAttention, Mamba, Mamba2, SelfAttention
+from align_mamba.mixers.delta import DeltaNet, GatedDeltaNet
+from align_mamba.mixers.mamba3 import Mamba3
 from align_mamba.mixers.spec import MixerSpec
+
+MIXERS = {
+    "mamba2": lambda spec: Mamba2(spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand,
+                                  headdim=spec.headdim, chunk_size=spec.chunk_size, backend=spec.backend),
+    "mamba1": lambda spec: Mamba(spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand,
+                                 backend=spec.backend),
+    "mamba3": lambda spec: Mamba3(spec.d_model, spec.d_state, expand=spec.expand, headdim=spec.headdim,
+                                  chunk_size=spec.chunk_size, backend=spec.backend),
+    "gated_deltanet": lambda spec: GatedDeltaNet(spec.d_model, spec.d_state, headdim=spec.headdim, expand=spec.expand,
+                                                 d_conv=spec.d_conv, chunk_size=spec.chunk_size, backend=spec.backend),
+    "deltanet": lambda spec: DeltaNet(spec.d_model, spec.d_state, headdim=spec.headdim, expand=spec.expand,
+                                      d_conv=spec.d_conv, chunk_size=spec.chunk_size, backend=spec.backend),
+    "attention": lambda spec: SelfAttention(spec.d_model, spec.n_heads),
+}
 
 
 def make_mixer(spec: MixerSpec, kind: str) -> nn.Module:
-    """A sequence mixer by name: mamba2, mamba1 or attention (causal, RoPE)."""
-    if kind == "mamba2":
-        return Mamba2(spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand,
-                      headdim=spec.headdim, chunk_size=spec.chunk_size, backend=spec.backend)
-    if kind == "mamba1":
-        return Mamba(spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand, backend=spec.backend)
-    if kind == "attention":
-        return SelfAttention(spec.d_model, spec.n_heads)
-    raise ConfigError(f"unknown mixer {kind!r}; known: mamba2, mamba1, attention")
+    """A sequence mixer by name: one of spec.SSM_MIXERS or attention (causal, RoPE)."""
+    if kind not in MIXERS:
+        raise ConfigError(f"unknown mixer {kind!r}; known: {', '.join(MIXERS)}")
+    return MIXERS[kind](spec)
 
 
 class MLP(nn.Module):
@@ -86,3 +97,27 @@ class HybridDecoderBlock(nn.Module):
         if self.cross_attention is not None:
             x = x + self.cross_attention(self.cross_norm(x), memory)
         return x
+
+
+class SharedAttentionBlock(nn.Module):
+    """Zamba's shared block: causal attention and an MLP over [x, x0], the residual stream beside the
+    input embeddings (concatenated, projected back to d_model), one set of weights for every use.
+
+    The caller adds its output to the residual through a projection of its own per use, so the
+    uses share the attention and the MLP but not how they write back.
+    """
+
+    def __init__(self, spec: MixerSpec):
+        super().__init__()
+        self.in_norm = nn.RMSNorm(2 * spec.d_model)
+        self.in_proj = nn.Linear(2 * spec.d_model, spec.d_model, bias=False)
+        self.norm = nn.RMSNorm(spec.d_model)
+        self.attention = SelfAttention(spec.d_model, spec.n_heads)
+        self.mlp_norm = nn.RMSNorm(spec.d_model)
+        self.mlp = MLP(spec.d_model, spec.mlp_ratio)
+
+    def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, D) residual stream, x0: (B, L, D) input embeddings → (B, L, D)."""
+        h = self.in_proj(self.in_norm(torch.cat([x, x0], dim=-1)))
+        h = h + self.attention(self.norm(h))
+        return h + self.mlp(self.mlp_norm(h))

@@ -12,11 +12,15 @@ from dataclasses import dataclass
 
 from align_mamba.core.params import require
 
-SSM_MIXERS = ("mamba2", "mamba1")
+# Recurrent mixers, each with kernels on GPU and a pure-PyTorch reference: Mamba-2, Mamba-1, Mamba-3
+# (mamba-ssm), Gated DeltaNet and DeltaNet (flash-linear-attention).
+SSM_MIXERS = ("mamba2", "mamba1", "mamba3", "gated_deltanet", "deltanet")
+# Those that split expand·d_model channels into heads of `headdim`.
+HEADDIM_MIXERS = ("mamba2", "mamba3", "gated_deltanet", "deltanet")
 
 
 def require_headdim_fits(d_model: int, expand: int, headdim: int) -> None:
-    """Mamba-2 splits its expand·d_model channels into heads of `headdim`: they must divide evenly."""
+    """Mamba-2/3 and the DeltaNets split expand·d_model channels into heads of `headdim`: they must divide evenly."""
     d_inner = expand * d_model
     require(d_inner % headdim == 0, f"expand*d_model ({d_inner}) must be divisible by headdim ({headdim}); "
                                      f"try headdim={math.gcd(d_inner, 64)}")
@@ -27,8 +31,8 @@ class MixerSpec:
     """Settings of the mixers and blocks of one model.
 
     d_model: residual width; d_state, headdim, expand, d_conv, chunk_size: the Mamba mixers'
-    (headdim and chunk_size only Mamba-2's); ssm: the Mamba mixer of bidirectional and hybrid
-    blocks (mamba2 | mamba1); n_heads: attention heads; mlp_ratio: the Transformer MLP's width
+    (headdim and chunk_size not Mamba-1's; d_state is the key size per head of the DeltaNets); ssm:
+    the recurrent mixer of bidirectional and hybrid blocks (one of SSM_MIXERS); n_heads: attention heads; mlp_ratio: the Transformer MLP's width
     over d_model; backend: "kernels" | "reference" (resolved, not "auto") for the Mamba mixers.
     """
 
