@@ -46,14 +46,18 @@ def snakemake_dag(workdir: Path) -> dict[str, tuple[str, frozenset[str]]]:
     cwd = os.getcwd()
     try:
         with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
-            workflow_api = api.workflow(resource_settings=ResourceSettings(cores=1),
-                                        snakefile=workdir / "Snakefile", workdir=workdir)
+            workflow_api = api.workflow(
+                resource_settings=ResourceSettings(cores=1), snakefile=workdir / "Snakefile", workdir=workdir
+            )
             workflow = workflow_api.dag(dag_settings=DAGSettings(forceall=True)).workflow_api._workflow
             workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
             workflow._build_dag()
             jobs = [job for job in workflow.dag.jobs if job.rule.name != "all"]
-            return {str(out): (_normalize(job.shellcmd), frozenset(map(str, job.input)))
-                    for job in jobs for out in job.output}
+            return {
+                str(out): (_normalize(job.shellcmd), frozenset(map(str, job.input)))
+                for job in jobs
+                for out in job.output
+            }
     finally:
         os.chdir(cwd)
 

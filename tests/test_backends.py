@@ -37,8 +37,9 @@ def test_attention_only_models_report_sdpa_and_names_are_checked():
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["extension-present", "extension-missing"])
-def test_causal_conv1d_counts_only_with_the_compiled_functions_mamba_ssm_imports(compiled, tmp_path, monkeypatch,
-                                                                                  request):
+def test_causal_conv1d_counts_only_with_the_compiled_functions_mamba_ssm_imports(
+    compiled, tmp_path, monkeypatch, request
+):
     """A package whose CUDA extension is missing (or half-installed) must not select the fused path."""
     names = ("causal_conv1d", "causal_conv1d.cpp_functions")
 

@@ -19,20 +19,34 @@ from align_mamba.bench.run import COLUMNS
 from align_mamba.bench.summary import Crossover, wrapper_tax
 from align_mamba.bench.timing import Workload, is_oom, time_call
 from align_mamba.bench.train_step import COLUMNS as LADDER_COLUMNS
-from align_mamba.recall.config import ModelConfig
 from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
 from align_mamba.mixers import CrossAttention, SelfAttention
+from align_mamba.recall.config import ModelConfig
 from align_mamba.recall.models import build_model
-from align_mamba.report.bench import (ladder_table, load_bench, memory_figure, provenance_table,
-                                      throughput_figure)
+from align_mamba.report.bench import ladder_table, load_bench, memory_figure, provenance_table, throughput_figure
 
 CPU = torch.device("cpu")
-TINY = dict(device="cpu", lengths=(32, 64), decode_contexts=(16, 32), tokens_per_batch=128, d_model=32,
-            d_states=(16,), headdim=16, n_heads=2, chunk_size=16, n_layers=2, encoder_layers=1,
-            hybrid_positions=(0,), repeats=1, warmup=0, ladder_rungs=())
+TINY = dict(
+    device="cpu",
+    lengths=(32, 64),
+    decode_contexts=(16, 32),
+    tokens_per_batch=128,
+    d_model=32,
+    d_states=(16,),
+    headdim=16,
+    n_heads=2,
+    chunk_size=16,
+    n_layers=2,
+    encoder_layers=1,
+    hybrid_positions=(0,),
+    repeats=1,
+    warmup=0,
+    ladder_rungs=(),
+)
 
 
 # --- timing -------------------------------------------------------------------------------------
+
 
 def test_median_of_hand_built_lists():
     assert median([3.0, 1.0, 2.0]) == 2.0
@@ -78,6 +92,7 @@ def test_batch_size():
 
 # --- crossover and wrapper tax ------------------------------------------------------------------
 
+
 def test_crossover_interpolates_in_log_space():
     # log(m/a) is -log 2 at L=4 and +log 2 at L=16: zero halfway in log L, at L = 8
     found = crossover([1, 4, 16], [1.0, 1.0, 1.0], [4.0, 2.0, 0.5])
@@ -93,9 +108,21 @@ def test_crossover_edge_cases():
 
 
 def _row(name, mode, seq_len, tokens_per_s, kind="mixer", d_state=16, status="ok"):
-    return {"kind": kind, "name": name, "mode": mode, "seq_len": seq_len, "tokens_per_s": tokens_per_s,
-            "d_state": d_state, "status": status, "backend": "reference", "fused": False, "dtype": "fp32",
-            "peak_mib": math.nan, "state_mib": math.nan, "reason": ""}
+    return {
+        "kind": kind,
+        "name": name,
+        "mode": mode,
+        "seq_len": seq_len,
+        "tokens_per_s": tokens_per_s,
+        "d_state": d_state,
+        "status": status,
+        "backend": "reference",
+        "fused": False,
+        "dtype": "fp32",
+        "peak_mib": math.nan,
+        "state_mib": math.nan,
+        "reason": "",
+    }
 
 
 def crossing_rows() -> pd.DataFrame:
@@ -113,10 +140,16 @@ def test_crossovers_per_mode_from_rows():
 
 
 def test_wrapper_tax_is_the_largest_raw_over_wrapped_ratio():
-    rows = pd.DataFrame([_row("mamba2", "forward", 8, 100.0), _row("raw_mamba2", "forward", 8, 150.0, "raw"),
-                         _row("mamba2", "train", 8, 50.0), _row("raw_mamba2", "train", 8, 55.0, "raw"),
-                         _row("attention", "forward", 8, 10.0, d_state=None),
-                         _row("raw_attention", "forward", 8, 9.0, "raw", d_state=None)])
+    rows = pd.DataFrame(
+        [
+            _row("mamba2", "forward", 8, 100.0),
+            _row("raw_mamba2", "forward", 8, 150.0, "raw"),
+            _row("mamba2", "train", 8, 50.0),
+            _row("raw_mamba2", "train", 8, 55.0, "raw"),
+            _row("attention", "forward", 8, 10.0, d_state=None),
+            _row("raw_attention", "forward", 8, 9.0, "raw", d_state=None),
+        ]
+    )
     tax = wrapper_tax(rows)
     assert tax["mamba2"]["max_ratio"] == pytest.approx(1.5) and tax["mamba2"]["mode"] == "forward"
     assert tax["attention"]["max_ratio"] == pytest.approx(0.9) and tax["attention"]["d_state"] is None
@@ -125,16 +158,20 @@ def test_wrapper_tax_is_the_largest_raw_over_wrapped_ratio():
 
 # --- config -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("values, message", [
-    ({"mixers": ["mamba4"]}, "bench.mixers: unknown name 'mamba4'"),
-    ({"lengths": ["64"]}, "bench.lengths must be a list of int"),
-    ({"lengths": [128, 64]}, "strictly increasing"),
-    ({"tokens_per_batch": True}, "bench.tokens_per_batch must be int"),
-    ({"ladder_rungs": [1, 2]}, "must include rung 0"),
-    ({"architectures": ["hybrid"], "hybrid_positions": [5]}, "outside"),
-    ({"modes": ["prefill"]}, "bench.modes: unknown name"),
-    ({"speed": 1}, "unknown key"),
-])
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"mixers": ["mamba4"]}, "bench.mixers: unknown name 'mamba4'"),
+        ({"lengths": ["64"]}, "bench.lengths must be a list of int"),
+        ({"lengths": [128, 64]}, "strictly increasing"),
+        ({"tokens_per_batch": True}, "bench.tokens_per_batch must be int"),
+        ({"ladder_rungs": [1, 2]}, "must include rung 0"),
+        ({"architectures": ["hybrid"], "hybrid_positions": [5]}, "outside"),
+        ({"modes": ["prefill"]}, "bench.modes: unknown name"),
+        ({"speed": 1}, "unknown key"),
+    ],
+)
 def test_bad_config_is_one_clear_line(values, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_bench_config(values)
@@ -150,21 +187,35 @@ def test_cli_unknown_mixer_prints_one_error_line(tmp_path, capsys):
 
 # --- decode steps -------------------------------------------------------------------------------
 
+
 def test_cross_attention_step_equals_forward():
     torch.manual_seed(0)
     module = CrossAttention(16, 2).double()
     x, memory = torch.randn(3, 1, 16, dtype=torch.float64), torch.randn(3, 7, 16, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(cross_attention_step(module, x, cross_attention_cache(module, memory)),
-                                   module(x, memory), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            cross_attention_step(module, x, cross_attention_cache(module, memory)),
+            module(x, memory),
+            rtol=1e-12,
+            atol=1e-12,
+        )
 
 
 @pytest.mark.parametrize("variant", ["mamba2", "transformer", "hybrid"])
 def test_model_step_reproduces_full_logits(variant):
     """Stepping a whole model token by token from empty caches gives full_logits at every position."""
     torch.manual_seed(0)
-    config = ModelConfig(variant=variant, d_model=16, n_layers=2, d_state=8, headdim=8, chunk_size=4, n_heads=2,
-                         encoder_layers=1, hybrid_positions=(1,) if variant == "hybrid" else ())
+    config = ModelConfig(
+        variant=variant,
+        d_model=16,
+        n_layers=2,
+        d_state=8,
+        headdim=8,
+        chunk_size=4,
+        n_heads=2,
+        encoder_layers=1,
+        hybrid_positions=(1,) if variant == "hybrid" else (),
+    )
     model = build_model(config, "reference").double().eval()
     inputs = torch.randint(10, 8192, (2, 9))
     context = torch.randint(10, 8192, (2, 5)) if variant == "hybrid" else None
@@ -172,21 +223,76 @@ def test_model_step_reproduces_full_logits(variant):
         full = model.full_logits(inputs, context)
         memory = model.encode(context) if context is not None else None
         caches = decoder_caches(model, 2, 9, torch.float64, memory)
-        stepped = torch.cat([model_step(model, caches, inputs[:, t:t + 1], t) for t in range(9)], dim=1)
+        stepped = torch.cat([model_step(model, caches, inputs[:, t : t + 1], t) for t in range(9)], dim=1)
     torch.testing.assert_close(stepped, full, rtol=1e-9, atol=1e-9)
 
 
 # --- end to end ---------------------------------------------------------------------------------
 
+
 def test_bench_end_to_end_through_the_cli(tmp_path):
     out = tmp_path / "bench"
-    argv = ["--out", str(out), "--device", "cpu", "--lengths", "32", "64", "--decode_contexts", "16", "32",
-            "--tokens-per-batch", "128", "--d_model", "32", "--d-states", "16", "--headdim", "16", "--n-heads", "2",
-            "--chunk-size", "16", "--n-layers", "2", "--encoder-layers", "1", "--hybrid-positions", "0",
-            "--mixers", "attention", "mamba2_reference", "raw_mamba2", "--architectures", "mamba2", "hybrid",
-            "--repeats", "1", "--warmup", "1", "--ladder-rungs", "0", "1", "2", "3", "6", "--ladder_d_model", "32",
-            "--ladder-n-layers", "1", "--ladder-d-state", "16", "--ladder-headdim", "16", "--ladder-batch", "2",
-            "--ladder-seq-len", "64", "--ladder-num-pairs", "8"]
+    argv = [
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--lengths",
+        "32",
+        "64",
+        "--decode_contexts",
+        "16",
+        "32",
+        "--tokens-per-batch",
+        "128",
+        "--d_model",
+        "32",
+        "--d-states",
+        "16",
+        "--headdim",
+        "16",
+        "--n-heads",
+        "2",
+        "--chunk-size",
+        "16",
+        "--n-layers",
+        "2",
+        "--encoder-layers",
+        "1",
+        "--hybrid-positions",
+        "0",
+        "--mixers",
+        "attention",
+        "mamba2_reference",
+        "raw_mamba2",
+        "--architectures",
+        "mamba2",
+        "hybrid",
+        "--repeats",
+        "1",
+        "--warmup",
+        "1",
+        "--ladder-rungs",
+        "0",
+        "1",
+        "2",
+        "3",
+        "6",
+        "--ladder_d_model",
+        "32",
+        "--ladder-n-layers",
+        "1",
+        "--ladder-d-state",
+        "16",
+        "--ladder-headdim",
+        "16",
+        "--ladder-batch",
+        "2",
+        "--ladder-seq-len",
+        "64",
+        "--ladder-num-pairs",
+        "8",
+    ]
     assert run_cli(main, argv) == 0
     rows = pd.read_csv(out / "mixers.csv", keep_default_na=False, na_values=[""])
     assert list(rows.columns) == COLUMNS
@@ -226,8 +332,15 @@ def test_oom_is_a_row_and_later_cases_still_run(tmp_path, monkeypatch):
         return forward(self, x)
 
     monkeypatch.setattr(SelfAttention, "forward", out_of_memory_at_64)
-    cfg = BenchConfig(**{**TINY, "lengths": (32, 64, 128), "modes": ("forward",),
-                         "mixers": ("attention", "mamba2_reference"), "architectures": ()})
+    cfg = BenchConfig(
+        **{
+            **TINY,
+            "lengths": (32, 64, 128),
+            "modes": ("forward",),
+            "mixers": ("attention", "mamba2_reference"),
+            "architectures": (),
+        }
+    )
     summary = run_bench(cfg, tmp_path)
     rows = pd.read_csv(tmp_path / "mixers.csv", keep_default_na=False, na_values=[""])
     attention = rows[rows["name"] == "attention"].set_index("seq_len")
@@ -239,6 +352,7 @@ def test_oom_is_a_row_and_later_cases_still_run(tmp_path, monkeypatch):
 
 
 # --- report -------------------------------------------------------------------------------------
+
 
 def _lines(ax):
     curves = [line for line in ax.get_lines() if line.get_gid() != "crossover"]
@@ -256,10 +370,25 @@ def test_throughput_figure_one_line_per_mixer_and_the_crossover_marked():
 
 
 def test_report_pieces_from_a_bench_directory(tmp_path):
-    run_bench(BenchConfig(**{**TINY, "mixers": ("attention", "mamba2_reference"), "architectures": (),
-                             "modes": ("forward", "decode"), "ladder_rungs": (0, 3), "ladder_d_model": 32,
-                             "ladder_n_layers": 1, "ladder_d_state": 16, "ladder_headdim": 16,
-                             "ladder_batch": 2, "ladder_seq_len": 64, "ladder_num_pairs": 8}), tmp_path)
+    run_bench(
+        BenchConfig(
+            **{
+                **TINY,
+                "mixers": ("attention", "mamba2_reference"),
+                "architectures": (),
+                "modes": ("forward", "decode"),
+                "ladder_rungs": (0, 3),
+                "ladder_d_model": 32,
+                "ladder_n_layers": 1,
+                "ladder_d_state": 16,
+                "ladder_headdim": 16,
+                "ladder_batch": 2,
+                "ladder_seq_len": 64,
+                "ladder_num_pairs": 8,
+            }
+        ),
+        tmp_path,
+    )
     results = load_bench(tmp_path)
     memory = memory_figure(results.mixers)
     forward, decode = [ax for ax in memory.axes if ax.get_visible()]
@@ -278,8 +407,9 @@ def test_params_file_sets_defaults_and_flags_override(tmp_path):
 
     params = tmp_path / "params.yaml"
     params.write_text("bench:\n  device: cpu\n  lengths: [32, 64]\n  d_model: 48\n  ladder_rungs: []\n")
-    cfg, out, _ = parse_config(["--params", str(params), "--out", str(tmp_path / "o"), "--d_model", "32",
-                                "--mixers", "attention"])
+    cfg, out, _ = parse_config(
+        ["--params", str(params), "--out", str(tmp_path / "o"), "--d_model", "32", "--mixers", "attention"]
+    )
     assert (cfg.lengths, cfg.d_model, cfg.mixers, cfg.ladder_rungs) == ((32, 64), 32, ("attention",), ())
     params.write_text("bench:\n  lengths: 64\n")
     with pytest.raises(ConfigError, match="bench.lengths must be a list of int"):
@@ -288,15 +418,30 @@ def test_params_file_sets_defaults_and_flags_override(tmp_path):
 
 # --- merging runs -------------------------------------------------------------------------------
 
+
 def test_merge_joins_runs_of_one_setup_and_refuses_mixed_ones(tmp_path):
     from align_mamba.bench.merge import merge_runs
 
-    ladder = dict(ladder_rungs=(0, 2), ladder_d_model=32, ladder_n_layers=1, ladder_d_state=16, ladder_headdim=16,
-                  ladder_batch=2, ladder_seq_len=64, ladder_num_pairs=8)
-    run_bench(BenchConfig(**{**TINY, "mixers": ("attention", "mamba2_reference"), "architectures": (),
-                             "modes": ("forward",)}), tmp_path / "mixers")
-    run_bench(BenchConfig(**{**TINY, "mixers": (), "architectures": ("mamba2",), "modes": ("train",), **ladder}),
-              tmp_path / "rest")
+    ladder = dict(
+        ladder_rungs=(0, 2),
+        ladder_d_model=32,
+        ladder_n_layers=1,
+        ladder_d_state=16,
+        ladder_headdim=16,
+        ladder_batch=2,
+        ladder_seq_len=64,
+        ladder_num_pairs=8,
+    )
+    run_bench(
+        BenchConfig(
+            **{**TINY, "mixers": ("attention", "mamba2_reference"), "architectures": (), "modes": ("forward",)}
+        ),
+        tmp_path / "mixers",
+    )
+    run_bench(
+        BenchConfig(**{**TINY, "mixers": (), "architectures": ("mamba2",), "modes": ("train",), **ladder}),
+        tmp_path / "rest",
+    )
     parts = [pd.read_csv(tmp_path / name / "mixers.csv") for name in ("mixers", "rest")]
     mixers, rungs, summary = merge_runs([tmp_path / "mixers", tmp_path / "rest"])
     assert len(mixers) == len(parts[0]) + len(parts[1]) == 2 * 2 + 2

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from align_mamba.core.backends import has_causal_conv1d
 from align_mamba.bench import BenchConfig, run_bench
+from align_mamba.core.backends import has_causal_conv1d
 from align_mamba.mixers import Mamba2, Mamba2Reference
 
 pytestmark = pytest.mark.gpu
@@ -24,11 +24,29 @@ pytestmark = pytest.mark.gpu
 # cold cache, without causal-conv1d and beside another compiling process, it ran past 300 s (H200).
 @pytest.mark.timeout(900)
 def test_bench_kernels_short_range(tmp_path):
-    cfg = BenchConfig(device="cuda", mixers=("attention", "mamba2", "raw_mamba2", "raw_attention"),
-                      architectures=("mamba2",), lengths=(256, 512), decode_contexts=(256, 512),
-                      tokens_per_batch=4096, d_model=128, d_states=(64,), headdim=64, n_heads=4, n_layers=2,
-                      repeats=3, warmup=2, ladder_rungs=(0, 1, 2, 3), ladder_d_model=64, ladder_n_layers=2,
-                      ladder_d_state=16, ladder_headdim=16, ladder_batch=8, ladder_seq_len=256, ladder_num_pairs=16)
+    cfg = BenchConfig(
+        device="cuda",
+        mixers=("attention", "mamba2", "raw_mamba2", "raw_attention"),
+        architectures=("mamba2",),
+        lengths=(256, 512),
+        decode_contexts=(256, 512),
+        tokens_per_batch=4096,
+        d_model=128,
+        d_states=(64,),
+        headdim=64,
+        n_heads=4,
+        n_layers=2,
+        repeats=3,
+        warmup=2,
+        ladder_rungs=(0, 1, 2, 3),
+        ladder_d_model=64,
+        ladder_n_layers=2,
+        ladder_d_state=16,
+        ladder_headdim=16,
+        ladder_batch=8,
+        ladder_seq_len=256,
+        ladder_num_pairs=16,
+    )
     summary = run_bench(cfg, tmp_path)
     rows = pd.read_csv(tmp_path / "mixers.csv", keep_default_na=False, na_values=[""])
     assert (rows["status"] == "ok").all(), rows[rows["status"] != "ok"][["name", "mode", "reason"]]
@@ -59,7 +77,7 @@ def test_reference_step_matches_kernel_step():
     states = [module.allocate_inference_cache(2, 10) for module in (kernel, reference)]
     with torch.no_grad():
         for t in range(10):
-            out_k, *_ = kernel.step(u[:, t:t + 1], *states[0])
-            out_r, *_ = reference.step(u[:, t:t + 1], *states[1])
+            out_k, *_ = kernel.step(u[:, t : t + 1], *states[0])
+            out_r, *_ = reference.step(u[:, t : t + 1], *states[1])
             assert ((out_k - out_r).norm() / out_r.norm()).item() < 1e-3
         assert ((states[0][1] - states[1][1]).norm() / states[1][1].norm()).item() < 1e-3

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from align_mamba.bench import packing
 from align_mamba.core.errors import ConfigError
 from align_mamba.recall.params import RecallParams, load_recall_params
@@ -52,7 +53,9 @@ def test_measure_runs_data_warmups_then_serial_then_packed_in_separate_projects(
     shell = FakeShell(params, {"serial": 0.2, "packed": 0.05})
     result = packing.measure_packing(ROOT, PRESET, tmp_path / "work", tmp_path / "out", slots=8, cores=4, run=shell)
     assert [(c[0].split(" --until ")[1].split()[0], project) for c, project in shell.calls[:2]] == [
-        ("mqar_data", "serial"), ("mqar_data", "packed")]
+        ("mqar_data", "serial"),
+        ("mqar_data", "packed"),
+    ]
     warmups, _ = shell.calls[2]  # one call: they run side by side
     assert len(warmups) == len(packing.warmup_cells(params))
     assert all(c.startswith("python -m align_mamba.recall.train") and c.endswith(".log") for c in warmups)
@@ -84,8 +87,9 @@ def test_missing_cells_and_cpu_grids_are_refused(tmp_path):
                 super().__call__(commands, cwd, log_path)
 
     with pytest.raises(ConfigError, match="packed run evaluated 0 of 8 cells"):
-        packing.measure_packing(ROOT, PRESET, tmp_path / "w", tmp_path / "o", 8, 2,
-                                run=Lazy(_params(), {"serial": 0, "packed": 0}))
+        packing.measure_packing(
+            ROOT, PRESET, tmp_path / "w", tmp_path / "o", 8, 2, run=Lazy(_params(), {"serial": 0, "packed": 0})
+        )
     cpu = tmp_path / "cpu.yaml"
     cpu.write_text(PRESET.read_text().replace("device: cuda", "device: cpu"))
     with pytest.raises(ConfigError, match="run.device must be cuda"):

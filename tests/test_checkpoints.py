@@ -30,16 +30,25 @@ from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ModelConfig(variant="transformer", d_model=16, n_layers=1, n_heads=2, vocab_size=8192)
-META = {"cell": "tiny", "architecture": "transformer", "num_pairs": 4, "seed": 0, "best_step": 1,
-        "best_val_accuracy": 0.0, "backend": "sdpa", "device": "cpu"}
+META = {
+    "cell": "tiny",
+    "architecture": "transformer",
+    "num_pairs": 4,
+    "seed": 0,
+    "best_step": 1,
+    "best_val_accuracy": 0.0,
+    "backend": "sdpa",
+    "device": "cpu",
+}
 TAGGER_SETTINGS = {"threshold": 0.5, "min_span_len": 8, "chunk_len": 64, "overlap": 16}
 
 
 @pytest.fixture(scope="module")
 def mqar4(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "np4"
-    return write_mqar(MQARConfig(num_pairs=4, seq_len=16, num_queries=None, train_size=200, val_size=32,
-                                 test_size=32, seed=0), out)
+    return write_mqar(
+        MQARConfig(num_pairs=4, seq_len=16, num_queries=None, train_size=200, val_size=32, test_size=32, seed=0), out
+    )
 
 
 def _tiny_cell(**train) -> CellConfig:
@@ -67,13 +76,18 @@ def _saved_mqar_model(path: Path) -> torch.nn.Module:
 
 # ---- checksums -----------------------------------------------------------------------------------
 
+
 def test_checksum_covers_every_tensor_and_setting():
-    payload = {"state_dict": {"w": torch.ones(3), "b": torch.zeros(2, dtype=torch.bfloat16)},
-               "meta": {"lr": 1e-3, "names": ("a", "b")}}
+    payload = {
+        "state_dict": {"w": torch.ones(3), "b": torch.zeros(2, dtype=torch.bfloat16)},
+        "meta": {"lr": 1e-3, "names": ("a", "b")},
+    }
     digest = payload_digest(payload)
     assert payload_digest({**payload, CHECKSUM_KEY: "ignored"}) == digest
-    changed = {"state_dict": {**payload["state_dict"], "w": torch.tensor([1.0, 1.0, 1.0000001])},
-               "meta": payload["meta"]}
+    changed = {
+        "state_dict": {**payload["state_dict"], "w": torch.tensor([1.0, 1.0, 1.0000001])},
+        "meta": payload["meta"],
+    }
     assert payload_digest(changed) != digest
     assert payload_digest({**payload, "meta": {"lr": 2e-3, "names": ("a", "b")}}) != digest
     # the same values as a list (what a tuple may load back as) hash alike
@@ -87,8 +101,16 @@ def test_a_flipped_exponent_bit_in_an_mqar_model_fails_evaluate_in_one_line(tmp_
     flip_exponent_bit(path, model.embedding.weight[5])
     with pytest.raises(DataIntegrityError, match="checksum mismatch"):
         load_model(path, "reference", CPU)
-    argv = ["--checkpoint", str(path), "--data", str(tmp_path / "unused"), "--out", str(tmp_path / "m.json"),
-            "--device", "cpu"]
+    argv = [
+        "--checkpoint",
+        str(path),
+        "--data",
+        str(tmp_path / "unused"),
+        "--out",
+        str(tmp_path / "m.json"),
+        "--device",
+        "cpu",
+    ]
     assert run_cli(evaluate_main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0] and "checksum mismatch" in err[0]
@@ -171,6 +193,7 @@ def test_the_committed_tagger_still_loads_and_matches_its_weights(caplog):
 
 # ---- finite weights and valid JSON ---------------------------------------------------------------
 
+
 def test_non_finite_weights_are_never_saved(tmp_path):
     model = build_model(TINY, "reference")
     weights = model.state_dict()
@@ -182,8 +205,28 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 def test_an_infinite_rate_is_refused_before_training_and_writes_nothing(mqar4, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["--data", str(mqar4), "--out", str(out), "--variant", "transformer", "--d-model", "16", "--n-layers", "1",
-            "--n-heads", "2", "--steps", "1", "--batch-size", "16", "--lr", "inf", "--device", "cpu"]
+    argv = [
+        "--data",
+        str(mqar4),
+        "--out",
+        str(out),
+        "--variant",
+        "transformer",
+        "--d-model",
+        "16",
+        "--n-layers",
+        "1",
+        "--n-heads",
+        "2",
+        "--steps",
+        "1",
+        "--batch-size",
+        "16",
+        "--lr",
+        "inf",
+        "--device",
+        "cpu",
+    ]
     code = run_cli(train_main, argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1] == "error: train.lr must be a finite number, got inf (float)"
@@ -218,6 +261,7 @@ def test_json_writer_refuses_nan_and_infinity_naming_the_key(tmp_path):
 
 # ---- resume points -------------------------------------------------------------------------------
 
+
 def _uninterrupted(mqar4: Path, tmp_path: Path) -> dict:
     train_cell(_tiny_cell(), mqar4, tmp_path / "reference")
     return torch.load(tmp_path / "reference" / "model.pt", weights_only=True)
@@ -246,8 +290,9 @@ def test_a_corrupt_resume_point_is_moved_aside_and_training_starts_afresh(mqar4,
 
 def test_a_foreign_resume_point_is_moved_aside(mqar4, tmp_path, caplog):
     out = tmp_path / "run"
-    save_checkpoint(out / "resume" / "last.pt", {"fingerprint": {"cell": "other"}, "model": {}, "optimizer": {},
-                                                 "state": {}})
+    save_checkpoint(
+        out / "resume" / "last.pt", {"fingerprint": {"cell": "other"}, "model": {}, "optimizer": {}, "state": {}}
+    )
     with caplog.at_level("WARNING"):
         train_cell(_tiny_cell(), mqar4, out)
     assert "other parameters or data" in caplog.text and "starting afresh" in caplog.text

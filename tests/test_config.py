@@ -2,9 +2,9 @@
 
 import pytest
 
+from align_mamba.core.errors import ConfigError
 from align_mamba.core.params import from_mapping
 from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
-from align_mamba.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

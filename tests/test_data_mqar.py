@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
 from align_mamba.recall import mqar, storage
+from align_mamba.recall.data import main as cli_main
 from align_mamba.recall.mqar import BOS, EOS, FILLER_RANGE, IGNORE_INDEX, KEY_RANGE, PAD, SEP, VALUE_RANGE, MQARConfig
 from align_mamba.recall.storage import load_mqar, read_manifest, write_mqar
-from align_mamba.recall.data import main as cli_main
-from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SPLITS = ("train", "validation", "test")
@@ -32,20 +32,28 @@ def dataset(request, tmp_path_factory) -> Path:
 
 
 def _file_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _contexts(data_dir: Path, split: str) -> np.ndarray:
     """(n, 2N) keys and values in pair order, read from the seq2seq encoder input."""
     enc = load_mqar(data_dir, split, "seq2seq").enc_inputs.numpy()
     n = (enc.shape[1] - 2) // 3
-    return np.concatenate([enc[:, 1:3 * n + 1:3], enc[:, 3:3 * n + 1:3]], axis=1)
+    return np.concatenate([enc[:, 1 : 3 * n + 1 : 3], enc[:, 3 : 3 * n + 1 : 3]], axis=1)
 
 
 def test_worked_example_in_docstring():
-    draw = mqar._Draw(keys=np.array([[17, 42]]), values=np.array([[5000, 4100]]),
-                      slots=np.array([[1, 0]]), gaps=np.array([[0, 1]]), filler=None)
+    draw = mqar._Draw(
+        keys=np.array([[17, 42]]),
+        values=np.array([[5000, 4100]]),
+        slots=np.array([[1, 0]]),
+        gaps=np.array([[0, 1]]),
+        filler=None,
+    )
     config = MQARConfig(num_pairs=2, seq_len=8, num_queries=2, train_size=1, val_size=1, test_size=1, seed=0)
     dec = mqar._decoder_arrays(config, draw)
     assert dec["inputs"].tolist() == [[17, 5000, 42, 4100, 42, PAD, 17, PAD]]
@@ -89,8 +97,8 @@ def test_token_ranges_and_distinct_keys(dataset):
         assert (enc[:, 0] == BOS).all() and (enc[:, -1] == EOS).all() and (enc[:, 2:-1:3] == SEP).all()
         dec = load_mqar(dataset, split, "decoder")
         inputs, labels = dec.inputs.numpy(), dec.labels.numpy()
-        assert np.array_equal(inputs[:, 0:2 * n:2], keys) and np.array_equal(inputs[:, 1:2 * n:2], values)
-        rest = inputs[:, 2 * n:][labels[:, 2 * n:] == IGNORE_INDEX]
+        assert np.array_equal(inputs[:, 0 : 2 * n : 2], keys) and np.array_equal(inputs[:, 1 : 2 * n : 2], values)
+        rest = inputs[:, 2 * n :][labels[:, 2 * n :] == IGNORE_INDEX]
         if filler == "pad":
             assert (rest == PAD).all()
         else:
@@ -207,16 +215,41 @@ def test_bad_params_raise_config_error_naming_the_field(field, overrides, _argv)
         _config(**overrides)
 
 
-@pytest.mark.parametrize("bad", [dict(layouts=()), dict(train_size=0), dict(power_a=0.0), dict(filler="zeros"),
-                                 dict(num_pairs=True), dict(num_queries=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(layouts=()),
+        dict(train_size=0),
+        dict(power_a=0.0),
+        dict(filler="zeros"),
+        dict(num_pairs=True),
+        dict(num_queries=0),
+    ],
+)
 def test_other_bad_params_raise_config_error(bad):
     with pytest.raises(ConfigError):
         _config(**bad)
 
 
 def _cli_args(out: Path, *extra: str) -> list[str]:
-    args = ["--out", str(out), "--num-pairs", "8", "--seq-len", "64", "--num-queries", "4",
-            "--train-size", "30", "--val-size", "10", "--test-size", "10", "--seed", "1"]
+    args = [
+        "--out",
+        str(out),
+        "--num-pairs",
+        "8",
+        "--seq-len",
+        "64",
+        "--num-queries",
+        "4",
+        "--train-size",
+        "30",
+        "--val-size",
+        "10",
+        "--test-size",
+        "10",
+        "--seed",
+        "1",
+    ]
     return args + list(extra)
 
 
@@ -231,12 +264,14 @@ def test_cli_bad_params_exit_2_with_one_line_and_write_nothing(tmp_path, capsys,
 def test_cli_module_writes_a_dataset_and_reports_errors(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     command = [sys.executable, "-m", "align_mamba.recall.data"]
-    ok = subprocess.run(command + _cli_args(tmp_path / "ok", "--num-queries", "all"),
-                        capture_output=True, text=True, env=env)
+    ok = subprocess.run(
+        command + _cli_args(tmp_path / "ok", "--num-queries", "all"), capture_output=True, text=True, env=env
+    )
     assert ok.returncode == 0 and ok.stderr.count("\n") == 1 and "wrote MQAR dataset" in ok.stderr
     assert read_manifest(tmp_path / "ok")["config"]["num_queries"] == "all"
-    bad = subprocess.run(command + _cli_args(tmp_path / "bad", "--filler", "zeros"),
-                         capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        command + _cli_args(tmp_path / "bad", "--filler", "zeros"), capture_output=True, text=True, env=env
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: filler") and bad.stderr.count("\n") == 1
     assert not (tmp_path / "bad").exists()
 
@@ -307,9 +342,31 @@ def test_all_queries_cover_every_key_once():
 
 def test_cli_takes_dvc_spellings_length_per_pair_and_a_log_file(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    command = [sys.executable, "-m", "align_mamba.recall.data", "--out", str(tmp_path / "ds"), "--num_pairs", "4",
-               "--seq_len_per_pair", "4", "--num_queries", "all", "--power_a", "0.01", "--train_size", "20",
-               "--val_size", "5", "--test_size", "5", "--seed", "3", "--log", str(tmp_path / "logs" / "data.log")]
+    command = [
+        sys.executable,
+        "-m",
+        "align_mamba.recall.data",
+        "--out",
+        str(tmp_path / "ds"),
+        "--num_pairs",
+        "4",
+        "--seq_len_per_pair",
+        "4",
+        "--num_queries",
+        "all",
+        "--power_a",
+        "0.01",
+        "--train_size",
+        "20",
+        "--val_size",
+        "5",
+        "--test_size",
+        "5",
+        "--seed",
+        "3",
+        "--log",
+        str(tmp_path / "logs" / "data.log"),
+    ]
     subprocess.run(command, check=True, capture_output=True, env=env)
     assert read_manifest(tmp_path / "ds")["config"]["seq_len"] == 16
     assert "wrote MQAR dataset" in (tmp_path / "logs" / "data.log").read_text()
@@ -336,12 +393,15 @@ def test_num_keys_unset_keeps_the_full_vocabulary(tmp_path):
     assert (split.vocab_size, split.num_values) == (8192, len(VALUE_RANGE))
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(num_keys=0), "num_keys must be >= 1"),
-    (dict(num_keys=4), "num_pairs must be <= 4"),
-    (dict(num_keys=5000), "num_keys must be <= 4086"),
-    (dict(num_keys=2, num_pairs=2, num_queries=2, train_size=10), "exceeds half"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(num_keys=0), "num_keys must be >= 1"),
+        (dict(num_keys=4), "num_pairs must be <= 4"),
+        (dict(num_keys=5000), "num_keys must be <= 4086"),
+        (dict(num_keys=2, num_pairs=2, num_queries=2, train_size=10), "exceeds half"),
+    ],
+)
 def test_num_keys_bad_values_fail_with_one_line(overrides, message):
     with pytest.raises(ConfigError, match=message):
         _config(**overrides)

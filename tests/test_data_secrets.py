@@ -17,17 +17,39 @@ import numpy as np
 import pytest
 import yaml
 
-from align_mamba.secrets.data import CARRIER_KINDS, DECOY_KINDS, FORMAT_NAMES, FORMATS, SECRET_SPLITS, SecretDataConfig, decile_window, load_secret_split, load_split_mask, read_file_bytes, read_secret_manifest, write_secret_dataset
+from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
+from align_mamba.secrets.data import (
+    CARRIER_KINDS,
+    DECOY_KINDS,
+    FORMAT_NAMES,
+    FORMATS,
+    SECRET_SPLITS,
+    SecretDataConfig,
+    decile_window,
+    kinds,
+    load_secret_split,
+    load_split_mask,
+    read_file_bytes,
+    read_secret_manifest,
+    text,
+    write_secret_dataset,
+)
 from align_mamba.secrets.data.__main__ import main as cli_main
-from align_mamba.secrets.data import kinds, text
 from align_mamba.secrets.data.formats import secret_span
 from align_mamba.secrets.data.generate import secret_piece
 from align_mamba.secrets.data.layout import Mark, Piece, join
-from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
 from align_mamba.secrets.spans import Span, spans_to_mask
 
-BASE = dict(seed=11, train_files=60, val_files=12, test_files=14, unseen_files=10, decoy_files=8,
-            length_buckets=(1024, 4096, 16384), train_max_length=4096)
+BASE = dict(
+    seed=11,
+    train_files=60,
+    val_files=12,
+    test_files=14,
+    unseen_files=10,
+    decoy_files=8,
+    length_buckets=(1024, 4096, 16384),
+    train_max_length=4096,
+)
 HELDOUT = ("gitlab_pat", "stripe_live")
 # Formats whose published regex anchors on the variable name or the URL around the value.
 NEEDS_CONTEXT = ("aws_secret_access_key", "password_in_url", "generic_assignment", "json_secret")
@@ -45,13 +67,18 @@ def dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def contents(dataset) -> dict[str, list]:
     """{split: [(LabelledFile, bytes)]} of the module's dataset."""
-    return {split: [(lf, read_file_bytes(dataset, split, lf)) for lf in load_secret_split(dataset, split)]
-            for split in SECRET_SPLITS}
+    return {
+        split: [(lf, read_file_bytes(dataset, split, lf)) for lf in load_secret_split(dataset, split)]
+        for split in SECRET_SPLITS
+    }
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _overlaps(a, b) -> bool:
@@ -83,20 +110,28 @@ def test_manifest_layout(dataset, contents):
     assert set(manifest) == {"generator", "params", "formats", "decoy_kinds", "splits", "files"}
     assert manifest["generator"] == "secrets"
     assert manifest["params"] == json.loads(json.dumps(_config().to_dict()))
-    assert manifest["formats"] == {"all": sorted(FORMAT_NAMES), "heldout": sorted(HELDOUT),
-                                   "train": sorted(set(FORMAT_NAMES) - set(HELDOUT))}
+    assert manifest["formats"] == {
+        "all": sorted(FORMAT_NAMES),
+        "heldout": sorted(HELDOUT),
+        "train": sorted(set(FORMAT_NAMES) - set(HELDOUT)),
+    }
     assert manifest["decoy_kinds"] == list(DECOY_KINDS)
     on_disk = {str(p.relative_to(dataset)) for p in dataset.rglob("*") if p.is_file()} - {"manifest.json"}
     assert set(manifest["files"]) == on_disk
     for split, files in contents.items():
         entry = manifest["splits"][split]
-        assert entry == {"files": len(files), "bytes": sum(len(d) for _, d in files),
-                         "spans": sum(len(lf.spans) for lf, _ in files)}
+        assert entry == {
+            "files": len(files),
+            "bytes": sum(len(d) for _, d in files),
+            "spans": sum(len(lf.spans) for lf, _ in files),
+        }
         assert len(files) == _config().split_files(split)
         for lf, data in files:
             assert re.fullmatch(r"files/\d{4}_[\w.-]+", lf.relpath) and lf.kind in CARRIER_KINDS
-            assert manifest["files"][f"{split}/{lf.relpath}"] == {"sha256": hashlib.sha256(data).hexdigest(),
-                                                                 "bytes": len(data)}
+            assert manifest["files"][f"{split}/{lf.relpath}"] == {
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data),
+            }
 
 
 def test_labels_cover_exactly_the_planted_values(dataset, contents):
@@ -112,12 +147,17 @@ def test_labels_cover_exactly_the_planted_values(dataset, contents):
                 assert not _overlaps(a, b), (split, lf.relpath, a, b)
             for span in lf.spans:
                 fmt = FORMATS[span.format]
-                value = decoded[span.start:span.end]
+                value = decoded[span.start : span.end]
                 assert fmt.value_regex.fullmatch(value), (span.format, value)
                 # The scanner's own regex, reading the context, finds exactly this value.
                 lo = max(0, span.start - 400)
-                found = {(a + lo, b + lo) for a, b in map(secret_span, fmt.regex.finditer(decoded[lo:span.end + 8]))}
-                assert (span.start, span.end) in found, (split, lf.kind, span.format, decoded[span.start - 60:span.end])
+                found = {(a + lo, b + lo) for a, b in map(secret_span, fmt.regex.finditer(decoded[lo : span.end + 8]))}
+                assert (span.start, span.end) in found, (
+                    split,
+                    lf.kind,
+                    span.format,
+                    decoded[span.start - 60 : span.end],
+                )
 
 
 def test_secret_piece_marks_the_raw_value():
@@ -127,7 +167,7 @@ def test_secret_piece_marks_the_raw_value():
         for name in FORMAT_NAMES:
             piece, value = secret_piece(slots, carrier, name)
             (mark,) = piece.marks
-            marked = piece.text[mark.start:mark.end]
+            marked = piece.text[mark.start : mark.end]
             escaped_ok = FORMATS[name].multiline and marked == value.replace("\n", "\\n")
             assert marked == value or escaped_ok, (carrier.kind, name, marked[:60], value[:60])
 
@@ -138,7 +178,7 @@ def test_decoys_are_recorded_never_labelled(dataset, contents):
         for lf, data in files:
             mask = spans_to_mask(lf.length, lf.spans)
             for decoy in lf.decoys:
-                assert decoy.format in DECOY_KINDS and mask[decoy.start:decoy.end].sum() == 0
+                assert decoy.format in DECOY_KINDS and mask[decoy.start : decoy.end].sum() == 0
                 seen_kinds.add(decoy.format)
             assert len(lf.decoys) <= _config().decoys_per_file
     assert seen_kinds == set(DECOY_KINDS)
@@ -150,7 +190,7 @@ def test_decoys_are_recorded_never_labelled(dataset, contents):
     for lf, data in contents["test"]:
         for d in lf.decoys:
             if d.format == "example_aws_key":
-                assert data[d.start:d.end] in (b"AKIAIOSFODNN7EXAMPLE", b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+                assert data[d.start : d.end] in (b"AKIAIOSFODNN7EXAMPLE", b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
 
 
 def test_filler_holds_no_unrecorded_secret_shapes(contents):
@@ -238,7 +278,7 @@ def test_jwt_and_pem_have_real_structure():
         # DER SEQUENCE whose long-form length covers exactly the rest of the bytes.
         assert der[0] == 0x30
         size_bytes = der[1] & 0x7F if der[1] & 0x80 else 0
-        length = int.from_bytes(der[2:2 + size_bytes], "big") if size_bytes else der[1]
+        length = int.from_bytes(der[2 : 2 + size_bytes], "big") if size_bytes else der[1]
         assert len(der) == 2 + size_bytes + length
     assert labels == {"RSA PRIVATE KEY", "EC PRIVATE KEY", "OPENSSH PRIVATE KEY"}
 
@@ -286,11 +326,13 @@ def test_lengths_follow_their_buckets(contents):
 
 
 def test_splits_share_no_secret_and_no_file(contents):
-    values = {split: {data[s.start:s.end] for lf, data in files for s in lf.spans} for split, files in contents.items()}
+    values = {
+        split: {data[s.start : s.end] for lf, data in files for s in lf.spans} for split, files in contents.items()
+    }
     digests = {split: {hashlib.sha256(d).digest() for _, d in files} for split, files in contents.items()}
     for a, b in combinations(SECRET_SPLITS, 2):
         assert not values[a] & values[b] and not digests[a] & digests[b]
-    every = [data[s.start:s.end] for files in contents.values() for lf, data in files for s in lf.spans]
+    every = [data[s.start : s.end] for files in contents.values() for lf, data in files for s in lf.spans]
     assert len(every) == len(set(every))
 
 
@@ -335,19 +377,22 @@ def test_tampering_is_detected(dataset, tmp_path):
         load_secret_split(dataset, "holdout")
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(heldout_formats=("gitlab_pat", "nope")), "heldout_formats: unknown name.*'nope'.*aws_access_key_id"),
-    (dict(kinds=()), "kinds must name at least one of python"),
-    (dict(kinds=("python", "cobol")), "kinds: unknown name"),
-    (dict(secrets_per_file=(3, 1)), "secrets_per_file: min 3 > max 1"),
-    (dict(length_buckets=(100, 4096)), "length_buckets must be >= 512"),
-    (dict(train_max_length=1000), "train_max_length=1000 is below the smallest length bucket 1024"),
-    (dict(heldout_formats=(), unseen_files=3), "unseen_files=3 needs heldout_formats"),
-    (dict(heldout_formats=FORMAT_NAMES), "heldout_formats must leave at least one format"),
-    (dict(decoys_per_file=0), "decoy_files=8 needs decoys_per_file >= 1"),
-    (dict(train_files=0), "train_files must be >= 1"),
-    (dict(length_jitter=0.9), "length_jitter must be a number in"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(heldout_formats=("gitlab_pat", "nope")), "heldout_formats: unknown name.*'nope'.*aws_access_key_id"),
+        (dict(kinds=()), "kinds must name at least one of python"),
+        (dict(kinds=("python", "cobol")), "kinds: unknown name"),
+        (dict(secrets_per_file=(3, 1)), "secrets_per_file: min 3 > max 1"),
+        (dict(length_buckets=(100, 4096)), "length_buckets must be >= 512"),
+        (dict(train_max_length=1000), "train_max_length=1000 is below the smallest length bucket 1024"),
+        (dict(heldout_formats=(), unseen_files=3), "unseen_files=3 needs heldout_formats"),
+        (dict(heldout_formats=FORMAT_NAMES), "heldout_formats must leave at least one format"),
+        (dict(decoys_per_file=0), "decoy_files=8 needs decoys_per_file >= 1"),
+        (dict(train_files=0), "train_files must be >= 1"),
+        (dict(length_jitter=0.9), "length_jitter must be a number in"),
+    ],
+)
 def test_bad_config_is_one_clear_line(overrides, message):
     with pytest.raises(ConfigError, match=message) as err:
         _config(**overrides)
@@ -356,11 +401,38 @@ def test_bad_config_is_one_clear_line(overrides, message):
 
 def test_cli_writes_a_loadable_dataset(tmp_path, capsys):
     out = tmp_path / "cli"
-    argv = ["--out", str(out), "--seed", "5", "--train_files", "6", "--val-files", "2", "--test-files", "2",
-            "--unseen_files", "2", "--decoy-files", "1", "--length-buckets", "1024", "2048",
-            "--train_max_length", "1024",
-            "--heldout-formats", "slack_webhook", "jwt", "--secrets_per_file", "1", "2", "--decoys-per-file", "1",
-            "--kinds", "env", "json"]
+    argv = [
+        "--out",
+        str(out),
+        "--seed",
+        "5",
+        "--train_files",
+        "6",
+        "--val-files",
+        "2",
+        "--test-files",
+        "2",
+        "--unseen_files",
+        "2",
+        "--decoy-files",
+        "1",
+        "--length-buckets",
+        "1024",
+        "2048",
+        "--train_max_length",
+        "1024",
+        "--heldout-formats",
+        "slack_webhook",
+        "jwt",
+        "--secrets_per_file",
+        "1",
+        "2",
+        "--decoys-per-file",
+        "1",
+        "--kinds",
+        "env",
+        "json",
+    ]
     assert run_cli(cli_main, argv) == 0
     params = read_secret_manifest(out)["params"]
     assert params["heldout_formats"] == ["slack_webhook", "jwt"] and params["secrets_per_file"] == [1, 2]

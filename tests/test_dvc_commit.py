@@ -12,9 +12,10 @@ import shutil
 import pytest
 from pipeline_helpers import ROOT, project_copy, run
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (shutil.which("snakemake") and shutil.which("dvc")),
-                                 reason="needs snakemake and dvc")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (shutil.which("snakemake") and shutil.which("dvc")), reason="needs snakemake and dvc"),
+]
 
 
 def test_snakemake_one_target_exits_0_and_commits_only_that_stage(tmp_path):

@@ -36,15 +36,48 @@ from align_mamba.recall.storage import load_mqar, read_manifest, write_mqar
 SRC = Path(__file__).resolve().parents[1] / "src"
 ENV = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
 SEED = 18
-TINY_MODEL = ["--variant", "mamba2", "--d-model", "16", "--n-layers", "1", "--d-state", "4", "--headdim", "8",
-              "--chunk-size", "8", "--device", "cpu", "--backend", "reference"]
-LOCK_LINE = re.compile(r"error: (?P<out>.+) is being written by pid (?P<pid>\d+) on (?P<host>\S+) since "
-                       r"(?P<started>\S+) \(lock file (?P<lock>.+)\); wait for it or stop it")
+TINY_MODEL = [
+    "--variant",
+    "mamba2",
+    "--d-model",
+    "16",
+    "--n-layers",
+    "1",
+    "--d-state",
+    "4",
+    "--headdim",
+    "8",
+    "--chunk-size",
+    "8",
+    "--device",
+    "cpu",
+    "--backend",
+    "reference",
+]
+LOCK_LINE = re.compile(
+    r"error: (?P<out>.+) is being written by pid (?P<pid>\d+) on (?P<host>\S+) since "
+    r"(?P<started>\S+) \(lock file (?P<lock>.+)\); wait for it or stop it"
+)
 
 
 def _train_argv(data: Path, out: Path, steps: int = 30) -> list[str]:
-    return ["--data", str(data), "--out", str(out), *TINY_MODEL, "--steps", str(steps), "--batch-size", "8",
-            "--eval-every", "5", "--checkpoint-every", "5", "--patience", "100"]
+    return [
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *TINY_MODEL,
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "5",
+        "--checkpoint-every",
+        "5",
+        "--patience",
+        "100",
+    ]
 
 
 def _module(name: str, argv: list[str]) -> list[str]:
@@ -53,8 +86,10 @@ def _module(name: str, argv: list[str]) -> list[str]:
 
 def _strict_json(path: Path):
     """json.loads that rejects NaN/Infinity literals (not JSON)."""
+
     def reject(token):
         raise ValueError(f"{path}: non-JSON literal {token}")
+
     return json.loads(path.read_text(), parse_constant=reject)
 
 
@@ -110,8 +145,10 @@ def _flip(path: Path, rng: random.Random, offset: int | None = None, bit: int | 
 
 @pytest.fixture(scope="module")
 def mqar(tmp_path_factory) -> Path:
-    return write_mqar(MQARConfig(num_pairs=4, seq_len=16, num_queries=None, train_size=256, val_size=32,
-                                 test_size=64, seed=0), tmp_path_factory.mktemp("data") / "np4")
+    return write_mqar(
+        MQARConfig(num_pairs=4, seq_len=16, num_queries=None, train_size=256, val_size=32, test_size=64, seed=0),
+        tmp_path_factory.mktemp("data") / "np4",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -120,20 +157,23 @@ def trained(mqar, tmp_path_factory) -> Path:
     from align_mamba.recall.train import train_cell
 
     out = tmp_path_factory.mktemp("run") / "cell"
-    cell = CellConfig(ModelConfig(variant="mamba2", d_model=16, n_layers=1, d_state=4, headdim=8, chunk_size=8),
-                      TrainConfig(steps=4, batch_size=8, eval_every=2, checkpoint_every=2, device="cpu",
-                                  backend="reference"))
+    cell = CellConfig(
+        ModelConfig(variant="mamba2", d_model=16, n_layers=1, d_state=4, headdim=8, chunk_size=8),
+        TrainConfig(steps=4, batch_size=8, eval_every=2, checkpoint_every=2, device="cpu", backend="reference"),
+    )
     train_cell(cell, mqar, out)
     return out / "model.pt"
 
 
 def _copy_dataset(source: Path, dest: Path) -> Path:
     import shutil
+
     shutil.copytree(source, dest)
     return dest
 
 
 # ---- kill -9 ------------------------------------------------------------------------------------
+
 
 def _check_train_outputs(out: Path) -> dict | None:
     """Whole or absent: model.pt loads, train.json is strict JSON, history has one row per step run."""
@@ -165,13 +205,28 @@ def test_train_killed_at_random_points_resumes_and_leaves_no_half_outputs(mqar, 
 def test_evaluate_killed_at_random_points_writes_whole_metrics_or_none(mqar, trained, tmp_path):
     rng = random.Random(SEED + 1)
     metrics = tmp_path / "metrics.json"
-    command = _module("align_mamba.recall.evaluate", ["--checkpoint", str(trained), "--data", str(mqar),
-                                                      "--out", str(metrics), "--backend", "reference",
-                                                      "--device", "cpu", "--batch-size", "16"])
+    command = _module(
+        "align_mamba.recall.evaluate",
+        [
+            "--checkpoint",
+            str(trained),
+            "--data",
+            str(mqar),
+            "--out",
+            str(metrics),
+            "--backend",
+            "reference",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "16",
+        ],
+    )
     _kill(command, metrics, delay=rng.uniform(0.0, 0.5))
     assert not metrics.exists() or 0.0 <= _strict_json(metrics)["accuracy"] <= 1.0
-    assert [p.name for p in tmp_path.iterdir() if p.name != ".metrics.json.lock"] in ([], ["metrics.json"]), \
+    assert [p.name for p in tmp_path.iterdir() if p.name != ".metrics.json.lock"] in ([], ["metrics.json"]), (
         "a kill leaves no visible half file beside the metrics"
+    )
     rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert 0.0 <= _strict_json(metrics)["accuracy"] <= 1.0
@@ -191,12 +246,44 @@ def _verify_secrets(out: Path) -> None:
 
 
 GENERATORS = {
-    "mqar": ("align_mamba.recall.data", ["--num-pairs", "8", "--seq-len", "64", "--num-queries", "all",
-                                         "--train-size", "20000",
-                                         "--val-size", "500", "--test-size", "500", "--seed", "3"], _verify_mqar),
-    "secrets": ("align_mamba.secrets.data", ["--seed", "3", "--train-files", "20", "--val-files", "4",
-                                             "--test-files", "4", "--unseen-files", "4", "--decoy-files", "4"],
-                _verify_secrets),
+    "mqar": (
+        "align_mamba.recall.data",
+        [
+            "--num-pairs",
+            "8",
+            "--seq-len",
+            "64",
+            "--num-queries",
+            "all",
+            "--train-size",
+            "20000",
+            "--val-size",
+            "500",
+            "--test-size",
+            "500",
+            "--seed",
+            "3",
+        ],
+        _verify_mqar,
+    ),
+    "secrets": (
+        "align_mamba.secrets.data",
+        [
+            "--seed",
+            "3",
+            "--train-files",
+            "20",
+            "--val-files",
+            "4",
+            "--test-files",
+            "4",
+            "--unseen-files",
+            "4",
+            "--decoy-files",
+            "4",
+        ],
+        _verify_secrets,
+    ),
 }
 
 
@@ -216,11 +303,13 @@ def test_data_generation_killed_leaves_a_whole_dataset_or_none(generator, tmp_pa
         rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         verify(out)
-        assert sorted(p.name for p in out.parent.iterdir()) == [generator], \
+        assert sorted(p.name for p in out.parent.iterdir()) == [generator], (
             "the rerun cleared what the killed run staged, and released its lock file"
+        )
 
 
 # ---- flipped bytes --------------------------------------------------------------------------------
+
 
 def test_every_dataset_array_with_a_flipped_byte_is_refused(mqar, tmp_path):
     rng = random.Random(SEED)
@@ -263,14 +352,28 @@ def test_train_and_evaluate_on_flipped_data_are_one_line(mqar, trained, tmp_path
 
     data = _copy_dataset(mqar, tmp_path / "test_flip")
     _flip(data / "test" / "decoder" / "labels.npy", rng)
-    argv = ["--checkpoint", str(trained), "--data", str(data), "--out", str(tmp_path / "m.json"),
-            "--backend", "reference", "--device", "cpu"]
+    argv = [
+        "--checkpoint",
+        str(trained),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "m.json"),
+        "--backend",
+        "reference",
+        "--device",
+        "cpu",
+    ]
     _one_error_line(capsys, run_cli(evaluate_main, argv), "test/decoder/labels.npy")
     assert not (tmp_path / "m.json").exists()
 
     data = _copy_dataset(mqar, tmp_path / "manifest_flip")
-    _flip(data / "manifest.json", rng, offset=(data / "manifest.json").read_bytes().index(b'"num_pairs": 4') + 13,
-          bit=0x01)  # num_pairs 4 -> 5
+    _flip(
+        data / "manifest.json",
+        rng,
+        offset=(data / "manifest.json").read_bytes().index(b'"num_pairs": 4') + 13,
+        bit=0x01,
+    )  # num_pairs 4 -> 5
     _one_error_line(capsys, run_cli(train_main, _train_argv(data, tmp_path / "run2")), "manifest.json")
 
 
@@ -278,11 +381,17 @@ def test_secret_dataset_flips_in_each_kind_of_file_are_refused(tmp_path):
     from align_mamba.secrets.data import SecretDataConfig, load_secret_split, write_secret_dataset
 
     rng = random.Random(SEED)
-    good = write_secret_dataset(SecretDataConfig(seed=5, train_files=6, val_files=2, test_files=2, unseen_files=2,
-                                                 decoy_files=2), tmp_path / "good")
+    good = write_secret_dataset(
+        SecretDataConfig(seed=5, train_files=6, val_files=2, test_files=2, unseen_files=2, decoy_files=2),
+        tmp_path / "good",
+    )
     carrier = sorted(p for p in (good / "train").rglob("*") if p.is_file() and p.suffix not in (".jsonl", ".npy"))[0]
-    for victim in (carrier.relative_to(good), Path("train/labels.jsonl"), Path("train/mask.npy"),
-                   Path("manifest.json")):
+    for victim in (
+        carrier.relative_to(good),
+        Path("train/labels.jsonl"),
+        Path("train/mask.npy"),
+        Path("manifest.json"),
+    ):
         data = _copy_dataset(good, tmp_path / "_".join(victim.parts))
         _flip(data / victim, rng)
         with pytest.raises(DataIntegrityError):
@@ -310,7 +419,7 @@ def test_params_garbage_is_one_line(kind, tmp_path, capsys):
     original = (SRC.parent / "params.yaml").read_bytes()
     path = tmp_path / "params.yaml"
     if kind == "truncated":
-        path.write_bytes(original[:len(original) * 2 // 3])
+        path.write_bytes(original[: len(original) * 2 // 3])
     elif kind == "flipped bytes":
         rng = random.Random(SEED)
         for _ in range(20):
@@ -328,12 +437,14 @@ def test_params_garbage_is_one_line(kind, tmp_path, capsys):
 
 def _flip_a_weight(path: Path) -> None:
     """Flip the top exponent bit of the first float of the checkpoint's largest float32 tensor (x ~1e38)."""
+
     def tensors(obj):
         if isinstance(obj, torch.Tensor):
             yield obj
         elif isinstance(obj, dict):
             for value in obj.values():
                 yield from tensors(value)
+
     payload = torch.load(path, weights_only=True, map_location="cpu")
     largest = max((t for t in tensors(payload) if t.dtype == torch.float32), key=torch.Tensor.numel)
     raw = path.read_bytes()
@@ -342,16 +453,24 @@ def _flip_a_weight(path: Path) -> None:
     _flip(path, random.Random(0), offset=at + 3, bit=0x40)
 
 
-
-
 def test_evaluate_refuses_a_checkpoint_with_a_flipped_weight(mqar, trained, tmp_path, capsys):
     from align_mamba.recall.evaluate import main as evaluate_main
 
     damaged = tmp_path / "model.pt"
     damaged.write_bytes(trained.read_bytes())
     _flip_a_weight(damaged)
-    argv = ["--checkpoint", str(damaged), "--data", str(mqar), "--out", str(tmp_path / "m.json"),
-            "--backend", "reference", "--device", "cpu"]
+    argv = [
+        "--checkpoint",
+        str(damaged),
+        "--data",
+        str(mqar),
+        "--out",
+        str(tmp_path / "m.json"),
+        "--backend",
+        "reference",
+        "--device",
+        "cpu",
+    ]
     _one_error_line(capsys, run_cli(evaluate_main, argv), str(damaged))
     assert not (tmp_path / "m.json").exists()
 
@@ -363,9 +482,16 @@ def test_scan_refuses_a_tagger_with_a_flipped_weight(tmp_path, capsys):
 
     torch.manual_seed(0)
     path = tmp_path / "model.pt"
-    save_tagger(path, ByteTagger(TaggerConfig(d_model=16, n_layers=1, d_state=8, headdim=8, chunk_size=16),
-                                 "reference", 2, ("none", "github_classic")),
-                {"threshold": 0.5, "min_span_len": 4, "chunk_len": 64, "overlap": 16})
+    save_tagger(
+        path,
+        ByteTagger(
+            TaggerConfig(d_model=16, n_layers=1, d_state=8, headdim=8, chunk_size=16),
+            "reference",
+            2,
+            ("none", "github_classic"),
+        ),
+        {"threshold": 0.5, "min_span_len": 4, "chunk_len": 64, "overlap": 16},
+    )
     _flip_a_weight(path)
     (tmp_path / "a.txt").write_text("token = 'abcdefgh'\n")
     code = cli_main(["scan", str(tmp_path / "a.txt"), "--checkpoint", str(path), "--device", "cpu"])
@@ -376,8 +502,11 @@ def test_a_truncated_resume_point_is_set_aside_or_one_line(mqar, tmp_path, capsy
     from align_mamba.recall.train import main as train_main
 
     out = tmp_path / "cell"
-    _kill(_module("align_mamba.recall.train", _train_argv(mqar, out)), out,
-          until=lambda: (out / "resume" / "last.pt").exists())
+    _kill(
+        _module("align_mamba.recall.train", _train_argv(mqar, out)),
+        out,
+        until=lambda: (out / "resume" / "last.pt").exists(),
+    )
     last = out / "resume" / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     code = run_cli(train_main, _train_argv(mqar, out))
@@ -390,12 +519,17 @@ def test_a_truncated_resume_point_is_set_aside_or_one_line(mqar, tmp_path, capsy
 
 # ---- two writers ----------------------------------------------------------------------------------
 
+
 def test_a_second_trainer_into_the_same_folder_fails_at_once_naming_the_first(mqar, tmp_path, capsys):
     from align_mamba.recall.train import main as train_main
 
     out = tmp_path / "cell"
-    first = subprocess.Popen(_module("align_mamba.recall.train", _train_argv(mqar, out, steps=100_000)), env=ENV,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        _module("align_mamba.recall.train", _train_argv(mqar, out, steps=100_000)),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert _wait_for(lambda: _held(out), "the first trainer to lock", first)
         started = time.monotonic()
@@ -415,14 +549,36 @@ def test_a_second_trainer_into_the_same_folder_fails_at_once_naming_the_first(mq
 
 STAGES = {
     "recall.train": ("align_mamba.recall.train", lambda out: ["--data", "d", "--out", str(out)]),
-    "recall.evaluate": ("align_mamba.recall.evaluate", lambda out: ["--checkpoint", "m.pt", "--data", "d",
-                                                                    "--out", str(out)]),
-    "recall.data": ("align_mamba.recall.data", lambda out: ["--out", str(out), "--num-pairs", "4", "--seq-len",
-                                                            "16", "--num-queries", "all", "--train-size", "8",
-                                                            "--val-size", "2", "--test-size", "2", "--seed", "0"]),
+    "recall.evaluate": (
+        "align_mamba.recall.evaluate",
+        lambda out: ["--checkpoint", "m.pt", "--data", "d", "--out", str(out)],
+    ),
+    "recall.data": (
+        "align_mamba.recall.data",
+        lambda out: [
+            "--out",
+            str(out),
+            "--num-pairs",
+            "4",
+            "--seq-len",
+            "16",
+            "--num-queries",
+            "all",
+            "--train-size",
+            "8",
+            "--val-size",
+            "2",
+            "--test-size",
+            "2",
+            "--seed",
+            "0",
+        ],
+    ),
     "secrets.train": ("align_mamba.secrets.train", lambda out: ["--data", "d", "--out", str(out)]),
-    "secrets.evaluate": ("align_mamba.secrets.evaluate", lambda out: ["--data", "d", "--checkpoint", "m.pt",
-                                                                      "--out", str(out)]),
+    "secrets.evaluate": (
+        "align_mamba.secrets.evaluate",
+        lambda out: ["--data", "d", "--checkpoint", "m.pt", "--out", str(out)],
+    ),
     "secrets.data": ("align_mamba.secrets.data.__main__", lambda out: ["--out", str(out), "--seed", "0"]),
 }
 
@@ -431,9 +587,19 @@ STAGES = {
 def held(tmp_path_factory):
     """An output whose lock another process holds (a bare holder: no torch start-up)."""
     out = tmp_path_factory.mktemp("held") / "out"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from align_mamba.core.lock import "
-                               "output_lock\nwith output_lock(sys.argv[1]):\n    print('held', flush=True); "
-                               "time.sleep(600)", str(out)], env=ENV, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from align_mamba.core.lock import "
+            "output_lock\nwith output_lock(sys.argv[1]):\n    print('held', flush=True); "
+            "time.sleep(600)",
+            str(out),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     yield out, holder.pid
     holder.send_signal(signal.SIGKILL)

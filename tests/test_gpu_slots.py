@@ -30,8 +30,10 @@ def test_a_closed_claim_frees_its_gpu_for_the_next_job(tmp_path):
 
 
 def test_a_killed_process_releases_its_claim(tmp_path):
-    script = ("import sys, time; from pathlib import Path; from align_mamba.core.gpu_slots import claim; "
-              "held = claim(2, Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
+    script = (
+        "import sys, time; from pathlib import Path; from align_mamba.core.gpu_slots import claim; "
+        "held = claim(2, Path(sys.argv[1])); print('held', flush=True); time.sleep(60)"
+    )
     child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "held"

@@ -23,20 +23,32 @@ HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
 
 @pytest.fixture(scope="module")
 def mqar(tmp_path_factory) -> Path:
-    return write_mqar(MQARConfig(num_pairs=6, seq_len=40, num_queries=4, train_size=64, val_size=16, test_size=16,
-                                 seed=0), tmp_path_factory.mktemp("data") / "np6")
+    return write_mqar(
+        MQARConfig(num_pairs=6, seq_len=40, num_queries=4, train_size=64, val_size=16, test_size=16, seed=0),
+        tmp_path_factory.mktemp("data") / "np6",
+    )
 
 
 CELLS = {
     "decoder": ModelConfig(variant="mamba2", d_model=32, n_layers=1, d_state=8, headdim=16, chunk_size=8),
-    "seq2seq": ModelConfig(variant="hybrid", hybrid_positions=(0,), d_model=32, n_layers=1, encoder_layers=1,
-                           d_state=8, headdim=16, chunk_size=8, n_heads=2),
+    "seq2seq": ModelConfig(
+        variant="hybrid",
+        hybrid_positions=(0,),
+        d_model=32,
+        n_layers=1,
+        encoder_layers=1,
+        d_state=8,
+        headdim=16,
+        chunk_size=8,
+        n_heads=2,
+    ),
 }
 
 
 def _train(**kw) -> TrainConfig:
-    return TrainConfig(**{**dict(steps=4, batch_size=8, eval_every=4, checkpoint_every=4, device="cpu",
-                                 backend="reference"), **kw})
+    return TrainConfig(
+        **{**dict(steps=4, batch_size=8, eval_every=4, checkpoint_every=4, device="cpu", backend="reference"), **kw}
+    )
 
 
 @contextlib.contextmanager
@@ -47,6 +59,7 @@ def host_reads_forbidden(monkeypatch):
     def forbid(name):
         def raising(self, *args, **kwargs):
             raise AssertionError(f"Tensor.{name} inside the training step")
+
         return raising
 
     with monkeypatch.context() as patch:
@@ -105,8 +118,11 @@ def test_the_query_loss_equals_the_masked_formulation(mqar, layout):
 
 def test_losses_and_grad_norms_are_recorded_per_step_after_the_batched_read(mqar, tmp_path):
     steps = SYNC_EVERY + 3  # crosses one periodic read and ends on the final one
-    summary = train_cell(CellConfig(CELLS["decoder"], _train(steps=steps, eval_every=steps, checkpoint_every=steps,
-                                                             warmup_steps=2)), mqar, tmp_path / "run")
+    summary = train_cell(
+        CellConfig(CELLS["decoder"], _train(steps=steps, eval_every=steps, checkpoint_every=steps, warmup_steps=2)),
+        mqar,
+        tmp_path / "run",
+    )
     lines = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert len(lines) == 1 + steps and summary["steps_run"] == steps
     for line in lines[1:]:
@@ -123,8 +139,9 @@ def test_a_non_finite_loss_still_stops_the_run_naming_its_first_step(mqar, tmp_p
 
     monkeypatch.setattr(RecallTask, "step_loss", nan_from_step_5)
     with pytest.raises(NonFiniteLossError, match=r"cell mamba2-np6-ds8-s0: loss is nan at step 5;"):
-        train_cell(CellConfig(CELLS["decoder"], _train(steps=40, eval_every=40, checkpoint_every=40)), mqar,
-                   tmp_path / "run")
+        train_cell(
+            CellConfig(CELLS["decoder"], _train(steps=40, eval_every=40, checkpoint_every=40)), mqar, tmp_path / "run"
+        )
     assert not (tmp_path / "run" / "model.pt").exists()
 
 

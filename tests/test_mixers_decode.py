@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from align_mamba.core.errors import ConfigError
-from align_mamba.mixers import MambaReference, Mamba2Reference, SelfAttention
+from align_mamba.mixers import Mamba2Reference, MambaReference, SelfAttention
 
 f64 = torch.float64
 
@@ -26,9 +26,9 @@ def step_through(module, u, cache):
     outs = []
     for t in range(u.shape[1]):
         if isinstance(module, SelfAttention):
-            outs.append(module.step(u[:, t:t + 1], cache, t))
+            outs.append(module.step(u[:, t : t + 1], cache, t))
         else:
-            out, *cache = module.step(u[:, t:t + 1], *cache)
+            out, *cache = module.step(u[:, t : t + 1], *cache)
             outs.append(out)
     return torch.cat(outs, dim=1)
 
@@ -38,10 +38,13 @@ def rel_err(a, b):
 
 
 MODULES = [
-    pytest.param(lambda: Mamba2Reference(d_model=16, d_state=8, d_conv=4, headdim=8, ngroups=1, chunk_size=4),
-                 id="mamba2-1group"),
-    pytest.param(lambda: Mamba2Reference(d_model=16, d_state=6, d_conv=3, headdim=4, ngroups=2, chunk_size=8),
-                 id="mamba2-2groups"),
+    pytest.param(
+        lambda: Mamba2Reference(d_model=16, d_state=8, d_conv=4, headdim=8, ngroups=1, chunk_size=4), id="mamba2-1group"
+    ),
+    pytest.param(
+        lambda: Mamba2Reference(d_model=16, d_state=6, d_conv=3, headdim=4, ngroups=2, chunk_size=8),
+        id="mamba2-2groups",
+    ),
     pytest.param(lambda: MambaReference(d_model=20, d_state=5, d_conv=4), id="mamba1"),
     pytest.param(lambda: SelfAttention(d_model=16, n_heads=2), id="attention"),
     pytest.param(lambda: SelfAttention(d_model=16, n_heads=2, window=3), id="attention-window3"),

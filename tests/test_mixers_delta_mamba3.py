@@ -61,8 +61,9 @@ def test_delta_rule_matches_the_sequential_recurrence(shape, gated, dtype):
     g = g if gated else None
     scale = shape[3] ** -0.5
     o, S = delta_rule(q, k, v, beta, g, chunk_size=shape[-1], initial_state=S0, return_final_state=True)
-    o_ref, S_ref = sequential_delta(*(t.to(F64) if t is not None else None for t in (q, k, v, beta, g)), scale,
-                                    S0.to(F64))
+    o_ref, S_ref = sequential_delta(
+        *(t.to(F64) if t is not None else None for t in (q, k, v, beta, g)), scale, S0.to(F64)
+    )
     assert o.dtype == dtype
     torch.testing.assert_close(o.to(F64), o_ref, **TOL[dtype])
     torch.testing.assert_close(S.to(F64), S_ref, **TOL[dtype])
@@ -71,11 +72,16 @@ def test_delta_rule_matches_the_sequential_recurrence(shape, gated, dtype):
 def test_delta_rule_gradients_match_the_sequential_recurrence():
     q, k, v, beta, g, _ = (t.requires_grad_() for t in _inputs(SCAN_SHAPES[1].values[0], F64))
     grads = []
-    for fn in (lambda: delta_rule(q, k, v, beta, g, chunk_size=4),
-               lambda: sequential_delta(q, k, v, beta, g, q.shape[-1] ** -0.5, q.new_zeros(2, 3, 4, 5))[0]):
+    for fn in (
+        lambda: delta_rule(q, k, v, beta, g, chunk_size=4),
+        lambda: sequential_delta(q, k, v, beta, g, q.shape[-1] ** -0.5, q.new_zeros(2, 3, 4, 5))[0],
+    ):
         out = fn()
-        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=F64).view_as(out)).sum(),
-                                         (q, k, v, beta, g)))
+        grads.append(
+            torch.autograd.grad(
+                (out * torch.linspace(-1, 1, out.numel(), dtype=F64).view_as(out)).sum(), (q, k, v, beta, g)
+            )
+        )
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
@@ -88,7 +94,8 @@ def test_gated_linear_attention_matches_the_sequential_recurrence(shape, dtype):
     S_ref, outs = S0.to(F64), []
     for t in range(q.shape[1]):
         S_ref = S_ref * g[:, t].to(F64).exp()[..., None, None] + torch.einsum(
-            "bhk,bhv->bhkv", k[:, t].to(F64), v[:, t].to(F64))
+            "bhk,bhv->bhkv", k[:, t].to(F64), v[:, t].to(F64)
+        )
         outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t].to(F64), S_ref))
     torch.testing.assert_close(o.to(F64), torch.stack(outs, dim=1), **TOL[dtype])
     torch.testing.assert_close(S.to(F64), S_ref, **TOL[dtype])
@@ -127,7 +134,7 @@ def test_deltanet_mixer_matches_a_step_by_step_layer(shape, gated, dtype):
         v = heads(causal_depthwise_conv(m64.v_conv1d, m64.v_proj(u64)), headdim)
         beta = torch.sigmoid(m64.b_proj(u64))
         g = -m64.A_log.exp() * F.softplus(m64.a_proj(u64) + m64.dt_bias) if gated else None
-        o, _ = sequential_delta(q, k, v, beta, g, d_state ** -0.5, u64.new_zeros(batch, m.nheads, d_state, headdim))
+        o, _ = sequential_delta(q, k, v, beta, g, d_state**-0.5, u64.new_zeros(batch, m.nheads, d_state, headdim))
         gate = heads(m64.g_proj(u64), headdim)
         o = o * torch.rsqrt(o.square().mean(-1, keepdim=True) + 1e-5) * m64.o_norm.weight * F.silu(gate)
         expected = m64.o_proj(o.flatten(-2))
@@ -165,8 +172,11 @@ def mamba3_by_steps(m: Mamba3Reference, u: torch.Tensor) -> torch.Tensor:
         q = rotate(C[:, t, None, :] + m.C_bias[:, 0], theta)  # (B, H, N)
         k = rotate(B[:, t, None, :] + m.B_bias[:, 0], theta)
         alpha = torch.exp(A * dt)[..., None, None]
-        h = (alpha * h + ((1 - lam) * dt)[..., None, None] * alpha * k_prev[..., None] * x_prev[:, :, None, :]
-             + (lam * dt)[..., None, None] * k[..., None] * x[:, t, :, None, :])
+        h = (
+            alpha * h
+            + ((1 - lam) * dt)[..., None, None] * alpha * k_prev[..., None] * x_prev[:, :, None, :]
+            + (lam * dt)[..., None, None] * k[..., None] * x[:, t, :, None, :]
+        )
         y = torch.einsum("bhnp,bhn->bhp", h, q) + m.D[:, None] * x[:, t]
         ys.append(y * F.silu(z[:, t]))
         k_prev, x_prev = k, x[:, t]
@@ -193,12 +203,20 @@ def test_mamba3_reference_has_mamba_ssm_parameter_names_and_shapes():
     m = Mamba3Reference(32, 16, expand=2, headdim=16)
     shapes = {name: tuple(p.shape) for name, p in m.state_dict().items()}
     # mamba_ssm.Mamba3(32, d_state=16, headdim=16): in_proj [z, x, B, C, dt, A, trap, angles]
-    assert shapes == {"in_proj.weight": (2 * 64 + 2 * 16 + 3 * 4 + 4, 32), "dt_bias": (4,), "B_bias": (4, 1, 16),
-                      "C_bias": (4, 1, 16), "B_norm.weight": (16,), "C_norm.weight": (16,), "D": (4,),
-                      "out_proj.weight": (32, 64)}
+    assert shapes == {
+        "in_proj.weight": (2 * 64 + 2 * 16 + 3 * 4 + 4, 32),
+        "dt_bias": (4,),
+        "B_bias": (4, 1, 16),
+        "C_bias": (4, 1, 16),
+        "B_norm.weight": (16,),
+        "C_norm.weight": (16,),
+        "D": (4,),
+        "out_proj.weight": (32, 64),
+    }
 
 
 # --- Polar-Mem-Mamba ------------------------------------------------------------------------------------
+
 
 def _identity(d):
     proj = torch.nn.Linear(d, d, bias=False)
@@ -243,5 +261,6 @@ def test_memory_pool_write_scores_tokens_and_replaces_the_weakest_entry():
     sig = torch.sigmoid
     # entries: initial 1 (priority 1), initial 2 (-2), token 0 (0), token 1 (3) → keep token 1, initial 1
     torch.testing.assert_close(priorities, torch.tensor([[3.0, 1.0]]))
-    torch.testing.assert_close(values, torch.stack([sig(torch.tensor(3.0)) * 7.0, sig(torch.tensor(1.0)) * 1.0]
-                                                   ).view(1, 2, 1))
+    torch.testing.assert_close(
+        values, torch.stack([sig(torch.tensor(3.0)) * 7.0, sig(torch.tensor(1.0)) * 1.0]).view(1, 2, 1)
+    )

@@ -78,8 +78,9 @@ def mamba2_pair(d_model, d_state, headdim, ngroups, chunk_size, use_mem_eff_path
     from mamba_ssm.modules.mamba2 import Mamba2 as KernelMamba2
 
     torch.manual_seed(0)
-    kwargs = dict(d_model=d_model, d_state=d_state, d_conv=4, expand=2, headdim=headdim, ngroups=ngroups,
-                  chunk_size=chunk_size)
+    kwargs = dict(
+        d_model=d_model, d_state=d_state, d_conv=4, expand=2, headdim=headdim, ngroups=ngroups, chunk_size=chunk_size
+    )
     reference = Mamba2Reference(**kwargs).cuda()
     kernel = KernelMamba2(**kwargs, use_mem_eff_path=use_mem_eff_path).cuda()
     return reference, kernel

@@ -153,8 +153,9 @@ MODELS = [
 def test_checkpoint_runs_on_the_other_backend(overrides, mixer, direction, tmp_path):
     if mamba_ssm_status(mixer) is not None:
         pytest.skip(mamba_ssm_status(mixer))
-    config = ModelConfig(d_model=64, d_state=16, headdim=32, chunk_size=64, n_layers=3, n_heads=4, vocab_size=256,
-                         **overrides)
+    config = ModelConfig(
+        d_model=64, d_state=16, headdim=32, chunk_size=64, n_layers=3, n_heads=4, vocab_size=256, **overrides
+    )
     source, target = direction.split("-to-")
     torch.manual_seed(0)
     saved = build_model(config, source).cuda().eval()

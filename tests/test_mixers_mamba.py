@@ -104,8 +104,9 @@ def test_ssd_chunked_initial_state_chains_two_halves():
     x, dt, A, B, C, D = ssd_inputs(2, 50, 4, 8, 6, 2)
     y_full, h_full = ssd_chunked(x, dt, A, B, C, 16, D=D, return_final_state=True)
     y1, h1 = ssd_chunked(x[:, :23], dt[:, :23], A, B[:, :23], C[:, :23], 16, D=D, return_final_state=True)
-    y2, h2 = ssd_chunked(x[:, 23:], dt[:, 23:], A, B[:, 23:], C[:, 23:], 16, D=D, initial_state=h1,
-                         return_final_state=True)
+    y2, h2 = ssd_chunked(
+        x[:, 23:], dt[:, 23:], A, B[:, 23:], C[:, 23:], 16, D=D, initial_state=h1, return_final_state=True
+    )
     assert rel_err(torch.cat([y1, y2], dim=1), y_full) < 1e-12
     assert rel_err(h2, h_full) < 1e-12
     _, h_ref = ssd_loop(x[:, 23:], dt[:, 23:], A, B[:, 23:], C[:, 23:], D, h0=h1)
@@ -182,10 +183,21 @@ def test_selective_scan_initial_state_chains_two_halves():
     u, delta, A, B, C, D, z, bias = selective_inputs(2, 6, 40, 5, "var")
     kw = dict(delta_bias=bias, delta_softplus=True)
     y_full, h_full = selective_scan(u, delta, A, B, C, D, z=z, return_last_state=True, **kw)
-    y1, h1 = selective_scan(u[..., :17], delta[..., :17], A, B[..., :17], C[..., :17], D, z=z[..., :17],
-                            return_last_state=True, **kw)
-    y2, h2 = selective_scan(u[..., 17:], delta[..., 17:], A, B[..., 17:], C[..., 17:], D, z=z[..., 17:],
-                            return_last_state=True, initial_state=h1, **kw)
+    y1, h1 = selective_scan(
+        u[..., :17], delta[..., :17], A, B[..., :17], C[..., :17], D, z=z[..., :17], return_last_state=True, **kw
+    )
+    y2, h2 = selective_scan(
+        u[..., 17:],
+        delta[..., 17:],
+        A,
+        B[..., 17:],
+        C[..., 17:],
+        D,
+        z=z[..., 17:],
+        return_last_state=True,
+        initial_state=h1,
+        **kw,
+    )
     assert rel_err(torch.cat([y1, y2], dim=-1), y_full) < 1e-12
     assert rel_err(h2, h_full) < 1e-12
 
@@ -207,8 +219,9 @@ def test_selective_scan_gradcheck(bc_shape):
     h0 = torch.randn(1, 4, 3, dtype=f64, requires_grad=True)
 
     def fn(u, delta, A, B, C, D, z, bias, h0):
-        return selective_scan(u, delta, A, B, C, D, z=z, delta_bias=bias, delta_softplus=True,
-                              return_last_state=True, initial_state=h0)
+        return selective_scan(
+            u, delta, A, B, C, D, z=z, delta_bias=bias, delta_softplus=True, return_last_state=True, initial_state=h0
+        )
 
     assert torch.autograd.gradcheck(fn, (u, delta, A, B, C, D, z, bias, h0), fast_mode=True)
 
@@ -248,8 +261,8 @@ def test_mamba2_reference_matches_explicit_computation():
     z, xBC, dt = zxbcdt[..., :d_inner], zxbcdt[..., d_inner:-H], zxbcdt[..., -H:]
     xBC = F.silu(causal_conv_explicit(xBC, m.conv1d.weight, m.conv1d.bias))
     x = xBC[..., :d_inner].reshape(2, 11, H, P)
-    B = xBC[..., d_inner:d_inner + G * N].reshape(2, 11, G, N)
-    C = xBC[..., d_inner + G * N:].reshape(2, 11, G, N)
+    B = xBC[..., d_inner : d_inner + G * N].reshape(2, 11, G, N)
+    C = xBC[..., d_inner + G * N :].reshape(2, 11, G, N)
     dt = F.softplus(dt + m.dt_bias)
     y, _ = ssd_loop(x, dt, -torch.exp(m.A_log), B, C, m.D)
     y = y.reshape(2, 11, d_inner) * F.silu(z)
@@ -269,7 +282,7 @@ def test_mamba1_reference_matches_explicit_computation():
     x, z = xz[..., :d_inner], xz[..., d_inner:]
     x = F.silu(causal_conv_explicit(x, m.conv1d.weight, m.conv1d.bias))  # (b, L, d)
     x_dbl = x @ m.x_proj.weight.T
-    dt, B, C = x_dbl[..., :R], x_dbl[..., R:R + N], x_dbl[..., R + N:]
+    dt, B, C = x_dbl[..., :R], x_dbl[..., R : R + N], x_dbl[..., R + N :]
     dt = F.softplus(dt @ m.dt_proj.weight.T + m.dt_proj.bias)  # (b, L, d)
     A = -torch.exp(m.A_log)
     h = torch.zeros(2, d_inner, N, dtype=f64)
@@ -297,10 +310,10 @@ def test_causality(index):
     out = m(u)
     for t in (0, 7, 8, 20, 35):
         v = u.clone()
-        v[:, t + 1:] = torch.randn_like(v[:, t + 1:]) * 3
+        v[:, t + 1 :] = torch.randn_like(v[:, t + 1 :]) * 3
         out_v = m(v)
-        assert torch.allclose(out_v[:, :t + 1], out[:, :t + 1], rtol=0, atol=1e-12)
-        assert not torch.allclose(out_v[:, t + 1:], out[:, t + 1:])
+        assert torch.allclose(out_v[:, : t + 1], out[:, : t + 1], rtol=0, atol=1e-12)
+        assert not torch.allclose(out_v[:, t + 1 :], out[:, t + 1 :])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,7 +359,7 @@ def test_mamba1_parameter_names_shapes_and_init():
     assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == MAMBA1_PARAMS
     assert (m.backend, m.dt_rank, m.d_inner) == ("reference", 2, 64)
     assert torch.equal(m.A_log, torch.log(torch.arange(1.0, 17.0)).expand(64, 16))
-    assert m.dt_proj.weight.abs().max() <= 2 ** -0.5
+    assert m.dt_proj.weight.abs().max() <= 2**-0.5
     dt = F.softplus(m.dt_proj.bias)
     assert (dt >= 1e-3 - 1e-7).all() and (dt <= 0.1 + 1e-7).all()
     assert torch.equal(m.D, torch.ones(64))
@@ -428,10 +441,13 @@ class _RecordingKernel(torch.nn.Module):
         self.kwargs = kwargs
 
 
-@pytest.mark.parametrize(("factory", "module_path", "class_name", "path_flag"), [
-    (Mamba2, "mamba_ssm.modules.mamba2", "Mamba2", "use_mem_eff_path"),
-    (Mamba, "mamba_ssm.modules.mamba_simple", "Mamba", "use_fast_path"),
-])
+@pytest.mark.parametrize(
+    ("factory", "module_path", "class_name", "path_flag"),
+    [
+        (Mamba2, "mamba_ssm.modules.mamba2", "Mamba2", "use_mem_eff_path"),
+        (Mamba, "mamba_ssm.modules.mamba_simple", "Mamba", "use_fast_path"),
+    ],
+)
 def test_kernel_factories_pass_the_config_and_record_the_path(monkeypatch, factory, module_path, class_name, path_flag):
     fake = types.ModuleType(module_path)
     setattr(fake, class_name, _RecordingKernel)

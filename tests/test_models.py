@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from align_mamba.recall.config import ModelConfig
 from align_mamba.core.errors import ConfigError
+from align_mamba.recall.config import ModelConfig
 from align_mamba.recall.models import build_model, state_size_floats
 
 SMALL = dict(d_model=32, d_state=8, headdim=16, chunk_size=8, n_heads=2, encoder_layers=1)

@@ -9,10 +9,10 @@ import torch
 from align_mamba.core.backends import has_selective_scan_cuda
 from align_mamba.recall.checkpoint import load_model, save_model
 from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
-from align_mamba.recall.mqar import MQARConfig
-from align_mamba.recall.storage import write_mqar
 from align_mamba.recall.evaluate import evaluate_cell
 from align_mamba.recall.models import build_model
+from align_mamba.recall.mqar import MQARConfig
+from align_mamba.recall.storage import write_mqar
 from align_mamba.recall.train import train_cell
 
 pytestmark = pytest.mark.gpu
@@ -51,12 +51,23 @@ def test_reference_checkpoint_runs_on_kernels_with_the_same_logits(overrides, tm
 
 
 def test_a_gpu_cell_trains_with_kernels_and_evaluates_on_the_cpu_reference(tmp_path):
-    write_mqar(MQARConfig(num_pairs=8, seq_len=32, num_queries=None, train_size=512, val_size=64, test_size=64,
-                          seed=0), tmp_path / "data")
-    cell = CellConfig(ModelConfig(variant="hybrid", hybrid_positions=(0,), d_model=64, d_state=16, headdim=32,
-                                  n_layers=2, encoder_layers=1, n_heads=4),
-                      TrainConfig(steps=20, batch_size=32, eval_every=10, checkpoint_every=10, device="cuda",
-                                  backend="kernels"))
+    write_mqar(
+        MQARConfig(num_pairs=8, seq_len=32, num_queries=None, train_size=512, val_size=64, test_size=64, seed=0),
+        tmp_path / "data",
+    )
+    cell = CellConfig(
+        ModelConfig(
+            variant="hybrid",
+            hybrid_positions=(0,),
+            d_model=64,
+            d_state=16,
+            headdim=32,
+            n_layers=2,
+            encoder_layers=1,
+            n_heads=4,
+        ),
+        TrainConfig(steps=20, batch_size=32, eval_every=10, checkpoint_every=10, device="cuda", backend="kernels"),
+    )
     summary = train_cell(cell, tmp_path / "data", tmp_path / "run")
     assert summary["backend"] == "kernels" and summary["device"] == "cuda"
     on_gpu = evaluate_cell(tmp_path / "run" / "model.pt", [tmp_path / "data"], "kernels", "cuda", 64)

@@ -17,8 +17,19 @@ from align_mamba.recall.models import build_model, state_size_floats
 from align_mamba.recall.params import build_recall_params
 
 NEW_VARIANTS = ["mamba3", "gated_deltanet", "deltanet", "zamba", "polar_mem"]
-SMALL = dict(d_model=32, d_state=8, headdim=16, chunk_size=8, n_heads=2, encoder_layers=1, n_layers=3,
-             vocab_size=64, mem_pool_size=5, mem_summary_dim=8, mem_update_freq=2)
+SMALL = dict(
+    d_model=32,
+    d_state=8,
+    headdim=16,
+    chunk_size=8,
+    n_heads=2,
+    encoder_layers=1,
+    n_layers=3,
+    vocab_size=64,
+    mem_pool_size=5,
+    mem_summary_dim=8,
+    mem_update_freq=2,
+)
 TINY_PRESET = Path(__file__).resolve().parents[1] / "workflow" / "presets" / "tiny.yaml"
 
 
@@ -59,8 +70,9 @@ def test_state_dict_round_trip_gives_identical_outputs(variant):
     other.load_state_dict(torch.load(buffer))
     inputs, context = _batch(model)
     with torch.no_grad():
-        torch.testing.assert_close(other.hidden_states(inputs, context), model.hidden_states(inputs, context),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            other.hidden_states(inputs, context), model.hidden_states(inputs, context), rtol=0, atol=0
+        )
 
 
 @pytest.mark.parametrize("variant", ["mamba3", "gated_deltanet", "deltanet", "zamba"])
@@ -79,11 +91,17 @@ def test_state_sizes_follow_the_accounting():
     floats = 2 * 32 * 8  # expand·d_model·d_state
     for variant in ("mamba3", "gated_deltanet", "deltanet"):
         assert state_size_floats(ModelConfig(variant=variant, **SMALL), 20) == {
-            "ssm": 3 * floats, "attention": 0, "total": 3 * floats}
+            "ssm": 3 * floats,
+            "attention": 0,
+            "total": 3 * floats,
+        }
     zamba = ModelConfig(variant="zamba", **{**SMALL, "n_layers": 4})  # shared attention after layers 1 and 3
     assert zamba.shared_attention_layers == (1, 3)
-    assert state_size_floats(zamba, 20) == {"ssm": 4 * floats, "attention": 2 * 2 * 32 * 20,
-                                            "total": 4 * floats + 2 * 2 * 32 * 20}
+    assert state_size_floats(zamba, 20) == {
+        "ssm": 4 * floats,
+        "attention": 2 * 2 * 32 * 20,
+        "total": 4 * floats + 2 * 2 * 32 * 20,
+    }
     polar = ModelConfig(variant="polar_mem", **SMALL)
     assert polar.hybrid_positions == (0, 2)  # GSA at (0, 2) by default
     ssm = 3 * (floats + 32) + 5 * 8  # + the A=1 running sum per layer + the memory pool
@@ -114,15 +132,18 @@ def test_unknown_variant_fails_with_one_line_listing_the_known_ones():
     assert "\n" not in message and all(v in message for v in VARIANTS)
 
 
-@pytest.mark.parametrize(("values", "fragment"), [
-    ({"variant": "zamba", "n_layers": 2, "shared_attention_every": 3}, "must be <= n_layers"),
-    ({"variant": "zamba", "hybrid_positions": (0,)}, "decoder-only"),
-    ({"variant": "mamba3", "d_state": 12}, "d_state a multiple of 8"),
-    ({"variant": "gated_deltanet", "d_model": 48, "headdim": 64}, "divisible by headdim"),
-    ({"variant": "deltanet", "d_state": 512}, "d_state must be <= 256"),
-    ({"variant": "polar_mem", "mem_pool_size": 0}, "mem_pool_size must be > 0"),
-    ({"variant": "polar_mem", "n_layers": 2, "hybrid_positions": (3,)}, "outside [0, n_layers"),
-])
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"variant": "zamba", "n_layers": 2, "shared_attention_every": 3}, "must be <= n_layers"),
+        ({"variant": "zamba", "hybrid_positions": (0,)}, "decoder-only"),
+        ({"variant": "mamba3", "d_state": 12}, "d_state a multiple of 8"),
+        ({"variant": "gated_deltanet", "d_model": 48, "headdim": 64}, "divisible by headdim"),
+        ({"variant": "deltanet", "d_state": 512}, "d_state must be <= 256"),
+        ({"variant": "polar_mem", "mem_pool_size": 0}, "mem_pool_size must be > 0"),
+        ({"variant": "polar_mem", "n_layers": 2, "hybrid_positions": (3,)}, "outside [0, n_layers"),
+    ],
+)
 def test_new_fields_are_validated(values, fragment):
     with pytest.raises(ConfigError) as err:
         ModelConfig(**values)
@@ -155,8 +176,9 @@ def mqar4(tmp_path_factory) -> Path:
     from align_mamba.recall.storage import write_mqar
 
     out = tmp_path_factory.mktemp("data") / "np4"
-    write_mqar(MQARConfig(num_pairs=4, seq_len=16, num_queries=None, train_size=64, val_size=16, test_size=32,
-                          seed=0), out)
+    write_mqar(
+        MQARConfig(num_pairs=4, seq_len=16, num_queries=None, train_size=64, val_size=16, test_size=32, seed=0), out
+    )
     return out
 
 
@@ -170,12 +192,14 @@ def test_cell_trains_and_its_metrics_record_the_state_size(variant, mqar4, tmp_p
     from align_mamba.recall.train import train_cell
 
     model = ModelConfig(variant=variant, **{**SMALL, "vocab_size": 8192, "n_layers": 3})
-    cell = CellConfig(model, TrainConfig(steps=4, batch_size=8, eval_every=2, checkpoint_every=2, device="cpu",
-                                         backend="auto"))
+    cell = CellConfig(
+        model, TrainConfig(steps=4, batch_size=8, eval_every=2, checkpoint_every=2, device="cpu", backend="auto")
+    )
     summary = train_cell(cell, mqar4, tmp_path / "run")
     assert summary["backend"] == "reference"
-    metrics = CellMetrics.from_json(json.loads(json.dumps(
-        evaluate_cell(tmp_path / "run" / "model.pt", [mqar4], "reference", "cpu", 16))))
+    metrics = CellMetrics.from_json(
+        json.loads(json.dumps(evaluate_cell(tmp_path / "run" / "model.pt", [mqar4], "reference", "cpu", 16)))
+    )
     assert metrics.state_size.total > 0 and metrics.cell.model.variant == variant
     if model.layout == "decoder":  # the context is the whole decoder-layout sequence, seq_len 16
         assert metrics.state_size.total == state_size_floats(model, 16)["total"]

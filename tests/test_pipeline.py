@@ -103,8 +103,15 @@ def test_a_key_written_twice_and_a_yaml_syntax_error_are_one_line(tmp_path):
 def _two_experiments(share: bool) -> dict:
     params = default_params()
     base = params["experiments"][_experiment(params)]
-    first = {**base, "architectures": ["mamba2"], "num_pairs": [4, 8], "d_state": [8], "seeds": [0], "lrs": [3.0e-3],
-             "expect": []}
+    first = {
+        **base,
+        "architectures": ["mamba2"],
+        "num_pairs": [4, 8],
+        "d_state": [8],
+        "seeds": [0],
+        "lrs": [3.0e-3],
+        "expect": [],
+    }
     second = {**first, "num_pairs": [8] if share else [4], "model": {"n_layers": 2} if not share else None}
     second = {k: v for k, v in second.items() if v is not None}
     params["experiments"] = {"first": first, "second": second}

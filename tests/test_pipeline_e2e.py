@@ -36,7 +36,9 @@ def _check_report(project) -> dict:
         assert f"secrets.{tagger['name']}.test.span_f1" in metrics
     assert (project / "results" / "secrets" / "baselines" / "summary.csv").is_file()
     assert "bench.training_speedup" in metrics
-    cell_files = sorted(path for path in (project / "results" / "cells").rglob("*.json") if ".confirm." not in path.name)
+    cell_files = sorted(
+        path for path in (project / "results" / "cells").rglob("*.json") if ".confirm." not in path.name
+    )
     assert len(cell_files) == _cells(project)
     for path in cell_files:
         cell = json.loads(path.read_text())
@@ -73,7 +75,10 @@ def test_dvc_repro_runs_only_changed_cells_and_restores_from_run_cache(tmp_path)
     original = params_path.read_text()
     params_path.write_text(original.replace("d_state: [8]", "d_state: [8, 4]"))
     stale = run(["dvc", "repro"], project, check=False)
-    assert stale.returncode != 0 and "regenerate it with `python -m align_mamba.pipeline dvc`" in stale.stdout + stale.stderr
+    assert (
+        stale.returncode != 0
+        and "regenerate it with `python -m align_mamba.pipeline dvc`" in stale.stdout + stale.stderr
+    )
     # Regenerated, only the d_state-4 cells train, then the report.
     run(["python", "-m", "align_mamba.pipeline", "dvc"], project)
     edited = run(["dvc", "repro"], project)

@@ -22,49 +22,97 @@ from align_mamba.recall.metrics import (
 )
 from align_mamba.recall.params import build_recall_params, cell_record
 from align_mamba.report import write_report
+from align_mamba.report.__main__ import main
 
 CHANCE_LOSS = math.log(4096)  # the full vocabulary's 4096 values
-from align_mamba.report.__main__ import main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MODELS = {"mamba2": ("mamba2", []), "hybrid-0": ("hybrid", [0]), "hybrid-1": ("hybrid", [1])}
 # (architecture, d_state) → {num_pairs: (seed 0, seed 1)} test accuracies, by hand
 ACCURACY = {
-    ("mamba2", 8): {4: (1.0, 0.95), 8: (0.2, 0.1)},     # capacity 4 on both seeds
-    ("mamba2", 16): {4: (1.0, 1.0), 8: (0.97, 0.3)},    # capacities 8 and 4 (seed 1 fails at 8)
+    ("mamba2", 8): {4: (1.0, 0.95), 8: (0.2, 0.1)},  # capacity 4 on both seeds
+    ("mamba2", 16): {4: (1.0, 1.0), 8: (0.97, 0.3)},  # capacities 8 and 4 (seed 1 fails at 8)
     ("hybrid-0", 8): {4: (1.0, 1.0), 8: (0.99, 0.98)},  # learns everything: capacity ≥ 8
     ("hybrid-0", 16): {4: (1.0, 1.0), 8: (1.0, 0.96)},
 }
 
 
-def metrics_json(arch: str, num_pairs: int, d_state: int, seed: int, accuracy: float, lr: float = 3.0e-3,
-                 val_accuracy: float | None = None, experiments=("cliff",), device: str = "cpu",
-                 backend: str = "reference", final_loss: float | None = None, steps: int = 100) -> dict:
+def metrics_json(
+    arch: str,
+    num_pairs: int,
+    d_state: int,
+    seed: int,
+    accuracy: float,
+    lr: float = 3.0e-3,
+    val_accuracy: float | None = None,
+    experiments=("cliff",),
+    device: str = "cpu",
+    backend: str = "reference",
+    final_loss: float | None = None,
+    steps: int = 100,
+) -> dict:
     """A metrics file as `python -m align_mamba.recall.evaluate --cell` writes it."""
     variant, positions = MODELS[arch]
-    model = ModelConfig(variant=variant, name=arch, d_model=32, n_layers=4, d_state=d_state,
-                        hybrid_positions=tuple(positions), encoder_layers=1, n_heads=2, headdim=16, chunk_size=32)
+    model = ModelConfig(
+        variant=variant,
+        name=arch,
+        d_model=32,
+        n_layers=4,
+        d_state=d_state,
+        hybrid_positions=tuple(positions),
+        encoder_layers=1,
+        n_heads=2,
+        headdim=16,
+        chunk_size=32,
+    )
     train = TrainConfig(steps=steps, batch_size=32, lr=lr, seed=seed, device="cpu", backend="auto")
     val = accuracy if val_accuracy is None else val_accuracy
-    curve = [{"step": s, "accuracy": val * s / steps, "exact_match": 0.0} for s in range(steps // 4, steps + 1, steps // 4)]
+    curve = [
+        {"step": s, "accuracy": val * s / steps, "exact_match": 0.0} for s in range(steps // 4, steps + 1, steps // 4)
+    ]
     buckets = [{"low": d / 10, "high": (d + 1) / 10, "accuracy": accuracy, "count": 10} for d in range(10)]
-    own = {"data": f"data/mqar/np{num_pairs}", "num_pairs": num_pairs, "accuracy": accuracy,
-           "exact_match": accuracy / 2, "sequences": 100, "queries": 100 * num_pairs,
-           "by_key_position": buckets, "by_distance": [{"low": 1.0, "high": 2.0, "accuracy": accuracy, "count": 5}]}
+    own = {
+        "data": f"data/mqar/np{num_pairs}",
+        "num_pairs": num_pairs,
+        "accuracy": accuracy,
+        "exact_match": accuracy / 2,
+        "sequences": 100,
+        "queries": 100 * num_pairs,
+        "by_key_position": buckets,
+        "by_distance": [{"low": 1.0, "high": 2.0, "accuracy": accuracy, "count": 5}],
+    }
     ssm = 4 * 2 * 32 * d_state
     attention = len(positions) * 2 * 32 * 4 * num_pairs
     stem = f"np{num_pairs}-ds{d_state}-lr{lr:g}-s{seed}"
     return {
         "schema_version": SCHEMA_VERSION,
-        "cell": {"id": f"{arch}/{stem}", "architecture": arch, "num_pairs": num_pairs,
-                 "experiments": list(experiments), "model": to_dict(model), "train": to_dict(train)},
-        "accuracy": accuracy, "exact_match": accuracy / 2, "val_accuracy": val, "best_step": steps,
-        "train_accuracy": accuracy, "train_examples_checked": 1000, "steps_trained": steps,
-        "stop_reason": "step budget reached", "validation": curve,
+        "cell": {
+            "id": f"{arch}/{stem}",
+            "architecture": arch,
+            "num_pairs": num_pairs,
+            "experiments": list(experiments),
+            "model": to_dict(model),
+            "train": to_dict(train),
+        },
+        "accuracy": accuracy,
+        "exact_match": accuracy / 2,
+        "val_accuracy": val,
+        "best_step": steps,
+        "train_accuracy": accuracy,
+        "train_examples_checked": 1000,
+        "steps_trained": steps,
+        "stop_reason": "step budget reached",
+        "validation": curve,
         "final_train_loss": (0.1 if accuracy > 0.9 else 0.5 * CHANCE_LOSS) if final_loss is None else final_loss,
-        "chance_loss": CHANCE_LOSS, "state_size": {"ssm": ssm, "attention": attention, "total": ssm + attention},
-        "parameters": 12345, "backend": backend, "device": device, "train_backend": backend,
-        "train_device": device, "wall_seconds": 1.5, "slices": [own],
+        "chance_loss": CHANCE_LOSS,
+        "state_size": {"ssm": ssm, "attention": attention, "total": ssm + attention},
+        "parameters": 12345,
+        "backend": backend,
+        "device": device,
+        "train_backend": backend,
+        "train_device": device,
+        "wall_seconds": 1.5,
+        "slices": [own],
     }
 
 
@@ -77,16 +125,39 @@ def write_cell(root: Path, metrics: dict) -> Path:
 
 PARAMS = {
     "run": {"device": "cpu", "backend": "auto"},
-    "architectures": [{"name": "mamba2", "variant": "mamba2"},
-                      {"name": "hybrid-0", "variant": "hybrid", "hybrid_positions": [0]}],
-    "experiments": {"cliff": {
-        "question": "Does a pure Mamba-2 fall off a cliff?", "architectures": ["mamba2", "hybrid-0"],
-        "num_pairs": [4, 8], "d_state": [8, 16], "seeds": [0, 1], "lrs": [3.0e-3],
-        "expect": [{"kind": "accuracy", "architecture": "hybrid-0", "num_pairs": 8, "d_state": 8,
-                    "range": [0.9, 1.0], "claim": "the hybrid recalls every pair"},
-                   {"kind": "accuracy", "architecture": "mamba2", "num_pairs": 8, "d_state": 8,
-                    "range": [0.9, 1.0], "claim": "mamba2 recalls 8 pairs at d_state 8"},
-                   {"kind": "capacity_ratio", "architecture": "mamba2", "range": [0.4, 0.6]}]}},
+    "architectures": [
+        {"name": "mamba2", "variant": "mamba2"},
+        {"name": "hybrid-0", "variant": "hybrid", "hybrid_positions": [0]},
+    ],
+    "experiments": {
+        "cliff": {
+            "question": "Does a pure Mamba-2 fall off a cliff?",
+            "architectures": ["mamba2", "hybrid-0"],
+            "num_pairs": [4, 8],
+            "d_state": [8, 16],
+            "seeds": [0, 1],
+            "lrs": [3.0e-3],
+            "expect": [
+                {
+                    "kind": "accuracy",
+                    "architecture": "hybrid-0",
+                    "num_pairs": 8,
+                    "d_state": 8,
+                    "range": [0.9, 1.0],
+                    "claim": "the hybrid recalls every pair",
+                },
+                {
+                    "kind": "accuracy",
+                    "architecture": "mamba2",
+                    "num_pairs": 8,
+                    "d_state": 8,
+                    "range": [0.9, 1.0],
+                    "claim": "mamba2 recalls 8 pairs at d_state 8",
+                },
+                {"kind": "capacity_ratio", "architecture": "mamba2", "range": [0.4, 0.6]},
+            ],
+        }
+    },
     "data": {"train_size": 2000, "val_size": 200, "test_size": 400},
     "model": {"d_model": 32, "n_layers": 4, "encoder_layers": 1, "n_heads": 2, "headdim": 16, "chunk_size": 32},
     "train": {"steps": 100, "batch_size": 32},
@@ -115,7 +186,13 @@ def test_metrics_round_trip_and_cell_record_is_the_schema():
     typed = CellMetrics.from_json(json.loads(json.dumps(data)), "m.json")
     assert typed.to_json() == data
     assert (typed.architecture, typed.num_pairs, typed.d_state, typed.seed, typed.lr, typed.suffix) == (
-        "hybrid-0", 8, 16, 1, 3.0e-3, "")
+        "hybrid-0",
+        8,
+        16,
+        1,
+        3.0e-3,
+        "",
+    )
     assert typed.slices[0].by_key_position[3].low == pytest.approx(0.3)
     assert typed.steps_to_learn(0.9) == 100 and typed.steps_to_learn(0.4) == 50
     # the record evaluate's --cell writes is exactly the typed CellRecord
@@ -125,8 +202,11 @@ def test_metrics_round_trip_and_cell_record_is_the_schema():
 
 def test_schema_errors_are_one_line_naming_the_file():
     data = metrics_json("mamba2", 4, 8, 0, 0.5)
-    with pytest.raises(ConfigError, match=r"^m\.json: metrics schema version None, this code reads version 1; "
-                                          r"re-run `python -m align_mamba.recall.evaluate`"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^m\.json: metrics schema version None, this code reads version 1; "
+        r"re-run `python -m align_mamba.recall.evaluate`",
+    ):
         CellMetrics.from_json({k: v for k, v in data.items() if k != "schema_version"}, "m.json")
     with pytest.raises(ConfigError, match=r"m\.json\.state_size\.total: expected an integer"):
         CellMetrics.from_json({**data, "state_size": {"ssm": 1, "attention": 0, "total": "1"}}, "m.json")
@@ -147,8 +227,10 @@ def test_report_answers_the_hypotheses_with_intervals(cells_dir, recall, tmp_pat
     # first lines: the kind of run, then one verdict line per hypothesis, with numbers
     assert lines[2] == "## What this run shows" and lines[4].startswith("**A CPU run**")
     assert "results/gpu/" in lines[4]
-    assert lines[6].startswith("cliff: the hybrid recalls every pair — expected [0.9, 1], measured "
-                               "num_pairs 8, d_state 8: 0.985 [0.980, 0.990]; 2/2 seeds learned → **supported**")
+    assert lines[6].startswith(
+        "cliff: the hybrid recalls every pair — expected [0.9, 1], measured "
+        "num_pairs 8, d_state 8: 0.985 [0.980, 0.990]; 2/2 seeds learned → **supported**"
+    )
     assert "mamba2 recalls 8 pairs at d_state 8" in lines[8] and lines[8].endswith("**refuted**")
     # capacity / d_state: 4/8 = 0.5 at d_state 8 (supported); mean(8, 4)/16 = 0.375 at 16, where seed 0
     # learned the largest num_pairs tested: a lower bound, the interval open at the top
@@ -162,7 +244,8 @@ def test_report_answers_the_hypotheses_with_intervals(cells_dir, recall, tmp_pat
     row = next(line for line in lines if line.startswith("| mamba2 | 16 | 8 |"))
     assert "| 1/2 | [0.09, 0.91] |" in row and "s1 failed (partial recall; 2× rerun not run)" in row
     assert {"figures/cliff_cliff.png", "figures/capacity_cliff.png"} <= {
-        p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out" / "figures").iterdir()}
+        p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out" / "figures").iterdir()
+    }
     assert (tmp_path / "out" / "report.html").read_text().count("data:image/png;base64,") == 2
 
 
@@ -182,12 +265,17 @@ def test_no_capacity_is_null_and_values_are_rounded(tmp_path, recall):
 def test_a_failure_counts_only_if_its_2x_rerun_fails(cells_dir, recall, tmp_path):
     # mamba2 np8 ds16 seed 1 failed (0.3); its rerun at twice the budget learns (0.95)
     rerun = metrics_json("mamba2", 8, 16, 1, 0.95, steps=200)
-    (cells_dir / "mamba2" / "np8-ds16-lr0.003-s1.confirm.json").write_text(json.dumps({"needed": True, "budget_factor": 2, **rerun}))
+    (cells_dir / "mamba2" / "np8-ds16-lr0.003-s1.confirm.json").write_text(
+        json.dumps({"needed": True, "budget_factor": 2, **rerun})
+    )
     # mamba2 np8 ds8 seed 0 failed; its rerun fails on the chance plateau
     flat = metrics_json("mamba2", 8, 8, 0, 0.0, steps=200, final_loss=CHANCE_LOSS)
-    (cells_dir / "mamba2" / "np8-ds8-lr0.003-s0.confirm.json").write_text(json.dumps({"needed": True, "budget_factor": 2, **flat}))
+    (cells_dir / "mamba2" / "np8-ds8-lr0.003-s0.confirm.json").write_text(
+        json.dumps({"needed": True, "budget_factor": 2, **flat})
+    )
     (cells_dir / "mamba2" / "np8-ds8-lr0.003-s1.confirm.json").write_text(
-        json.dumps({"needed": False, "reason": "no learned cell next to it"}))
+        json.dumps({"needed": False, "reason": "no learned cell next to it"})
+    )
     metrics = write_report(cells_dir, tmp_path / "out", recall=recall)
     markdown = (tmp_path / "out" / "report.md").read_text()
     row16 = next(line for line in markdown.splitlines() if line.startswith("| mamba2 | 16 | 8 |"))
@@ -226,9 +314,12 @@ def test_cli_exits_2_with_one_line_on_an_old_metrics_file(cells_dir, tmp_path):
     data = json.loads(old.read_text())
     del data["schema_version"]
     old.write_text(json.dumps(data))
-    result = subprocess.run([sys.executable, "-m", "align_mamba.report", "--cells", str(cells_dir), "--out",
-                             str(tmp_path / "out")], capture_output=True, text=True,
-                            env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-m", "align_mamba.report", "--cells", str(cells_dir), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "metrics schema version None" in result.stderr
 

@@ -13,28 +13,36 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_report import ACCURACY, metrics_json, write_cell
 
 from align_mamba.bench.__main__ import main as bench_main
-from align_mamba.secrets.data.__main__ import main as data_main
-from align_mamba.secrets.data import load_secret_split
 from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.recall.params import ReportSettings
 from align_mamba.report import write_report
 from align_mamba.report.__main__ import main as report_main
-from align_mamba.report.bench import (bench_metrics, crossover_table, load_bench, training_sentence,
-                                      wrapper_tax_table)
-from align_mamba.report.render import Image, Table, Text, build_sections
-from align_mamba.report.secrets import (comparison_sentence, headline_table, load_secrets, mismatched_splits,
-                                        per_format_table, recall_figure)
-from align_mamba.recall.params import ReportSettings
+from align_mamba.report.bench import bench_metrics, crossover_table, load_bench, training_sentence, wrapper_tax_table
 from align_mamba.report.experiments import load_runs
+from align_mamba.report.render import Image, Table, Text, build_sections
+from align_mamba.report.secrets import (
+    comparison_sentence,
+    headline_table,
+    load_secrets,
+    mismatched_splits,
+    per_format_table,
+    recall_figure,
+)
 from align_mamba.secrets.baselines import main as baselines_main
+from align_mamba.secrets.data import load_secret_split
+from align_mamba.secrets.data.__main__ import main as data_main
 from align_mamba.secrets.evaluate import main as evaluate_main
 from align_mamba.secrets.throughput import main as throughput_main
 from align_mamba.secrets.train import main as train_main
-from test_report import ACCURACY, metrics_json, write_cell
 
-TOOLS = [t for t, module in (("detect-secrets", "detect_secrets"), ("credsweeper", "credsweeper"))
-         if importlib.util.find_spec(module) is not None]
+TOOLS = [
+    t
+    for t, module in (("detect-secrets", "detect_secrets"), ("credsweeper", "credsweeper"))
+    if importlib.util.find_spec(module) is not None
+]
 SPLITS = ("test", "test_unseen", "test_decoys")
 TAGGERS = {  # name -> train flags: a briefly trained transformer, an untrained-ish bidirectional Mamba
     "transformer": ["--variant", "transformer", "--n-heads", "2", "--window", "16", "--steps", "20"],
@@ -47,31 +55,167 @@ def outputs(tmp_path_factory) -> dict[str, Path]:
     """cells/, bench/ (with scan_throughput.csv) and secrets/ written by the real tools."""
     root = tmp_path_factory.mktemp("sections")
     data, secrets, bench = root / "data", root / "secrets", root / "bench"
-    assert run_cli(data_main, ["--out", str(data), "--seed", "0", "--train-files", "12", "--val-files",
-                               "2", "--test-files", "4", "--unseen-files", "3", "--decoy-files", "2",
-                               "--length-buckets", "1024", "2048", "--train-max-length", "2048"]) == 0
+    assert (
+        run_cli(
+            data_main,
+            [
+                "--out",
+                str(data),
+                "--seed",
+                "0",
+                "--train-files",
+                "12",
+                "--val-files",
+                "2",
+                "--test-files",
+                "4",
+                "--unseen-files",
+                "3",
+                "--decoy-files",
+                "2",
+                "--length-buckets",
+                "1024",
+                "2048",
+                "--train-max-length",
+                "2048",
+            ],
+        )
+        == 0
+    )
     for name, flags in TAGGERS.items():
         run = root / "runs" / name
-        assert run_cli(train_main, ["--data", str(data), "--out", str(run), "--d-model", "16", "--n-layers", "1",
-                                    "--batch-size", "4", "--eval-every", "100", "--device", "cpu", "--crop-len",
-                                    "128", "--chunk-len", "512", "--overlap", "64", *flags]) == 0
-        assert run_cli(evaluate_main, ["--data", str(data), "--checkpoint", str(run / "model.pt"),
-                                       "--out", str(secrets / name), "--device", "cpu"]) == 0
+        assert (
+            run_cli(
+                train_main,
+                [
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(run),
+                    "--d-model",
+                    "16",
+                    "--n-layers",
+                    "1",
+                    "--batch-size",
+                    "4",
+                    "--eval-every",
+                    "100",
+                    "--device",
+                    "cpu",
+                    "--crop-len",
+                    "128",
+                    "--chunk-len",
+                    "512",
+                    "--overlap",
+                    "64",
+                    *flags,
+                ],
+            )
+            == 0
+        )
+        assert (
+            run_cli(
+                evaluate_main,
+                [
+                    "--data",
+                    str(data),
+                    "--checkpoint",
+                    str(run / "model.pt"),
+                    "--out",
+                    str(secrets / name),
+                    "--device",
+                    "cpu",
+                ],
+            )
+            == 0
+        )
     if TOOLS:
-        assert run_cli(baselines_main, ["--data", str(data), "--out", str(secrets / "baselines"),
-                                        "--tools", *TOOLS]) == 0
-    assert run_cli(bench_main, ["--out", str(bench), "--device", "cpu", "--lengths", "32", "64",
-                                "--decode_contexts", "16", "32", "--tokens-per-batch", "128", "--d_model", "32",
-                                "--d-states", "16", "--headdim", "16", "--n-heads", "2", "--chunk-size", "16",
-                                "--modes", "forward", "decode", "--mixers", "attention", "raw_attention", "mamba2",
-                                "--architectures", "--repeats", "1", "--warmup", "0", "--ladder-rungs", "0", "4",
-                                "--ladder_d_model", "32", "--ladder-n-layers", "1", "--ladder-d-state", "16",
-                                "--ladder-headdim", "16", "--ladder-batch", "2", "--ladder-seq-len", "64",
-                                "--ladder-num-pairs", "8"]) == 0
-    assert run_cli(throughput_main, ["--checkpoint", str(root / "runs" / "transformer" / "model.pt"),
-                                     "--out", str(bench / "scan_throughput.csv"), "--sizes-mb", "0.001", "0.002",
-                                     "--kinds", "log", "--tools", "--device", "cpu", "--repeats", "1",
-                                     "--warmup", "0"]) == 0
+        assert (
+            run_cli(baselines_main, ["--data", str(data), "--out", str(secrets / "baselines"), "--tools", *TOOLS]) == 0
+        )
+    assert (
+        run_cli(
+            bench_main,
+            [
+                "--out",
+                str(bench),
+                "--device",
+                "cpu",
+                "--lengths",
+                "32",
+                "64",
+                "--decode_contexts",
+                "16",
+                "32",
+                "--tokens-per-batch",
+                "128",
+                "--d_model",
+                "32",
+                "--d-states",
+                "16",
+                "--headdim",
+                "16",
+                "--n-heads",
+                "2",
+                "--chunk-size",
+                "16",
+                "--modes",
+                "forward",
+                "decode",
+                "--mixers",
+                "attention",
+                "raw_attention",
+                "mamba2",
+                "--architectures",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--ladder-rungs",
+                "0",
+                "4",
+                "--ladder_d_model",
+                "32",
+                "--ladder-n-layers",
+                "1",
+                "--ladder-d-state",
+                "16",
+                "--ladder-headdim",
+                "16",
+                "--ladder-batch",
+                "2",
+                "--ladder-seq-len",
+                "64",
+                "--ladder-num-pairs",
+                "8",
+            ],
+        )
+        == 0
+    )
+    assert (
+        run_cli(
+            throughput_main,
+            [
+                "--checkpoint",
+                str(root / "runs" / "transformer" / "model.pt"),
+                "--out",
+                str(bench / "scan_throughput.csv"),
+                "--sizes-mb",
+                "0.001",
+                "0.002",
+                "--kinds",
+                "log",
+                "--tools",
+                "--device",
+                "cpu",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+            ],
+        )
+        == 0
+    )
     for (arch, d_state), by_np in ACCURACY.items():
         for num_pairs, seeds in by_np.items():
             for seed, accuracy in enumerate(seeds):
@@ -82,8 +226,23 @@ def outputs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def report(outputs) -> Path:
     out = outputs["root"] / "report"
-    assert report_main(["--cells", str(outputs["cells"]), "--out", str(out), "--capacity_threshold", "0.9",
-                        "--bench", str(outputs["bench"]), "--secrets", str(outputs["secrets"])]) == 0
+    assert (
+        report_main(
+            [
+                "--cells",
+                str(outputs["cells"]),
+                "--out",
+                str(out),
+                "--capacity_threshold",
+                "0.9",
+                "--bench",
+                str(outputs["bench"]),
+                "--secrets",
+                str(outputs["secrets"]),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -103,25 +262,31 @@ def tables_of(found) -> list[pd.DataFrame]:
 
 # --- the whole report from real tool outputs ----------------------------------------------------
 
+
 def test_report_has_both_sections_with_their_figures(report):
     markdown = (report / "report.md").read_text()
     titles = re.findall(r"^## (.+)$", markdown, flags=re.M)
     assert titles[-2:] == ["Benchmark", "Secret spans"] and len(titles) == 5
     referenced = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
-    assert {"figures/bench_throughput.png", "figures/bench_memory.png", "figures/recall_by_position.png",
-            "figures/recall_by_length.png"} <= set(referenced)
+    assert {
+        "figures/bench_throughput.png",
+        "figures/bench_memory.png",
+        "figures/recall_by_position.png",
+        "figures/recall_by_length.png",
+    } <= set(referenced)
     assert len(referenced) == 6 and all((report / ref).is_file() for ref in referenced)
     page = (report / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 6 and "<h2>Secret spans</h2>" in page
-    bench = markdown[markdown.index("## Benchmark"):markdown.index("## Secret spans")]
+    bench = markdown[markdown.index("## Benchmark") : markdown.index("## Secret spans")]
     assert "WARNING: the benchmark ran on cpu" in bench  # a CPU run is flagged
     assert "Rung 4 is align_mamba.recall.train's step." in bench and bench.count("than rung 0") == 1
     assert "0.001 MiB file: MiB/s" in bench and "No scan throughput" not in bench
 
 
 def test_benchmark_section_tables_come_from_the_bench_files(outputs):
-    sections, metrics = build_sections(load_runs(outputs["cells"]), None, "cmd", ReportSettings(),
-                                       bench_dir=outputs["bench"])
+    sections, metrics = build_sections(
+        load_runs(outputs["cells"]), None, "cmd", ReportSettings(), bench_dir=outputs["bench"]
+    )
     environment, crossover, tax, ladder, provenance, throughput = tables_of(section(sections, "Benchmark"))
     summary = json.loads((outputs["bench"] / "summary.json").read_text())
     assert dict(zip(environment[""], environment["value"]))["device"] == summary["device"]
@@ -147,12 +312,14 @@ def test_headline_table_holds_every_system_with_its_scores(outputs):
         test, unseen, decoys = (scores(outputs, system, split) for split in SPLITS)
         row = table.loc[system]
         assert row["test: span P / R / F1"] == " / ".join(
-            f"{test[k]:.3f}" for k in ("span_precision", "span_recall", "span_f1"))
+            f"{test[k]:.3f}" for k in ("span_precision", "span_recall", "span_f1")
+        )
         assert row["test_unseen: hit rate"] == f"{unseen['hit_rate']:.3f}"
         assert row["test: byte F1"] == f"{test['byte_f1']:.3f}"
         assert row["test_decoys: false alarms / MB"] == f"{decoys['false_alarms_per_mb']:,.1f}"
         assert decoys["n_true"] == 0 and decoys["false_alarms_per_mb"] == pytest.approx(
-            decoys["false_alarms"] / (decoys["bytes"] / 1e6))
+            decoys["false_alarms"] / (decoys["bytes"] / 1e6)
+        )
         seconds = sum(s["wall_seconds"] for s in (test, unseen, decoys))
         assert row["MB/s"] == f"{sum(s['bytes'] for s in (test, unseen, decoys)) / 1e6 / seconds:,.4f}"
     assert table.loc["transformer", "ran on"] == "sdpa on cpu" and table.loc["bimamba", "kind"] == "tagger"
@@ -185,7 +352,6 @@ def test_recall_figures_have_one_line_per_system(outputs, breakdown, key):
         assert list(line.get_ydata()) == pytest.approx([r["recall"] for r in sorted(records, key=lambda r: r[key])])
 
 
-
 def test_recall_figure_accepts_wilson_bounds_a_rounding_error_inside_the_recall(outputs):
     breakdowns = load_secrets(outputs["secrets"]).breakdowns.copy()
     perfect = breakdowns["recall"] == 1.0
@@ -194,6 +360,7 @@ def test_recall_figure_accepts_wilson_bounds_a_rounding_error_inside_the_recall(
     axes = [ax for ax in recall_figure(breakdowns, "by_decile").axes if ax.get_visible()]
     assert all(ax.containers for ax in axes)
 
+
 def test_metrics_json_gains_the_headline_keys_and_keeps_the_old_ones(outputs, report, tmp_path):
     metrics = json.loads((report / "metrics.json").read_text())
     plain = write_report(outputs["cells"], tmp_path / "plain", 0.9)
@@ -201,9 +368,11 @@ def test_metrics_json_gains_the_headline_keys_and_keeps_the_old_ones(outputs, re
     for system in [*TAGGERS, *TOOLS]:  # headline numbers, rounded to 3 decimals
         assert metrics[f"secrets.{system}.test.span_f1"] == round(scores(outputs, system, "test")["span_f1"], 3)
         assert metrics[f"secrets.{system}.test_unseen.span_recall"] == round(
-            scores(outputs, system, "test_unseen")["span_recall"], 3)
+            scores(outputs, system, "test_unseen")["span_recall"], 3
+        )
         assert metrics[f"secrets.{system}.test_decoys.false_alarms_per_mb"] == round(
-            scores(outputs, system, "test_decoys")["false_alarms_per_mb"], 3)
+            scores(outputs, system, "test_decoys")["false_alarms_per_mb"], 3
+        )
     summary = json.loads((outputs["bench"] / "summary.json").read_text())
     assert metrics["bench.training_speedup"] == round(summary["training_speedup"]["speedup_vs_naive"], 3)
     assert metrics["bench.max_wrapper_tax"] == round(summary["wrapper_tax"]["attention"]["max_ratio"], 3)
@@ -221,17 +390,19 @@ def test_comparison_sentence_states_the_real_numbers(outputs):
 
 # --- missing inputs -----------------------------------------------------------------------------
 
+
 def test_missing_inputs_give_one_line_each_and_no_metrics(outputs, tmp_path):
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "mixers.csv").write_text("x\n")
-    metrics = write_report(outputs["cells"], tmp_path / "out", 0.9, bench_dir=tmp_path / "bench",
-                           secrets_dir=tmp_path / "nothing")
+    metrics = write_report(
+        outputs["cells"], tmp_path / "out", 0.9, bench_dir=tmp_path / "bench", secrets_dir=tmp_path / "nothing"
+    )
     assert not [k for k in metrics if k.startswith(("bench.", "secrets."))]
     markdown = (tmp_path / "out" / "report.md").read_text()
-    bench = markdown[markdown.index("## Benchmark\n"):markdown.index("## Secret spans")].strip().splitlines()
+    bench = markdown[markdown.index("## Benchmark\n") : markdown.index("## Secret spans")].strip().splitlines()
     assert len(bench) == 3 and bench[2].startswith("No benchmark results: ")
     assert "train_step.csv, summary.json" in bench[2] and "`python -m align_mamba.bench --out" in bench[2]
-    notes = [line for line in markdown[markdown.index("## Secret spans"):].splitlines()[1:] if line]
+    notes = [line for line in markdown[markdown.index("## Secret spans") :].splitlines()[1:] if line]
     assert len(notes) == 2 and "python -m align_mamba.secrets.evaluate" in notes[0]
     assert "python -m align_mamba.secrets.baselines" in notes[1]
 
@@ -242,14 +413,17 @@ def test_partial_inputs_keep_what_is_there(outputs, tmp_path):
     for name in ("mixers.csv", "train_step.csv", "summary.json"):
         shutil.copy(outputs["bench"] / name, tmp_path / name)
     runs = load_runs(outputs["cells"])
-    sections, metrics = build_sections(runs, None, "cmd", ReportSettings(), tmp_path, tmp_path / "secrets",
-                                       ["transformer", "hybrid"])
+    sections, metrics = build_sections(
+        runs, None, "cmd", ReportSettings(), tmp_path, tmp_path / "secrets", ["transformer", "hybrid"]
+    )
     texts = [b.body for b in section(sections, "Secret spans").blocks if isinstance(b, Text)]
     assert texts[0].startswith("No results for tagger hybrid") and texts[1].startswith("No baseline results")
     assert "No comparison with CredSweeper on test: CredSweeper was not scored on it." in texts
     assert [k for k in metrics if k.startswith("secrets.")] == [
-        "secrets.transformer.test.span_f1", "secrets.transformer.test_decoys.false_alarms_per_mb",
-        "secrets.transformer.test_unseen.span_recall"]
+        "secrets.transformer.test.span_f1",
+        "secrets.transformer.test_decoys.false_alarms_per_mb",
+        "secrets.transformer.test_unseen.span_recall",
+    ]
     bench = section(sections, "Benchmark")
     assert sum(isinstance(b, Image) for b in bench.blocks) == 2
     assert bench.blocks[-1].body.startswith(f"No scan throughput ({tmp_path / 'scan_throughput.csv'})")
@@ -264,22 +438,40 @@ def test_a_malformed_scores_file_is_named(outputs, tmp_path):
 
 # --- arithmetic on hand-made inputs -------------------------------------------------------------
 
+
 def _run(system, kind, span_tp, n_true=10, f1=0.5, files=4):
-    return {"system": system, "kind": kind, "split": "test", "ran_on": "", "files": files, "bytes": 1000,
-            "n_true": n_true, "n_pred": 10, "span_tp": span_tp, "span_precision": 0.5, "span_recall": span_tp / n_true,
-            "span_f1": f1, "hit_rate": 1.0, "byte_f1": 0.5, "wall_seconds": 1.0, "false_alarms_per_mb": 0.0}
+    return {
+        "system": system,
+        "kind": kind,
+        "split": "test",
+        "ran_on": "",
+        "files": files,
+        "bytes": 1000,
+        "n_true": n_true,
+        "n_pred": 10,
+        "span_tp": span_tp,
+        "span_precision": 0.5,
+        "span_recall": span_tp / n_true,
+        "span_f1": f1,
+        "hit_rate": 1.0,
+        "byte_f1": 0.5,
+        "wall_seconds": 1.0,
+        "false_alarms_per_mb": 0.0,
+    }
 
 
 def test_comparison_sentence_by_hand():
     # Wilson 95% by hand: 10/10 -> [0.7225, 1.0], 2/10 -> [0.0567, 0.5098]: apart.
-    runs = pd.DataFrame([_run("b", "tagger", 10, f1=0.9), _run("a", "tagger", 9, f1=0.8),
-                         _run("credsweeper", "baseline", 2, f1=0.3)])
+    runs = pd.DataFrame(
+        [_run("b", "tagger", 10, f1=0.9), _run("a", "tagger", 9, f1=0.8), _run("credsweeper", "baseline", 2, f1=0.3)]
+    )
     sentence = comparison_sentence(runs)
     assert "best tagger, **b**, reaches span F1 0.900" in sentence and "0.600 above CredSweeper's 0.300" in sentence
     assert "[0.72, 1.00] and [0.06, 0.51], do not overlap." in sentence
     # 9/10 -> [0.5958, 0.9821] and 4/10 -> [0.1682, 0.6873] overlap; tied taggers are named.
-    runs = pd.DataFrame([_run("a", "tagger", 9, f1=0.4), _run("b", "tagger", 9, f1=0.4),
-                         _run("credsweeper", "baseline", 4, f1=0.4)])
+    runs = pd.DataFrame(
+        [_run("a", "tagger", 9, f1=0.4), _run("b", "tagger", 9, f1=0.4), _run("credsweeper", "baseline", 4, f1=0.4)]
+    )
     sentence = comparison_sentence(runs)
     assert "**a** (tied with b)" in sentence and "the same as CredSweeper's 0.400" in sentence
     assert "[0.60, 0.98] and [0.17, 0.69], overlap" in sentence
@@ -289,39 +481,80 @@ def test_comparison_sentence_by_hand():
 
 
 def test_bench_tables_and_metrics_by_hand():
-    summary = {"crossover": {"forward": {"16": {"length": 90.5, "lower": 64, "upper": 128},
-                                         "64": {"length": None, "lower": None, "upper": 64}},
-                             "train": {"16": {"length": None, "lower": 256, "upper": None},
-                                       "64": {"length": None, "lower": None, "upper": None}}},
-               "wrapper_tax": {"mamba2": {"max_ratio": 1.25, "median_ratio": 1.01, "mode": "train", "seq_len": 1024,
-                                          "d_state": 64, "shapes": 4},
-                               "attention": {"max_ratio": 1.5, "mode": "forward", "seq_len": 256, "d_state": None,
-                                             "shapes": 2}},
-               "training_speedup": {"rung": 6, "description": "+ CUDA graphs", "ms_per_step": 2.0,
-                                    "speedup_vs_naive": 7.5}}
+    summary = {
+        "crossover": {
+            "forward": {
+                "16": {"length": 90.5, "lower": 64, "upper": 128},
+                "64": {"length": None, "lower": None, "upper": 64},
+            },
+            "train": {
+                "16": {"length": None, "lower": 256, "upper": None},
+                "64": {"length": None, "lower": None, "upper": None},
+            },
+        },
+        "wrapper_tax": {
+            "mamba2": {
+                "max_ratio": 1.25,
+                "median_ratio": 1.01,
+                "mode": "train",
+                "seq_len": 1024,
+                "d_state": 64,
+                "shapes": 4,
+            },
+            "attention": {"max_ratio": 1.5, "mode": "forward", "seq_len": 256, "d_state": None, "shapes": 2},
+        },
+        "training_speedup": {"rung": 6, "description": "+ CUDA graphs", "ms_per_step": 2.0, "speedup_vs_naive": 7.5},
+    }
     table = crossover_table(summary)
     assert table.iloc[:, 2].tolist() == ["≈ 90", "≤ 64", "> 256", "—"]
     assert table["measured"].iloc[0] == "between L = 64 and 128"
     tax = wrapper_tax_table(summary).set_index("layer")
-    assert tax.loc["mamba2", "max at"] == "train, L = 1024, N = 64" and tax.loc["attention", "max at"] == "forward, L = 256"
+    assert (
+        tax.loc["mamba2", "max at"] == "train, L = 1024, N = 64"
+        and tax.loc["attention", "max at"] == "forward, L = 256"
+    )
     assert tax.loc["mamba2"].iloc[1] == "1.01" and tax.loc["attention"].iloc[1] == "—"
-    assert bench_metrics(summary) == {"bench.training_speedup": 7.5, "bench.training_speedup_rung": 6,
-                                      "bench.crossover.forward.ds16": 90.5, "bench.wrapper_tax.mamba2": 1.25,
-                                      "bench.wrapper_tax.attention": 1.5, "bench.max_wrapper_tax": 1.5}
-    ladder = pd.DataFrame({"rung": [0, 4, 6], "status": ["ok", "skipped", "ok"], "ms_per_step": [15.0, None, 2.0],
-                           "speedup_vs_naive": [1.0, None, 7.5],
-                           "description": ["naive", "+ fused AdamW (= align_mamba.recall.train's step)", "+ CUDA graphs"]})
+    assert bench_metrics(summary) == {
+        "bench.training_speedup": 7.5,
+        "bench.training_speedup_rung": 6,
+        "bench.crossover.forward.ds16": 90.5,
+        "bench.wrapper_tax.mamba2": 1.25,
+        "bench.wrapper_tax.attention": 1.5,
+        "bench.max_wrapper_tax": 1.5,
+    }
+    ladder = pd.DataFrame(
+        {
+            "rung": [0, 4, 6],
+            "status": ["ok", "skipped", "ok"],
+            "ms_per_step": [15.0, None, 2.0],
+            "speedup_vs_naive": [1.0, None, 7.5],
+            "description": ["naive", "+ fused AdamW (= align_mamba.recall.train's step)", "+ CUDA graphs"],
+        }
+    )
     sentence = training_sentence(summary, ladder)
     assert sentence.startswith("Rung 0 takes 15.00 ms per step; rung 6 is 7.50× faster than rung 0.")
     # a slower rung is called slower, each ratio against the rung before and against rung 0, once
-    plain = training_sentence(summary, pd.DataFrame({
-        "rung": [0, 2, 4], "status": ["ok"] * 3, "ms_per_step": [10.0, 2.0, 4.4], "speedup_vs_naive": [1, 5, 2.27],
-        "description": ["naive", "+ bf16", "+ fused AdamW (= align_mamba.recall.train's step)"]}))
-    assert plain == ("Rung 0 takes 10.00 ms per step; rung 2 is 5.00× faster than rung 0; rung 4 is 2.20× slower "
-                     "than rung 2 (2.27× faster than rung 0). Rung 4 is align_mamba.recall.train's step.")
+    plain = training_sentence(
+        summary,
+        pd.DataFrame(
+            {
+                "rung": [0, 2, 4],
+                "status": ["ok"] * 3,
+                "ms_per_step": [10.0, 2.0, 4.4],
+                "speedup_vs_naive": [1, 5, 2.27],
+                "description": ["naive", "+ bf16", "+ fused AdamW (= align_mamba.recall.train's step)"],
+            }
+        ),
+    )
+    assert plain == (
+        "Rung 0 takes 10.00 ms per step; rung 2 is 5.00× faster than rung 0; rung 4 is 2.20× slower "
+        "than rung 2 (2.27× faster than rung 0). Rung 4 is align_mamba.recall.train's step."
+    )
     assert sentence.endswith("Rung 4 is align_mamba.recall.train's step; it did not run (skipped).")
     older = ladder.assign(description=["naive", "+ fused AdamW", "+ CUDA graphs"])  # a ladder without the mark
-    assert training_sentence(summary, older).endswith("No rung of this ladder is marked as align_mamba.recall.train's step.")
+    assert training_sentence(summary, older).endswith(
+        "No rung of this ladder is marked as align_mamba.recall.train's step."
+    )
     assert bench_metrics({"crossover": {}, "wrapper_tax": {}, "training_speedup": None}) == {}
 
 

@@ -57,10 +57,9 @@ def test_bootstrap_capacity_interval_on_synthetic_seeds():
 
 def test_slope_of_exact_power_laws():
     assert loglog_slope([8, 16, 32, 64], [2 * d for d in (8, 16, 32, 64)]) == pytest.approx(1.0)
-    assert loglog_slope([8, 16, 32], [3 * d ** 0.5 for d in (8, 16, 32)]) == pytest.approx(0.5)
+    assert loglog_slope([8, 16, 32], [3 * d**0.5 for d in (8, 16, 32)]) == pytest.approx(0.5)
     # every seed on capacity = d_state / 2: slope 1 and a bootstrap interval of width 0
-    exact = slope_estimate({8: [4, 4], 16: [8, 8], 32: [16, 16]}, largest_tested=128, samples=500,
-                           confidence=0.95)
+    exact = slope_estimate({8: [4, 4], 16: [8, 8], 32: [16, 16]}, largest_tested=128, samples=500, confidence=0.95)
     assert exact.value == pytest.approx(1.0) and exact.low == pytest.approx(1.0) and exact.high == pytest.approx(1.0)
     # two d_states, seeds {8, 16} and {16, 32}: mean slope log2(24/12) = 1, extremes log2(16/16) = 0
     # and log2(32/8) = 2 each drawn with chance 1/16: the 95% interval is [0, 2]
@@ -91,8 +90,14 @@ def test_each_verdict_rule():
 
 def test_learning_rate_selection_follows_validation_and_ignores_test():
     # (seed, lr, validation accuracy, test accuracy): test disagrees with validation on purpose
-    runs = [(0, 1e-3, 0.40, 0.99), (0, 1e-2, 0.90, 0.10), (1, 1e-3, 0.95, 0.20), (1, 1e-2, 0.50, 0.98),
-            (2, 1e-3, 0.70, 0.30), (2, 1e-2, 0.70, 0.90)]
+    runs = [
+        (0, 1e-3, 0.40, 0.99),
+        (0, 1e-2, 0.90, 0.10),
+        (1, 1e-3, 0.95, 0.20),
+        (1, 1e-2, 0.50, 0.98),
+        (2, 1e-3, 0.70, 0.30),
+        (2, 1e-2, 0.70, 0.90),
+    ]
     chosen = select_on_validation(runs, key=lambda r: r[0], validation=lambda r: r[2], rate=lambda r: r[1])
     assert sorted(chosen) == [(0, 1e-2, 0.90, 0.10), (1, 1e-3, 0.95, 0.20), (2, 1e-3, 0.70, 0.30)]  # tie: smaller lr
 

@@ -22,9 +22,19 @@ from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
 
 CLASSES = ("none", "github_classic")
 # File names as bytes: what the filesystem holds.
-NAMES = [b"plain.txt", b"new\nline.txt", b"tab\there.txt", b"cr\rx.txt", b"latin1-\xe9\xff.txt",
-         b"back\\slash.txt", b'quo"te.txt', "sep\u2028arator.txt".encode(), "caf\u00e9.txt".encode(),
-         b"ctl\x01\x7f.txt", "c1-\u0085.txt".encode()]
+NAMES = [
+    b"plain.txt",
+    b"new\nline.txt",
+    b"tab\there.txt",
+    b"cr\rx.txt",
+    b"latin1-\xe9\xff.txt",
+    b"back\\slash.txt",
+    b'quo"te.txt',
+    "sep\u2028arator.txt".encode(),
+    "caf\u00e9.txt".encode(),
+    b"ctl\x01\x7f.txt",
+    "c1-\u0085.txt".encode(),
+]
 NAMED = {"a": "\a", "b": "\b", "t": "\t", "n": "\n", "v": "\v", "f": "\f", "r": "\r", "\\": "\\", '"': '"'}
 
 
@@ -44,11 +54,11 @@ def unquote(text: str) -> bytes:
             out += NAMED[body[i + 1]].encode()
             i += 2
         elif body[i + 1] == "x":
-            out.append(int(body[i + 2:i + 4], 16))
+            out.append(int(body[i + 2 : i + 4], 16))
             i += 4
         else:
             assert body[i + 1] == "u"
-            out += chr(int(body[i + 2:i + 6], 16)).encode()
+            out += chr(int(body[i + 2 : i + 6], 16)).encode()
             i += 6
     return bytes(out)
 
@@ -79,8 +89,11 @@ def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = TaggerConfig(d_model=16, n_layers=1, d_state=8, headdim=8, chunk_size=16)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_tagger(path, ByteTagger(config, "reference", len(CLASSES), CLASSES),
-                {"threshold": 0.5, "min_span_len": 4, "chunk_len": 64, "overlap": 16})
+    save_tagger(
+        path,
+        ByteTagger(config, "reference", len(CLASSES), CLASSES),
+        {"threshold": 0.5, "min_span_len": 4, "chunk_len": 64, "overlap": 16},
+    )
     return path
 
 
@@ -96,8 +109,19 @@ def hostile_tree(tmp_path) -> Path:
 
 def test_scan_prints_one_line_per_finding_and_names_survive(checkpoint, hostile_tree):
     """The real process, stdout as bytes: valid UTF-8, one line per finding, every name recoverable."""
-    command = [sys.executable, "-m", "align_mamba.cli", "scan", str(hostile_tree), "--checkpoint", str(checkpoint),
-               "--threshold", "0", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "align_mamba.cli",
+        "scan",
+        str(hostile_tree),
+        "--checkpoint",
+        str(checkpoint),
+        "--threshold",
+        "0",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(command, capture_output=True, timeout=120)
     assert proc.returncode == 1, proc.stderr.decode(errors="replace")
     lines = proc.stdout.decode("utf-8").splitlines()  # strict: raises on anything not UTF-8
@@ -105,16 +129,28 @@ def test_scan_prints_one_line_per_finding_and_names_survive(checkpoint, hostile_
     prefix = os.fsencode(hostile_tree) + b"/"
     printed = set()
     for line in lines:
-        path = line[:line.index(":1: [0,")]
+        path = line[: line.index(":1: [0,")]
         raw = unquote(path)
         assert raw.startswith(prefix)
-        printed.add(raw[len(prefix):])
+        printed.add(raw[len(prefix) :])
     assert printed == set(NAMES)
 
 
 def test_scan_json_keeps_undecodable_names_as_escapes(checkpoint, hostile_tree):
-    command = [sys.executable, "-m", "align_mamba.cli", "scan", str(hostile_tree), "--checkpoint", str(checkpoint),
-               "--threshold", "0", "--device", "cpu", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "align_mamba.cli",
+        "scan",
+        str(hostile_tree),
+        "--checkpoint",
+        str(checkpoint),
+        "--threshold",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
+    ]
     proc = subprocess.run(command, capture_output=True, timeout=120)
     assert proc.returncode == 1, proc.stderr.decode(errors="replace")
     doc = json.loads(proc.stdout.decode("utf-8"))
@@ -126,5 +162,6 @@ def test_cannot_read_warning_is_one_line(checkpoint, tmp_path, capsys):
     missing = tmp_path / "gone\nfake: finding"
     assert cli_main(["scan", str(missing), "--checkpoint", str(checkpoint)]) == 2
     warnings = [line for line in capsys.readouterr().err.splitlines() if "cannot read" in line]
-    assert len(warnings) == 1 and warnings[0].endswith(f'cannot read {quote_path(str(missing))}: no such file '
-                                                       f'or directory')
+    assert len(warnings) == 1 and warnings[0].endswith(
+        f"cannot read {quote_path(str(missing))}: no such file or directory"
+    )

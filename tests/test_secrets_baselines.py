@@ -7,9 +7,9 @@ Secret values are drawn from a seeded RNG at test time, so this file holds no se
 from __future__ import annotations
 
 import csv
-import itertools
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import random
 import string
@@ -17,19 +17,27 @@ import string
 import numpy as np
 import pytest
 
+from align_mamba.core.errors import DataIntegrityError, run_cli
+from align_mamba.secrets import baselines
+from align_mamba.secrets.baselines import (
+    TOOLS,
+    Tool,
+    _line_starts,
+    locate_value,
+    main,
+    run_credsweeper,
+    run_detect_secrets,
+)
 from align_mamba.secrets.data import SecretDataConfig, load_secret_split, write_secret_dataset
 from align_mamba.secrets.data.pem import ec_sec1
 from align_mamba.secrets.data.text import as_pool
-from align_mamba.core.errors import DataIntegrityError, run_cli
-from align_mamba.secrets import baselines
-from align_mamba.secrets.baselines import (TOOLS, Tool, _line_starts, locate_value, main, run_credsweeper,
-                                           run_detect_secrets)
 from align_mamba.secrets.score import merge_spans
 
 
 def needs(module: str, dist: str):
-    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
-                              reason=f"{dist} not installed: pip install -e '.[baselines]'")
+    return pytest.mark.skipif(
+        importlib.util.find_spec(module) is None, reason=f"{dist} not installed: pip install -e '.[baselines]'"
+    )
 
 
 needs_detect_secrets = needs("detect_secrets", "detect-secrets")
@@ -37,6 +45,7 @@ needs_credsweeper = needs("credsweeper", "credsweeper")
 
 
 # --- locating a reported value ---
+
 
 def _locate(text: bytes, line_num: int, value: str, column=None):
     return locate_value(text, _line_starts(text), line_num, value, column)
@@ -78,6 +87,7 @@ def test_a_missing_files_directory_is_a_data_error(tmp_path):
 
 # --- planted secrets ---
 
+
 def _token(rng: random.Random, alphabet: str, n: int) -> str:
     return "".join(rng.choice(alphabet) for _ in range(n))
 
@@ -96,8 +106,8 @@ def planted(tmp_path_factory):
     pem = ec_sec1(as_pool(np.random.default_rng(5))).strip()  # the generator's structurally valid key
     texts = {
         "files/0001_settings.py": f'import os\n\nAWS_ACCESS_KEY_ID = "{values["aws_id"]}"\n'
-                                  f'AWS_SECRET_ACCESS_KEY = "{values["aws_secret"]}"\n\n\ndef f():\n    return 1\n',
-        "files/0002_app.env": f'DEBUG=true\nGITHUB_TOKEN={values["github"]}\nDB_PASSWORD={values["password"]}\n',
+        f'AWS_SECRET_ACCESS_KEY = "{values["aws_secret"]}"\n\n\ndef f():\n    return 1\n',
+        "files/0002_app.env": f"DEBUG=true\nGITHUB_TOKEN={values['github']}\nDB_PASSWORD={values['password']}\n",
         "files/0003_deploy.pem": pem + "\n",
     }
     split = tmp_path_factory.mktemp("data") / "test"
@@ -152,10 +162,19 @@ def test_credsweeper_spans_are_the_planted_bytes(planted):
 
 # --- the CLI, on a tiny dataset from the real generator ---
 
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    config = SecretDataConfig(seed=0, train_files=1, val_files=0, test_files=3, unseen_files=1, decoy_files=2,
-                              length_buckets=(1024,), train_max_length=1024)
+    config = SecretDataConfig(
+        seed=0,
+        train_files=1,
+        val_files=0,
+        test_files=3,
+        unseen_files=1,
+        decoy_files=2,
+        length_buckets=(1024,),
+        train_max_length=1024,
+    )
     return write_secret_dataset(config, tmp_path_factory.mktemp("gen") / "secrets")
 
 
@@ -163,8 +182,27 @@ def dataset(tmp_path_factory):
 @needs_credsweeper
 def test_cli_writes_scores_predictions_and_summary(dataset, tmp_path):
     out = tmp_path / "out"
-    assert main(["--data", str(dataset), "--out", str(out), "--splits", "test", "test_decoys",
-                 "--tools", "detect-secrets", "credsweeper", "--iou_threshold", "0.5", "--merge-gap", "2"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(dataset),
+                "--out",
+                str(out),
+                "--splits",
+                "test",
+                "test_decoys",
+                "--tools",
+                "detect-secrets",
+                "credsweeper",
+                "--iou_threshold",
+                "0.5",
+                "--merge-gap",
+                "2",
+            ]
+        )
+        == 0
+    )
     for tool, split in itertools.product(("detect-secrets", "credsweeper"), ("test", "test_decoys")):
         labels = load_secret_split(dataset, split)
         scores = json.loads((out / tool / split / "scores.json").read_text())
@@ -177,8 +215,11 @@ def test_cli_writes_scores_predictions_and_summary(dataset, tmp_path):
     with open(out / "summary.csv") as handle:
         summary = list(csv.DictReader(handle))
     assert [(r["tool"], r["split"]) for r in summary] == [
-        ("detect-secrets", "test"), ("detect-secrets", "test_decoys"), ("credsweeper", "test"),
-        ("credsweeper", "test_decoys")]
+        ("detect-secrets", "test"),
+        ("detect-secrets", "test_decoys"),
+        ("credsweeper", "test"),
+        ("credsweeper", "test_decoys"),
+    ]
     assert {"span_f1", "hit_rate", "byte_f1", "false_alarms_per_mb", "mb_per_s", "unlocated"} <= set(summary[0])
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
+import align_mamba.secrets.throughput as throughput_module
 from align_mamba.cli import main as cli_main
 from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.secrets.baselines import TOOLS
@@ -35,7 +36,6 @@ from align_mamba.secrets.scan import (
 )
 from align_mamba.secrets.spans import Span
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
-import align_mamba.secrets.throughput as throughput_module
 from align_mamba.secrets.throughput import COLUMNS as THROUGHPUT_COLUMNS
 from align_mamba.secrets.throughput import build_files, size_bytes
 from align_mamba.secrets.throughput import main as throughput_main
@@ -68,6 +68,7 @@ def scan(capsys, *argv) -> tuple[int, str, str]:
 
 
 # ---- pure helpers on hand-built inputs ----------------------------------------------------------
+
 
 def test_line_numbers_hand_built():
     data = b"ab\ncd\n\nefg"  # lines: 1 = "ab\n" (0-2), 2 = "cd\n" (3-5), 3 = "\n" (6), 4 = "efg" (7-9)
@@ -140,6 +141,7 @@ def test_default_checkpoint_follows_params_else_shipped(tmp_path):
 
 # ---- the CLI with a real checkpoint --------------------------------------------------------------
 
+
 def test_exit_codes_clean_and_found(checkpoint, tmp_path, capsys):
     target = tmp_path / "app.py"
     target.write_text(f"import os\nTOKEN = '{TOKEN}'\nprint(TOKEN)\n")
@@ -155,8 +157,10 @@ def test_exit_codes_clean_and_found(checkpoint, tmp_path, capsys):
 def test_bf16_weights_and_ssd_chunk_size_scan_end_to_end(checkpoint, tmp_path, capsys):
     target = tmp_path / "app.py"
     target.write_text(f"TOKEN = '{TOKEN}'\n")
-    runs = [scan(capsys, target, "--checkpoint", checkpoint, "--threshold", 0, "--json", *extra)
-            for extra in ([], ["--weights", "bfloat16"])]
+    runs = [
+        scan(capsys, target, "--checkpoint", checkpoint, "--threshold", 0, "--json", *extra)
+        for extra in ([], ["--weights", "bfloat16"])
+    ]
     assert [code for code, _, _ in runs] == [1, 1]
     (fp32,), (bf16,) = (json.loads(out)["findings"] for _, out, _ in runs)  # the whole file, one span
     fp32_score = fp32.pop("score")
@@ -222,14 +226,21 @@ def test_json_schema_binary_and_unreadable(checkpoint, tmp_path, capsys):
     code, out, err = scan(capsys, tree, missing, "--checkpoint", checkpoint, "--threshold", 0, "--json")
     doc = json.loads(out)
     assert code == 1
-    assert set(doc) == {"findings", "skipped", "errors", "scanned_files", "scanned_bytes", "checkpoint",
-                        "backend", "device"}
+    assert set(doc) == {
+        "findings",
+        "skipped",
+        "errors",
+        "scanned_files",
+        "scanned_bytes",
+        "checkpoint",
+        "backend",
+        "device",
+    }
     types = {"path": str, "line": int, "start": int, "end": int, "format": str, "score": float, "value": str}
     for finding in doc["findings"]:
         assert {k: type(v) for k, v in finding.items()} == types
         assert finding["format"] in CLASSES[1:] and 0.0 <= finding["score"] <= 1.0
-    assert sorted(f["path"] for f in doc["findings"]) == [str(tree / "README.md"),
-                                                         str(tree / "src/deep/settings.py")]
+    assert sorted(f["path"] for f in doc["findings"]) == [str(tree / "README.md"), str(tree / "src/deep/settings.py")]
     assert doc["skipped"] == [{"path": str(tree / "logo.png"), "reason": "binary (NUL byte in the first 8 KB)"}]
     errors = {e["path"]: e["message"] for e in doc["errors"]}
     assert errors.keys() == {str(tree / "dangling"), str(missing)}
@@ -262,14 +273,25 @@ def test_line_numbers_of_real_findings(checkpoint, tmp_path, capsys):
     findings = json.loads(out)["findings"]
     assert code == 1 and len({f["line"] for f in findings}) >= 3  # spans over several lines
     for f in findings:
-        assert f["line"] == data[:f["start"]].count(b"\n") + 1
+        assert f["line"] == data[: f["start"]].count(b"\n") + 1
 
 
 def test_console_script_exit_code(checkpoint, tmp_path):
     """The real process: `python -m align_mamba.cli scan` (what the `align-mamba` script runs)."""
     (tmp_path / "a.txt").write_text("nothing to see here\n")
-    command = [sys.executable, "-m", "align_mamba.cli", "scan", str(tmp_path / "a.txt"), "--checkpoint",
-               str(checkpoint), "--threshold", "0", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "align_mamba.cli",
+        "scan",
+        str(tmp_path / "a.txt"),
+        "--checkpoint",
+        str(checkpoint),
+        "--threshold",
+        "0",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.startswith(f"{tmp_path / 'a.txt'}:1: [0,20) ")
@@ -277,12 +299,17 @@ def test_console_script_exit_code(checkpoint, tmp_path):
 
 # ---- throughput ----------------------------------------------------------------------------------
 
+
 def test_throughput_files_exact_size_deterministic(tmp_path):
     first = build_files(tmp_path / "a", [0.001, 0.002], ["log", "yaml"], seed=3)
     again = build_files(tmp_path / "b", [0.001, 0.002], ["log", "yaml"], seed=3)
     other = build_files(tmp_path / "c", [0.001], ["log"], seed=4)
-    assert [(f.kind, f.path.stat().st_size) for f in first] == [("log", 1049), ("yaml", 1049),
-                                                                  ("log", 2097), ("yaml", 2097)]
+    assert [(f.kind, f.path.stat().st_size) for f in first] == [
+        ("log", 1049),
+        ("yaml", 1049),
+        ("log", 2097),
+        ("yaml", 2097),
+    ]
     for f, g in zip(first, again):
         assert f.path.read_bytes() == g.path.read_bytes() and f.planted == g.planted >= 1
         assert list((f.directory / "files").iterdir()) == [f.path]  # alone in its directory
@@ -294,8 +321,24 @@ def test_throughput_files_exact_size_deterministic(tmp_path):
 def test_throughput_cli_writes_csv(checkpoint, tmp_path, capsys):
     tools = [name for name, tool in TOOLS.items() if importlib.util.find_spec(tool.dist.replace("-", "_"))]
     out = tmp_path / "throughput.csv"
-    argv = ["--checkpoint", str(checkpoint), "--out", str(out), "--sizes-mb", "0.001", "--kinds", "yaml",
-            "--device", "cpu", "--repeats", "2", "--seed", "0", "--tools", *tools]
+    argv = [
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--sizes-mb",
+        "0.001",
+        "--kinds",
+        "yaml",
+        "--device",
+        "cpu",
+        "--repeats",
+        "2",
+        "--seed",
+        "0",
+        "--tools",
+        *tools,
+    ]
     assert run_cli(throughput_main, argv) == 0
     table = pd.read_csv(out)
     assert list(table.columns) == THROUGHPUT_COLUMNS
@@ -321,8 +364,7 @@ def test_throughput_without_the_tagger_times_the_baselines_alone(tmp_path, capsy
     assert "give --checkpoint, or --no-tagger" in capsys.readouterr().err
 
 
-def test_throughput_checks_every_tool_is_installed_before_timing_anything(checkpoint, tmp_path, capsys,
-                                                                         monkeypatch):
+def test_throughput_checks_every_tool_is_installed_before_timing_anything(checkpoint, tmp_path, capsys, monkeypatch):
     def missing(dist):
         raise importlib.metadata.PackageNotFoundError(dist)
 
@@ -339,14 +381,36 @@ def test_throughput_checks_every_tool_is_installed_before_timing_anything(checkp
 
 def test_throughput_profile_names_the_operators_of_one_scan(checkpoint, tmp_path):
     out, profile = tmp_path / "throughput.csv", tmp_path / "profile.txt"
-    argv = ["--checkpoint", str(checkpoint), "--out", str(out), "--sizes-mb", "0.001", "0.002", "--kinds", "log",
-            "--device", "cpu", "--repeats", "1", "--warmup", "0", "--tools", "--profile", str(profile)]
+    argv = [
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--sizes-mb",
+        "0.001",
+        "0.002",
+        "--kinds",
+        "log",
+        "--device",
+        "cpu",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--tools",
+        "--profile",
+        str(profile),
+    ]
     assert run_cli(throughput_main, argv) == 0
     text = profile.read_text()
     assert text.startswith("one scan of ") and "(2097 bytes) on cpu" in text.splitlines()[0]  # the largest file
     assert "aten::" in text and "Self CPU" in text
-    assert run_cli(throughput_main, ["--no-tagger", "--out", str(out), "--tools", "detect-secrets",
-                                     "--profile", str(profile)]) == 2
+    assert (
+        run_cli(
+            throughput_main, ["--no-tagger", "--out", str(out), "--tools", "detect-secrets", "--profile", str(profile)]
+        )
+        == 2
+    )
 
 
 def test_ssd_chunk_size_changes_the_work_split_not_the_probabilities(checkpoint):
@@ -370,8 +434,25 @@ def test_tagger_settings_label_the_csv_rows_and_bf16_casts_the_weights(checkpoin
     with pytest.raises(ConfigError, match="weights must be one of"):
         tune_tagger(model, "float16")
     out = tmp_path / "throughput.csv"
-    argv = ["--checkpoint", str(checkpoint), "--out", str(out), "--sizes-mb", "0.001", "--kinds", "log",
-            "--device", "cpu", "--repeats", "1", "--warmup", "0", "--tools", "--ssd-chunk-size", "8"]
+    argv = [
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--sizes-mb",
+        "0.001",
+        "--kinds",
+        "log",
+        "--device",
+        "cpu",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--tools",
+        "--ssd-chunk-size",
+        "8",
+    ]
     assert run_cli(throughput_main, argv) == 0
     assert pd.read_csv(out).settings.tolist() == ["ssd chunk 8"]
     assert run_cli(throughput_main, [*argv[:-1], "0"]) == 2

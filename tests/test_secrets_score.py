@@ -12,17 +12,32 @@ import numpy as np
 import pytest
 
 from align_mamba.core.errors import ConfigError
-from align_mamba.secrets.score import (BREAKDOWN_COLUMNS, byte_prf, iou, match_spans, merge_spans,
-                                       score_split, wilson_interval)
+from align_mamba.secrets.score import (
+    BREAKDOWN_COLUMNS,
+    byte_prf,
+    iou,
+    match_spans,
+    merge_spans,
+    score_split,
+    wilson_interval,
+)
 from align_mamba.secrets.spans import LabelledFile, Span
 
 
 def labelled(relpath, length, spans=(), decoys=(), decile=None, bucket=1000):
-    return LabelledFile(relpath=relpath, kind="python", length=length, spans=tuple(spans), decoys=tuple(decoys),
-                        target_decile=decile, length_bucket=bucket)
+    return LabelledFile(
+        relpath=relpath,
+        kind="python",
+        length=length,
+        spans=tuple(spans),
+        decoys=tuple(decoys),
+        target_decile=decile,
+        length_bucket=bucket,
+    )
 
 
 # --- Wilson interval: hand-computed with p = s/n, z = 1.96 ---
+
 
 def test_wilson_matches_hand_computed_values():
     assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
@@ -40,6 +55,7 @@ def test_wilson_empty_and_invalid():
 
 
 # --- byte P/R/F1 ---
+
 
 def test_byte_prf_hand_computed():
     truth = np.array([0, 1, 1, 1, 0, 0, 0, 0, 1, 1])  # 5 secret bytes
@@ -59,6 +75,7 @@ def test_byte_prf_empty_cases_follow_the_documented_rule():
 
 
 # --- matching ---
+
 
 def test_exact_match_and_the_half_iou_boundary():
     assert match_spans([Span(10, 20)], [Span(10, 20)]) == [(0, 0)]
@@ -80,16 +97,14 @@ def test_one_prediction_covering_two_truths_matches_only_one():
 def test_two_predictions_on_one_truth_give_one_tp_one_fp():
     assert match_spans([Span(0, 20)], [Span(2, 20), Span(0, 20)]) == [(0, 1)]  # the better IoU
     # In score_split, predictions further apart than merge_gap stay two spans.
-    scores = score_split([labelled("files/a.py", 30, [Span(0, 20)])],
-                         {"files/a.py": [Span(0, 12), Span(15, 20)]})
+    scores = score_split([labelled("files/a.py", 30, [Span(0, 20)])], {"files/a.py": [Span(0, 12), Span(15, 20)]})
     assert (scores.n_pred, scores.span_tp, scores.span_precision, scores.span_recall) == (2, 1, 0.5, 1.0)
     assert scores.false_alarms == 0  # both overlap the secret, so neither is a false alarm
 
 
 def _greedy_best_iou(truth, predicted, threshold):
     """The tempting alternative: take the globally best remaining pair until none is left."""
-    pairs = sorted(((iou(t, p), i, j) for i, t in enumerate(truth) for j, p in enumerate(predicted)),
-                   reverse=True)
+    pairs = sorted(((iou(t, p), i, j) for i, t in enumerate(truth) for j, p in enumerate(predicted)), reverse=True)
     used_t, used_p, out = set(), set(), []
     for value, i, j in pairs:
         if value >= threshold and i not in used_t and j not in used_p:
@@ -111,7 +126,8 @@ def _brute_force_size(truth, predicted, threshold):
     for chosen in itertools.permutations(options, len(truth)):
         picked = [j for j in chosen if j is not None]
         if len(set(picked)) == len(picked) and all(
-                j is None or iou(truth[i], predicted[j]) >= threshold for i, j in enumerate(chosen)):
+            j is None or iou(truth[i], predicted[j]) >= threshold for i, j in enumerate(chosen)
+        ):
             best = max(best, len(picked))
     return best
 
@@ -120,7 +136,10 @@ def test_matching_size_equals_brute_force_on_random_intervals():
     # Overlapping intervals on a short axis at low thresholds: dense candidate graphs, where
     # greedy-by-IoU falls short in a few percent of cases (checked below) and Kuhn must not.
     rng = random.Random(0)
-    spans = lambda n: [Span(s, s + rng.randint(1, 8)) for s in (rng.randint(0, 14) for _ in range(n))]
+
+    def spans(n):
+        return [Span(s, s + rng.randint(1, 8)) for s in (rng.randint(0, 14) for _ in range(n))]
+
     greedy_short = 0
     for _ in range(300):
         truth, predicted = spans(rng.randint(0, 4)), spans(rng.randint(0, 5))
@@ -175,6 +194,7 @@ def test_merge_gap_is_inclusive_and_keeps_first_format():
 
 # --- score_split ---
 
+
 def test_empty_predictions_have_precision_one_and_recall_zero():
     files = [labelled("files/a.py", 100, [Span(10, 30, "aws")])]
     scores = score_split(files, {})
@@ -183,10 +203,14 @@ def test_empty_predictions_have_precision_one_and_recall_zero():
 
 
 def test_files_without_secrets_count_for_false_alarms_and_bytes_only():
-    files = [labelled("files/clean.py", 500_000, decoys=[Span(100, 140, "git_sha"), Span(300, 336, "uuid")]),
-             labelled("files/other.py", 500_000)]
-    scores = score_split(files, {"files/clean.py": [Span(90, 120, "Hex High Entropy String")],
-                                 "files/other.py": [Span(0, 8), Span(20, 30)]})
+    files = [
+        labelled("files/clean.py", 500_000, decoys=[Span(100, 140, "git_sha"), Span(300, 336, "uuid")]),
+        labelled("files/other.py", 500_000),
+    ]
+    scores = score_split(
+        files,
+        {"files/clean.py": [Span(90, 120, "Hex High Entropy String")], "files/other.py": [Span(0, 8), Span(20, 30)]},
+    )
     assert (scores.bytes, scores.n_true, scores.n_pred, scores.false_alarms) == (1_000_000, 0, 3, 3)
     assert scores.false_alarms_per_mb == pytest.approx(3.0)
     assert (scores.span_precision, scores.span_recall, scores.hit_rate) == (0.0, 1.0, 1.0)
@@ -201,8 +225,10 @@ def _breakdown_set():
         labelled("files/b.env", 200, [Span(10, 30, "aws")], decile=9, bucket=1000),
         labelled("files/c.pem", 50, [Span(0, 40, "pem")], decile=None, bucket=100),
     ]
-    predictions = {"files/a.py": [Span(0, 20, "AWS"), Span(30, 35, "Token")],  # exact; a low-IoU hit
-                   "files/b.env": [Span(10, 30, "AWS")]}
+    predictions = {
+        "files/a.py": [Span(0, 20, "AWS"), Span(30, 35, "Token")],  # exact; a low-IoU hit
+        "files/b.env": [Span(10, 30, "AWS")],
+    }
     return files, predictions
 
 
@@ -217,7 +243,10 @@ def test_headline_numbers_on_a_tiny_set():
 
 def test_breakdowns_by_format_decile_and_length():
     scores = score_split(*_breakdown_set())
-    rows = lambda frame, key: {r[key]: (r["true"], r["recalled"]) for r in frame.to_dict("records")}
+
+    def rows(frame, key):
+        return {r[key]: (r["true"], r["recalled"]) for r in frame.to_dict("records")}
+
     assert list(scores.per_format["format"]) == ["aws", "github", "pem"]
     assert rows(scores.per_format, "format") == {"aws": (2, 2), "github": (1, 0), "pem": (1, 0)}
     assert list(scores.by_decile["target_decile"]) == [0, 9, None]  # placed anywhere sorts last
@@ -232,8 +261,14 @@ def test_to_dict_is_strict_json_with_records():
     scores = score_split(*_breakdown_set())
     out = json.loads(json.dumps(scores.to_dict(), allow_nan=False))
     assert out["span_tp"] == 2 and out["by_decile"][-1]["target_decile"] is None
-    assert out["per_format"][0] == {"format": "aws", "true": 2, "recalled": 2, "recall": 1.0,
-                                    "wilson_low": pytest.approx(0.3424, abs=1e-4), "wilson_high": 1.0}
+    assert out["per_format"][0] == {
+        "format": "aws",
+        "true": 2,
+        "recalled": 2,
+        "recall": 1.0,
+        "wilson_low": pytest.approx(0.3424, abs=1e-4),
+        "wilson_high": 1.0,
+    }
 
 
 def test_bad_predictions_are_one_line_errors():

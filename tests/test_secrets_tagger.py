@@ -9,8 +9,16 @@ import torch.nn.functional as F
 
 from align_mamba.core.errors import ConfigError, DataIntegrityError
 from align_mamba.mixers.attention import SelfAttention, rotary, windowed_attention
-from align_mamba.secrets.infer import (SpanDecoder, Window, decode_spans, load_tagger, plan_windows, predict_bytes,
-                                       predict_spans, save_tagger)
+from align_mamba.secrets.infer import (
+    SpanDecoder,
+    Window,
+    decode_spans,
+    load_tagger,
+    plan_windows,
+    predict_bytes,
+    predict_spans,
+    save_tagger,
+)
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
 
 CPU = torch.device("cpu")
@@ -88,12 +96,19 @@ def test_windowed_self_attention_module_matches_a_dense_reference():
     torch.testing.assert_close(attention(x), attention.out_proj(y.transpose(1, 2).reshape(2, 20, 16)))
 
 
-@pytest.mark.parametrize("overrides,field", [
-    (dict(variant="lstm"), "variant"), (dict(attention_layers=(0,)), "attention_layers"),
-    (dict(variant="hybrid", attention_layers=(2,)), "attention_layers"),
-    (dict(variant="hybrid"), "attention_layers"), (dict(headdim=48), "headdim"),
-    (dict(variant="transformer", n_heads=32), "n_heads"), (dict(window=0), "window"), (dict(ssm="s4"), "ssm"),
-])
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        (dict(variant="lstm"), "variant"),
+        (dict(attention_layers=(0,)), "attention_layers"),
+        (dict(variant="hybrid", attention_layers=(2,)), "attention_layers"),
+        (dict(variant="hybrid"), "attention_layers"),
+        (dict(headdim=48), "headdim"),
+        (dict(variant="transformer", n_heads=32), "n_heads"),
+        (dict(window=0), "window"),
+        (dict(ssm="s4"), "ssm"),
+    ],
+)
 def test_bad_tagger_configs_fail_in_one_line_naming_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field) as err:
         TaggerConfig(**{**SMALL, **overrides})
@@ -162,20 +177,29 @@ def test_the_model_never_sees_more_than_chunk_len_plus_twice_the_overlap():
 def _probs(p_secret: list[float], secret_classes: list[list[float]]) -> np.ndarray:
     """(n, 1 + K) probabilities from p(secret) and each byte's split of it over the K formats."""
     split = np.array(secret_classes, dtype=np.float32)
-    return np.column_stack([1 - np.array(p_secret, dtype=np.float32), split / split.sum(1, keepdims=True)
-                            * np.array(p_secret, dtype=np.float32)[:, None]])
+    return np.column_stack(
+        [
+            1 - np.array(p_secret, dtype=np.float32),
+            split / split.sum(1, keepdims=True) * np.array(p_secret, dtype=np.float32)[:, None],
+        ]
+    )
 
 
 def test_decode_spans_on_a_hand_built_probability_array():
     # bytes 2-4: a 3-byte run; two of its bytes lean to format a, but on average it is format b.
     # bytes 7-16: a 10-byte run of format a; bytes 18-19: 2 bytes, shorter than min_len 3.
-    p = [0, 0, .9, .8, .7, 0, .4, .6, .6, .6, .6, .6, .6, .6, .6, .6, .6, .2, .9, .9]
-    classes = [[1, 1]] * 2 + [[.55, .45], [.55, .45], [.05, .95]] + [[1, 1]] * 2 + [[.9, .1]] * 10 + [[1, 1]] * 3
+    p = [0, 0, 0.9, 0.8, 0.7, 0, 0.4, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.2, 0.9, 0.9]
+    classes = (
+        [[1, 1]] * 2 + [[0.55, 0.45], [0.55, 0.45], [0.05, 0.95]] + [[1, 1]] * 2 + [[0.9, 0.1]] * 10 + [[1, 1]] * 3
+    )
     spans = decode_spans(_probs(p, classes), threshold=0.5, min_len=3, class_names=["none", "a", "b"])
     assert [(s.start, s.end, s.format) for s in spans] == [(2, 5, "b"), (7, 17, "a")]
     assert spans[0].score == pytest.approx(0.8, abs=1e-6) and spans[1].score == pytest.approx(0.6, abs=1e-6)
     assert [(s.start, s.end) for s in decode_spans(_probs(p, classes), threshold=0.35, min_len=1)] == [
-        (2, 5), (6, 17), (18, 20)]
+        (2, 5),
+        (6, 17),
+        (18, 20),
+    ]
 
 
 def test_streamed_decoding_joins_runs_across_block_edges():
@@ -184,10 +208,11 @@ def test_streamed_decoding_joins_runs_across_block_edges():
     whole = decode_spans(probs, threshold=0.3, min_len=2)
     decoder = SpanDecoder(["none", "class_1", "class_2"], threshold=0.3, min_len=2)
     for start in range(0, 400, 7):
-        decoder.feed(start, probs[start:start + 7])
+        decoder.feed(start, probs[start : start + 7])
     streamed = decoder.finish()
     assert len(whole) > 10 and [(s.start, s.end, s.format) for s in streamed] == [
-        (s.start, s.end, s.format) for s in whole]
+        (s.start, s.end, s.format) for s in whole
+    ]
     np.testing.assert_allclose([s.score for s in streamed], [s.score for s in whole], rtol=1e-6)
 
 
@@ -197,7 +222,7 @@ def test_feeding_only_the_candidate_rows_decodes_like_the_dense_probabilities():
     whole = decode_spans(probs, threshold=0.3, min_len=2)
     decoder = SpanDecoder(["none", "class_1", "class_2"], threshold=0.3, min_len=2)
     for start in range(0, 500, 64):  # rows far below the threshold never reach the decoder
-        block = probs[start:start + 64]
+        block = probs[start : start + 64]
         rows = np.flatnonzero(block[:, 1:].sum(1) >= 0.2)
         decoder.feed_rows(start, len(block), start + rows, block[rows])
     assert len(whole) > 10 and decoder.finish() == whole

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import align_mamba.secrets.train as tagger_train
+from align_mamba.core.errors import NonFiniteLossError, run_cli
 from align_mamba.core.loop import Loop
 from align_mamba.core.train_config import TrainConfig
 from align_mamba.secrets.data import SecretDataConfig, load_secret_split, read_file_bytes, write_secret_dataset
-from align_mamba.core.errors import NonFiniteLossError, run_cli
 from align_mamba.secrets.evaluate import evaluate_tagger
 from align_mamba.secrets.evaluate import main as evaluate_main
 from align_mamba.secrets.infer import load_tagger, predict_spans, save_tagger
@@ -28,15 +28,33 @@ TAGGER = TaggerTrainConfig(crop_len=256, secret_crop_prob=0.5, secret_weight=3.0
 
 
 def _run(steps: int, model: TaggerConfig = MODEL, **train) -> TaggerRun:
-    settings = dict(steps=steps, batch_size=8, lr=3.0e-3, warmup_steps=5, eval_every=steps, checkpoint_every=steps,
-                    patience=100, device="cpu", backend="reference")
+    settings = dict(
+        steps=steps,
+        batch_size=8,
+        lr=3.0e-3,
+        warmup_steps=5,
+        eval_every=steps,
+        checkpoint_every=steps,
+        patience=100,
+        device="cpu",
+        backend="reference",
+    )
     return TaggerRun(model, TrainConfig(**{**settings, **train}), TAGGER)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    config = SecretDataConfig(seed=0, train_files=40, val_files=10, test_files=4, unseen_files=3, decoy_files=3,
-                              length_buckets=(1024, 2048), train_max_length=2048, secrets_per_file=(1, 3))
+    config = SecretDataConfig(
+        seed=0,
+        train_files=40,
+        val_files=10,
+        test_files=4,
+        unseen_files=3,
+        decoy_files=3,
+        length_buckets=(1024, 2048),
+        train_max_length=2048,
+        secrets_per_file=(1, 3),
+    )
     return write_secret_dataset(config, tmp_path_factory.mktemp("data") / "secrets")
 
 
@@ -45,8 +63,10 @@ def test_training_finds_secrets_the_untrained_model_misses(dataset, tmp_path):
     contents = [read_file_bytes(dataset, "validation", lf) for lf in files]
 
     def val_span_f1(model):
-        return score_split(files, {lf.relpath: predict_spans(model, data, CPU, 1024, 128, min_len=8)
-                                   for lf, data in zip(files, contents)}).span_f1
+        return score_split(
+            files,
+            {lf.relpath: predict_spans(model, data, CPU, 1024, 128, min_len=8) for lf, data in zip(files, contents)},
+        ).span_f1
 
     # The windowed transformer: ~10x faster per step than the reference bidirectional Mamba on CPU.
     run = _run(100, TaggerConfig(variant="transformer", d_model=32, n_layers=2, n_heads=2, window=16), eval_every=50)
@@ -70,6 +90,7 @@ def test_training_never_opens_a_test_split(dataset, tmp_path, monkeypatch):
         def wrapper(data_dir, split, *args):
             opened.add(split)
             return function(data_dir, split, *args)
+
         return wrapper
 
     monkeypatch.setattr(tagger_train, "load_secret_split", recording(tagger_train.load_secret_split))
@@ -117,11 +138,33 @@ def test_nan_loss_stops_loudly_and_writes_no_model(dataset, tmp_path):
 
 
 def test_train_cli_takes_both_flag_spellings_and_a_config_file(dataset, tmp_path):
-    (tmp_path / "run.yaml").write_text("model: {variant: transformer, d_model: 16, n_heads: 2, window: 8}\n"
-                                       "tagger: {crop_len: 64, chunk_len: 512}\n")
-    argv = ["--data", str(dataset), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "run.yaml"),
-            "--n_layers", "1", "--batch-size", "4", "--steps", "2", "--eval_every", "2", "--secret-weight", "2.0",
-            "--overlap", "16", "--device", "cpu", "--backend", "auto"]
+    (tmp_path / "run.yaml").write_text(
+        "model: {variant: transformer, d_model: 16, n_heads: 2, window: 8}\ntagger: {crop_len: 64, chunk_len: 512}\n"
+    )
+    argv = [
+        "--data",
+        str(dataset),
+        "--out",
+        str(tmp_path / "run"),
+        "--config",
+        str(tmp_path / "run.yaml"),
+        "--n_layers",
+        "1",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--eval_every",
+        "2",
+        "--secret-weight",
+        "2.0",
+        "--overlap",
+        "16",
+        "--device",
+        "cpu",
+        "--backend",
+        "auto",
+    ]
     assert run_cli(train_main, argv) == 0
     summary = json.loads((tmp_path / "run" / "train.json").read_text())
     assert summary["model"]["variant"] == "transformer" and summary["model"]["n_layers"] == 1
@@ -130,10 +173,13 @@ def test_train_cli_takes_both_flag_spellings_and_a_config_file(dataset, tmp_path
     assert list(pd.read_csv(tmp_path / "run" / "history.csv").columns) == tagger_train.HISTORY_COLUMNS
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--variant", "hybrid", "--attention-layers", "4"], "error: attention_layers [4] outside [0, n_layers=2)"),
-    (["--secret_crop_prob", "1.5"], "error: secret_crop_prob must be in [0, 1], got 1.5"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--variant", "hybrid", "--attention-layers", "4"], "error: attention_layers [4] outside [0, n_layers=2)"),
+        (["--secret_crop_prob", "1.5"], "error: secret_crop_prob must be in [0, 1], got 1.5"),
+    ],
+)
 def test_train_cli_rejects_bad_values_in_one_line(dataset, tmp_path, capsys, flags, message):
     argv = ["--data", str(dataset), "--out", str(tmp_path / "run"), "--device", "cpu"] + flags
     assert run_cli(train_main, argv) == 2
@@ -144,11 +190,29 @@ def test_train_cli_rejects_bad_values_in_one_line(dataset, tmp_path, capsys, fla
 def test_evaluate_writes_scores_and_predictions_for_every_split(dataset, tmp_path):
     torch.manual_seed(0)
     model = ByteTagger(MODEL, "reference", 3, ("none", "a", "b"))
-    save_tagger(tmp_path / "model.pt", model, {"threshold": 0.5, "min_span_len": 4, "chunk_len": 512, "overlap": 64,
-                                               "train_backend": "reference"})
+    save_tagger(
+        tmp_path / "model.pt",
+        model,
+        {"threshold": 0.5, "min_span_len": 4, "chunk_len": 512, "overlap": 64, "train_backend": "reference"},
+    )
     out = tmp_path / "eval"
-    argv = ["--data", str(dataset), "--checkpoint", str(tmp_path / "model.pt"), "--out", str(out),
-            "--splits", "test", "test_decoys", "--device", "cpu", "--chunk_len", "256", "--overlap", "32"]
+    argv = [
+        "--data",
+        str(dataset),
+        "--checkpoint",
+        str(tmp_path / "model.pt"),
+        "--out",
+        str(out),
+        "--splits",
+        "test",
+        "test_decoys",
+        "--device",
+        "cpu",
+        "--chunk_len",
+        "256",
+        "--overlap",
+        "32",
+    ]
     assert run_cli(evaluate_main, argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["splits"]) == {"test", "test_decoys"} and summary["backend"] == "reference"
@@ -162,6 +226,7 @@ def test_evaluate_writes_scores_and_predictions_for_every_split(dataset, tmp_pat
         assert [line["relpath"] for line in lines] == [lf.relpath for lf in files]
         assert scores["n_pred"] <= sum(len(line["spans"]) for line in lines)
     before = (out / "test" / "predictions.jsonl").read_bytes()
-    evaluate_tagger(tmp_path / "model.pt", dataset, out, ["test"], "cpu", "reference",
-                    {"chunk_len": 256, "overlap": 32})
+    evaluate_tagger(
+        tmp_path / "model.pt", dataset, out, ["test"], "cpu", "reference", {"chunk_len": 256, "overlap": 32}
+    )
     assert (out / "test" / "predictions.jsonl").read_bytes() == before

@@ -41,8 +41,16 @@ LOCAL_ACCOUNT = "local"
 def _tiny_params(dest: Path) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     names = [arch["name"] for arch in params["architectures"][:2]]
-    params["experiments"] = {"tiny": {"architectures": names, "num_pairs": [4], "d_state": [8], "seeds": [0],
-                                      "lrs": [3.0e-3], "confirm": "none"}}
+    params["experiments"] = {
+        "tiny": {
+            "architectures": names,
+            "num_pairs": [4],
+            "d_state": [8],
+            "seeds": [0],
+            "lrs": [3.0e-3],
+            "confirm": "none",
+        }
+    }
     params["data"].update(train_size=256, val_size=64, test_size=64)
     params["train"].update(steps=20, warmup_steps=5, eval_every=10, checkpoint_every=10)
     dest.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -79,8 +87,9 @@ def slurm_account(tmp_path_factory):
         _unavailable("no Slurm controller runs, and starting one needs root (tools/slurm_local.sh start DIR)")
     state = tmp_path_factory.mktemp("slurm")
     try:
-        started = subprocess.run([str(SLURM_LOCAL), "start", str(state)], check=False, capture_output=True,
-                                 text=True, timeout=120)
+        started = subprocess.run(
+            [str(SLURM_LOCAL), "start", str(state)], check=False, capture_output=True, text=True, timeout=120
+        )
         if started.returncode != 0:
             _unavailable(f"tools/slurm_local.sh could not start Slurm: {started.stderr.strip()}")
         yield LOCAL_ACCOUNT
@@ -119,12 +128,24 @@ def test_slurm_profile_runs_jobs_through_sbatch_and_matches_a_local_run(slurm_ac
     (config_home / "snakemake" / "slurm").symlink_to(on_slurm / "workflow" / "profiles" / "slurm")
 
     # The local run shares the CPU with the Slurm jobs, but the slurm run mostly waits on squeue.
-    local_run = subprocess.Popen(["snakemake", "--cores", "2", *CELLS], cwd=local, env=_env(local),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    local_run = subprocess.Popen(
+        ["snakemake", "--cores", "2", *CELLS],
+        cwd=local,
+        env=_env(local),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     started = time.monotonic()
-    cluster = subprocess.run(["snakemake", "--cores", "all", "--profile", "slurm", *CELLS], check=False,
-                             cwd=on_slurm, env=_env(on_slurm, XDG_CONFIG_HOME=str(config_home)),
-                             capture_output=True, text=True, timeout=900)
+    cluster = subprocess.run(
+        ["snakemake", "--cores", "all", "--profile", "slurm", *CELLS],
+        check=False,
+        cwd=on_slurm,
+        env=_env(on_slurm, XDG_CONFIG_HOME=str(config_home)),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     cluster_seconds = time.monotonic() - started
     local_output = local_run.communicate(timeout=900)[0]
     log = cluster.stdout + cluster.stderr
@@ -136,8 +157,7 @@ def test_slurm_profile_runs_jobs_through_sbatch_and_matches_a_local_run(slurm_ac
     assert len(job_ids) == 6, log[-4000:]
     rules = []
     for job_id in job_ids:
-        shown = subprocess.run(["scontrol", "show", "job", job_id], check=False, capture_output=True,
-                               text=True).stdout
+        shown = subprocess.run(["scontrol", "show", "job", job_id], check=False, capture_output=True, text=True).stdout
         assert "JobState=COMPLETED" in shown, shown
         rules += re.findall(r"Comment=rule_([a-z_]+?)(?:_wildcards_\S*)?\s", shown)
         if slurm_account:

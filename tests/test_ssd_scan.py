@@ -32,8 +32,9 @@ def loop64(x, dt, A, B, C, D, h0):
         for head in range(heads):
             g = head // per_group
             for t in range(length):
-                h[b, head] = torch.exp(dt[b, t, head] * A[head]) * h[b, head] \
-                    + dt[b, t, head] * torch.outer(x[b, t, head], B[b, t, g])
+                h[b, head] = torch.exp(dt[b, t, head] * A[head]) * h[b, head] + dt[b, t, head] * torch.outer(
+                    x[b, t, head], B[b, t, g]
+                )
                 y[b, t, head] = h[b, head] @ C[b, t, g] + D[head] * x[b, t, head]
     return y, h
 
@@ -85,8 +86,11 @@ def tagger_path(tmp_path_factory):
     config = TaggerConfig(d_model=32, n_layers=2, d_state=8, headdim=16, chunk_size=64)
     names = ("none", "token", "key")
     path = tmp_path_factory.mktemp("tagger") / "model.pt"
-    save_tagger(path, ByteTagger(config, "reference", len(names), names),
-                {"threshold": 0.5, "min_span_len": 4, "chunk_len": 512, "overlap": 64})
+    save_tagger(
+        path,
+        ByteTagger(config, "reference", len(names), names),
+        {"threshold": 0.5, "min_span_len": 4, "chunk_len": 512, "overlap": 64},
+    )
     return path
 
 
@@ -115,8 +119,9 @@ def test_the_cpu_path_is_selected_on_load_and_gives_todays_probabilities_and_spa
         spans_fast = predict_spans(model, data, torch.device("cpu"), 512, 64, 4, threshold, 1)
         for mixer in mixers:
             mixer.scan_block = None
-        assert spans_slow and [(s.start, s.end, s.format) for s in spans_fast] == \
-            [(s.start, s.end, s.format) for s in spans_slow]
+        assert spans_slow and [(s.start, s.end, s.format) for s in spans_fast] == [
+            (s.start, s.end, s.format) for s in spans_slow
+        ]
         assert [s.score for s in spans_fast] == pytest.approx([s.score for s in spans_slow], abs=1e-5)
 
 

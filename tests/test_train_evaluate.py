@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 import torch
 
+from align_mamba.core.errors import ConfigError, DataIntegrityError, NonFiniteLossError
 from align_mamba.recall.checkpoint import load_model
 from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
-from align_mamba.recall.mqar import MQARConfig
-from align_mamba.recall.storage import load_mqar, write_mqar
-from align_mamba.core.errors import ConfigError, DataIntegrityError, NonFiniteLossError
 from align_mamba.recall.evaluate import evaluate_cell, slice_metrics
 from align_mamba.recall.metrics import CellMetrics
+from align_mamba.recall.mqar import MQARConfig
+from align_mamba.recall.storage import load_mqar, write_mqar
 from align_mamba.recall.train import learning_rate, train_cell
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -30,19 +30,32 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 @pytest.fixture(scope="module")
 def mqar4(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "np4"
-    write_mqar(MQARConfig(num_pairs=4, seq_len=16, num_queries=None, train_size=1000, val_size=200,
-                          test_size=500, seed=0), out)
+    write_mqar(
+        MQARConfig(num_pairs=4, seq_len=16, num_queries=None, train_size=1000, val_size=200, test_size=500, seed=0), out
+    )
     return out
 
 
 def test_transformer_reaches_high_accuracy_at_four_pairs(tmp_path):
     # 100k examples: with fewer, the model memorises training examples before it learns to recall.
-    data = write_mqar(MQARConfig(num_pairs=4, seq_len=16, num_queries=None, train_size=100_000, val_size=400,
-                                 test_size=1000, seed=0), tmp_path / "np4")
+    data = write_mqar(
+        MQARConfig(num_pairs=4, seq_len=16, num_queries=None, train_size=100_000, val_size=400, test_size=1000, seed=0),
+        tmp_path / "np4",
+    )
     cell = CellConfig(
         ModelConfig(variant="transformer", d_model=128, n_layers=2, n_heads=4),
-        TrainConfig(steps=3000, batch_size=64, lr=3.0e-3, warmup_steps=30, eval_every=100, checkpoint_every=3000,
-                    patience=100, target_accuracy=0.97, device="cpu", backend="reference"),
+        TrainConfig(
+            steps=3000,
+            batch_size=64,
+            lr=3.0e-3,
+            warmup_steps=30,
+            eval_every=100,
+            checkpoint_every=3000,
+            patience=100,
+            target_accuracy=0.97,
+            device="cpu",
+            backend="reference",
+        ),
     )
     summary = train_cell(cell, data, tmp_path / "run")
     metrics = evaluate_cell(tmp_path / "run" / "model.pt", [data], "reference", "cpu", 256)
@@ -66,13 +79,24 @@ def test_pure_mamba2_cell_trains_and_records_what_ran(mqar4, tmp_path):
 
 def test_hybrid_cell_trains_and_evaluates_across_slices(mqar4, tmp_path):
     other = tmp_path / "np6"
-    write_mqar(MQARConfig(num_pairs=6, seq_len=32, num_queries=4, train_size=64, val_size=16, test_size=40,
-                          seed=1), other)
+    write_mqar(
+        MQARConfig(num_pairs=6, seq_len=32, num_queries=4, train_size=64, val_size=16, test_size=40, seed=1), other
+    )
     cell = CellConfig(
-        ModelConfig(variant="hybrid", hybrid_positions=(0,), d_model=32, n_layers=2, encoder_layers=1,
-                    d_state=8, headdim=16, chunk_size=8, n_heads=2),
-        TrainConfig(steps=6, batch_size=16, lr=2.5e-3, eval_every=3, checkpoint_every=3, device="cpu",
-                    backend="reference"),
+        ModelConfig(
+            variant="hybrid",
+            hybrid_positions=(0,),
+            d_model=32,
+            n_layers=2,
+            encoder_layers=1,
+            d_state=8,
+            headdim=16,
+            chunk_size=8,
+            n_heads=2,
+        ),
+        TrainConfig(
+            steps=6, batch_size=16, lr=2.5e-3, eval_every=3, checkpoint_every=3, device="cpu", backend="reference"
+        ),
     )
     train_cell(cell, mqar4, tmp_path / "run")
     metrics = evaluate_cell(tmp_path / "run" / "model.pt", [mqar4, other], "reference", "cpu", 64)
@@ -121,10 +145,41 @@ def test_learning_rate_warms_up_then_decays_to_floor():
 
 
 def _train_command(data: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "align_mamba.recall.train", "--data", str(data), "--out", str(out),
-            "--variant", "mamba2", "--d-model", "32", "--n-layers", "2", "--d-state", "8", "--headdim", "16",
-            "--chunk-size", "8", "--steps", "40", "--batch-size", "16", "--eval-every", "10",
-            "--checkpoint-every", "5", "--patience", "100", "--device", "cpu", "--backend", "reference"]
+    return [
+        sys.executable,
+        "-m",
+        "align_mamba.recall.train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--variant",
+        "mamba2",
+        "--d-model",
+        "32",
+        "--n-layers",
+        "2",
+        "--d-state",
+        "8",
+        "--headdim",
+        "16",
+        "--chunk-size",
+        "8",
+        "--steps",
+        "40",
+        "--batch-size",
+        "16",
+        "--eval-every",
+        "10",
+        "--checkpoint-every",
+        "5",
+        "--patience",
+        "100",
+        "--device",
+        "cpu",
+        "--backend",
+        "reference",
+    ]
 
 
 def _kill_after_first_checkpoint(command: list[str], out: Path, env: dict) -> None:
@@ -161,7 +216,7 @@ def test_resume_ignores_a_checkpoint_of_other_parameters(mqar4, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     command = _train_command(mqar4, tmp_path / "run")
     _kill_after_first_checkpoint(command, tmp_path / "run", env)
-    changed = command[:command.index("--steps")] + ["--steps", "20"] + command[command.index("--steps") + 2:]
+    changed = command[: command.index("--steps")] + ["--steps", "20"] + command[command.index("--steps") + 2 :]
     result = subprocess.run(changed, env=env, check=True, capture_output=True, text=True)
     assert "starting afresh" in result.stderr
     assert json.loads((tmp_path / "run" / "train.json").read_text())["steps_run"] == 20
@@ -173,7 +228,8 @@ def test_train_cli_rejects_bad_values_in_one_line(mqar4, tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: hybrid_positions [5] outside [0, n_layers=2); raise n_layers to at least 6"]
+        "error: hybrid_positions [5] outside [0, n_layers=2); raise n_layers to at least 6"
+    ]
     assert not (tmp_path / "run").exists()
 
 
@@ -204,18 +260,26 @@ def test_evaluate_rejects_a_non_checkpoint_and_a_foreign_first_test_set(mqar4, t
     not_a_checkpoint.write_bytes(b"not a checkpoint")
     with pytest.raises(DataIntegrityError, match="is not an align-mamba checkpoint"):
         evaluate_cell(not_a_checkpoint, [mqar4], "reference", "cpu", 64)
-    cell = CellConfig(ModelConfig(variant="transformer", d_model=32, n_layers=1, n_heads=2),
-                      TrainConfig(steps=2, batch_size=16, eval_every=2, device="cpu"))
+    cell = CellConfig(
+        ModelConfig(variant="transformer", d_model=32, n_layers=1, n_heads=2),
+        TrainConfig(steps=2, batch_size=16, eval_every=2, device="cpu"),
+    )
     train_cell(cell, mqar4, tmp_path / "run")
-    other = write_mqar(MQARConfig(num_pairs=5, seq_len=20, num_queries=None, train_size=20, val_size=5,
-                                  test_size=5, seed=2), tmp_path / "np5")
+    other = write_mqar(
+        MQARConfig(num_pairs=5, seq_len=20, num_queries=None, train_size=20, val_size=5, test_size=5, seed=2),
+        tmp_path / "np5",
+    )
     with pytest.raises(ConfigError, match="must be the cell's own test set"):
         evaluate_cell(tmp_path / "run" / "model.pt", [other, mqar4], "reference", "cpu", 64)
 
 
 def test_the_model_vocabulary_follows_the_data_and_a_foreign_one_is_refused(mqar4, tmp_path):
-    small = write_mqar(MQARConfig(num_pairs=4, seq_len=16, num_queries=None, num_keys=16, train_size=200,
-                                  val_size=50, test_size=50, seed=0), tmp_path / "np4-k16")
+    small = write_mqar(
+        MQARConfig(
+            num_pairs=4, seq_len=16, num_queries=None, num_keys=16, train_size=200, val_size=50, test_size=50, seed=0
+        ),
+        tmp_path / "np4-k16",
+    )
     cell = CellConfig(
         ModelConfig(variant="mamba2", d_model=32, n_layers=1, d_state=8, headdim=16, chunk_size=8),
         TrainConfig(steps=4, batch_size=16, eval_every=2, checkpoint_every=4, device="cpu", backend="reference"),

@@ -43,8 +43,11 @@ def build_params(raw: Any, source: str = "params.yaml") -> Params:
     require(not missing, f"{source}: section(s) {', '.join(missing)} missing or not a mapping")
     recall = build_recall_params(raw, source)
     try:
-        return Params(recall=recall, secrets=load_secrets_settings(raw["secrets"], recall.run),
-                      bench=load_bench_config(raw["bench"]))
+        return Params(
+            recall=recall,
+            secrets=load_secrets_settings(raw["secrets"], recall.run),
+            bench=load_bench_config(raw["bench"]),
+        )
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 

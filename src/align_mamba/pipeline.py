@@ -121,35 +121,53 @@ def _log(*parts: str) -> str:
 def recall_stages(params: Params) -> Iterator[Stage]:
     data_code = code_deps("align_mamba.recall.data")
     for num_pairs in params.recall.num_pairs:
-        yield Stage("mqar_data", f"np{num_pairs}",
-                    f"python -m align_mamba.recall.data --params {PARAMS_FILE} --num-pairs {num_pairs} "
-                    f"--out {data_dir(num_pairs)} --log {_log('mqar_data', f'np{num_pairs}')}",
-                    deps=(VALIDATED, *data_code), outs=(data_dir(num_pairs),), params=("data",))
+        yield Stage(
+            "mqar_data",
+            f"np{num_pairs}",
+            f"python -m align_mamba.recall.data --params {PARAMS_FILE} --num-pairs {num_pairs} "
+            f"--out {data_dir(num_pairs)} --log {_log('mqar_data', f'np{num_pairs}')}",
+            deps=(VALIDATED, *data_code),
+            outs=(data_dir(num_pairs),),
+            params=("data",),
+        )
     train_code, evaluate_code = code_deps("align_mamba.recall.train"), code_deps("align_mamba.recall.evaluate")
     for cell in params.recall.cells:
-        yield Stage("train", cell.id,
-                    f"python -m align_mamba.recall.train --params {PARAMS_FILE} --cell {cell.id} "
-                    f"--log {_log('train', cell.id)}",
-                    deps=(VALIDATED, cell.data_dir, *train_code),
-                    outs=(f"{cell.run_dir}/model.pt", f"{cell.run_dir}/history.csv", f"{cell.run_dir}/train.json"),
-                    params=_cell_params(params, cell), plots=((f"{cell.run_dir}/history.csv", "step", "loss"),),
-                    gpu=True)
-        yield Stage("evaluate", cell.id,
-                    f"python -m align_mamba.recall.evaluate --params {PARAMS_FILE} --cell {cell.id} "
-                    f"--log {_log('evaluate', cell.id)}",
-                    deps=(VALIDATED, f"{cell.run_dir}/model.pt", cell.data_dir, *evaluate_code),
-                    outs=(cell.metrics,), params=("run", "evaluate"), gpu=True)
+        yield Stage(
+            "train",
+            cell.id,
+            f"python -m align_mamba.recall.train --params {PARAMS_FILE} --cell {cell.id} "
+            f"--log {_log('train', cell.id)}",
+            deps=(VALIDATED, cell.data_dir, *train_code),
+            outs=(f"{cell.run_dir}/model.pt", f"{cell.run_dir}/history.csv", f"{cell.run_dir}/train.json"),
+            params=_cell_params(params, cell),
+            plots=((f"{cell.run_dir}/history.csv", "step", "loss"),),
+            gpu=True,
+        )
+        yield Stage(
+            "evaluate",
+            cell.id,
+            f"python -m align_mamba.recall.evaluate --params {PARAMS_FILE} --cell {cell.id} "
+            f"--log {_log('evaluate', cell.id)}",
+            deps=(VALIDATED, f"{cell.run_dir}/model.pt", cell.data_dir, *evaluate_code),
+            outs=(cell.metrics,),
+            params=("run", "evaluate"),
+            gpu=True,
+        )
     confirm_code = code_deps("align_mamba.recall.confirm")
     for cell in params.recall.cells:
         if cell.confirm_mode(params.recall) == "none":
             continue
         neighbours = tuple(f"{other.run_dir}/train.json" for other in row(params.recall, cell))
-        yield Stage("confirm", cell.id,
-                    f"python -m align_mamba.recall.confirm --params {PARAMS_FILE} --cell {cell.id} "
-                    f"--log {_log('confirm', cell.id)}",
-                    deps=(VALIDATED, f"{cell.run_dir}/train.json", *neighbours, cell.data_dir, *confirm_code),
-                    outs=(cell.confirm_metrics,), params=(*_cell_params(params, cell), "report", "evaluate"),
-                    gpu=True)
+        yield Stage(
+            "confirm",
+            cell.id,
+            f"python -m align_mamba.recall.confirm --params {PARAMS_FILE} --cell {cell.id} "
+            f"--log {_log('confirm', cell.id)}",
+            deps=(VALIDATED, f"{cell.run_dir}/train.json", *neighbours, cell.data_dir, *confirm_code),
+            outs=(cell.confirm_metrics,),
+            params=(*_cell_params(params, cell), "report", "evaluate"),
+            gpu=True,
+        )
 
 
 def tagger_dir(name: str) -> str:
@@ -158,50 +176,75 @@ def tagger_dir(name: str) -> str:
 
 def secrets_stages(params: Params) -> Iterator[Stage]:
     secrets = params.secrets
-    yield Stage("secrets_data", "",
-                f"python -m align_mamba.secrets.data --params {PARAMS_FILE} --out {SECRETS_DATA} "
-                f"--log {_log('secrets', 'data')}",
-                deps=(VALIDATED, *code_deps("align_mamba.secrets.data.__main__")), outs=(SECRETS_DATA,),
-                params=("secrets.data",))
+    yield Stage(
+        "secrets_data",
+        "",
+        f"python -m align_mamba.secrets.data --params {PARAMS_FILE} --out {SECRETS_DATA} "
+        f"--log {_log('secrets', 'data')}",
+        deps=(VALIDATED, *code_deps("align_mamba.secrets.data.__main__")),
+        outs=(SECRETS_DATA,),
+        params=("secrets.data",),
+    )
     train_code, evaluate_code = code_deps("align_mamba.secrets.train"), code_deps("align_mamba.secrets.evaluate")
     for tagger in secrets.taggers:
         run_dir = tagger_dir(tagger.name)
-        yield Stage("secrets_train", tagger.name,
-                    f"python -m align_mamba.secrets.train --params {PARAMS_FILE} --tagger {tagger.name} "
-                    f"--data {SECRETS_DATA} --out {run_dir} --log {_log('secrets', 'train', tagger.name)}",
-                    deps=(VALIDATED, SECRETS_DATA, *train_code),
-                    outs=(f"{run_dir}/model.pt", f"{run_dir}/history.csv", f"{run_dir}/train.json"),
-                    params=("secrets.taggers", "secrets.model", "secrets.train", "secrets.tagger", "run"),
-                    plots=((f"{run_dir}/history.csv", "step", "loss"),), gpu=True)
-        yield Stage("secrets_evaluate", tagger.name,
-                    f"python -m align_mamba.secrets.evaluate --params {PARAMS_FILE} --data {SECRETS_DATA} "
-                    f"--checkpoint {run_dir}/model.pt --out {SECRETS_RESULTS}/{tagger.name} "
-                    f"--log {_log('secrets', 'evaluate', tagger.name)}",
-                    deps=(VALIDATED, f"{run_dir}/model.pt", SECRETS_DATA, *evaluate_code),
-                    outs=(f"{SECRETS_RESULTS}/{tagger.name}",), params=("secrets.evaluate", "run"), gpu=True)
-    yield Stage("secrets_baselines", "",
-                f"python -m align_mamba.secrets.baselines --params {PARAMS_FILE} --data {SECRETS_DATA} "
-                f"--out {SECRETS_RESULTS}/baselines --log {_log('secrets', 'baselines')}",
-                deps=(VALIDATED, SECRETS_DATA, *code_deps("align_mamba.secrets.baselines")),
-                outs=(f"{SECRETS_RESULTS}/baselines",), params=("secrets.evaluate", "secrets.baselines"))
+        yield Stage(
+            "secrets_train",
+            tagger.name,
+            f"python -m align_mamba.secrets.train --params {PARAMS_FILE} --tagger {tagger.name} "
+            f"--data {SECRETS_DATA} --out {run_dir} --log {_log('secrets', 'train', tagger.name)}",
+            deps=(VALIDATED, SECRETS_DATA, *train_code),
+            outs=(f"{run_dir}/model.pt", f"{run_dir}/history.csv", f"{run_dir}/train.json"),
+            params=("secrets.taggers", "secrets.model", "secrets.train", "secrets.tagger", "run"),
+            plots=((f"{run_dir}/history.csv", "step", "loss"),),
+            gpu=True,
+        )
+        yield Stage(
+            "secrets_evaluate",
+            tagger.name,
+            f"python -m align_mamba.secrets.evaluate --params {PARAMS_FILE} --data {SECRETS_DATA} "
+            f"--checkpoint {run_dir}/model.pt --out {SECRETS_RESULTS}/{tagger.name} "
+            f"--log {_log('secrets', 'evaluate', tagger.name)}",
+            deps=(VALIDATED, f"{run_dir}/model.pt", SECRETS_DATA, *evaluate_code),
+            outs=(f"{SECRETS_RESULTS}/{tagger.name}",),
+            params=("secrets.evaluate", "run"),
+            gpu=True,
+        )
+    yield Stage(
+        "secrets_baselines",
+        "",
+        f"python -m align_mamba.secrets.baselines --params {PARAMS_FILE} --data {SECRETS_DATA} "
+        f"--out {SECRETS_RESULTS}/baselines --log {_log('secrets', 'baselines')}",
+        deps=(VALIDATED, SECRETS_DATA, *code_deps("align_mamba.secrets.baselines")),
+        outs=(f"{SECRETS_RESULTS}/baselines",),
+        params=("secrets.evaluate", "secrets.baselines"),
+    )
 
 
 def bench_stages(params: Params) -> Iterator[Stage]:
-    yield Stage("bench", "",
-                f"python -m align_mamba.bench --params {PARAMS_FILE} --out {BENCH_DIR} --log {_log('bench', 'bench')}",
-                deps=(VALIDATED, *code_deps("align_mamba.bench.__main__")),
-                outs=(f"{BENCH_DIR}/mixers.csv", f"{BENCH_DIR}/train_step.csv", f"{BENCH_DIR}/summary.json"),
-                params=("bench",),
-                plots=((f"{BENCH_DIR}/mixers.csv", "seq_len", "tokens_per_s"),
-                       (f"{BENCH_DIR}/train_step.csv", "rung", "tokens_per_s")))
+    yield Stage(
+        "bench",
+        "",
+        f"python -m align_mamba.bench --params {PARAMS_FILE} --out {BENCH_DIR} --log {_log('bench', 'bench')}",
+        deps=(VALIDATED, *code_deps("align_mamba.bench.__main__")),
+        outs=(f"{BENCH_DIR}/mixers.csv", f"{BENCH_DIR}/train_step.csv", f"{BENCH_DIR}/summary.json"),
+        params=("bench",),
+        plots=(
+            (f"{BENCH_DIR}/mixers.csv", "seq_len", "tokens_per_s"),
+            (f"{BENCH_DIR}/train_step.csv", "rung", "tokens_per_s"),
+        ),
+    )
     checkpoint = f"{tagger_dir(params.secrets.scan_tagger)}/model.pt"
-    yield Stage("scan_throughput", "",
-                f"python -m align_mamba.secrets.throughput --params {PARAMS_FILE} --checkpoint {checkpoint} "
-                f"--out {BENCH_DIR}/scan_throughput.csv --log {_log('bench', 'scan_throughput')}",
-                deps=(VALIDATED, checkpoint, *code_deps("align_mamba.secrets.throughput")),
-                outs=(f"{BENCH_DIR}/scan_throughput.csv",),
-                params=("secrets.throughput", "secrets.scan_tagger", "run"),
-                plots=((f"{BENCH_DIR}/scan_throughput.csv", "size_mb", "mb_per_s"),))
+    yield Stage(
+        "scan_throughput",
+        "",
+        f"python -m align_mamba.secrets.throughput --params {PARAMS_FILE} --checkpoint {checkpoint} "
+        f"--out {BENCH_DIR}/scan_throughput.csv --log {_log('bench', 'scan_throughput')}",
+        deps=(VALIDATED, checkpoint, *code_deps("align_mamba.secrets.throughput")),
+        outs=(f"{BENCH_DIR}/scan_throughput.csv",),
+        params=("secrets.throughput", "secrets.scan_tagger", "run"),
+        plots=((f"{BENCH_DIR}/scan_throughput.csv", "size_mb", "mb_per_s"),),
+    )
 
 
 REPORT_OUTS = ("results/report.md", "results/report.html", "results/cells.csv", "results/figures")
@@ -212,18 +255,27 @@ def report_stage(params: Params, before: list[Stage]) -> Stage:
     """The report reads every cell's metrics and the other studies' results: it runs last."""
     wanted = {"evaluate", "confirm", "secrets_evaluate", "secrets_baselines", "bench", "scan_throughput"}
     inputs = tuple(out for stage in before if stage.rule in wanted for out in stage.outs)
-    return Stage("report", "",
-                 f"python -m align_mamba.report --params {PARAMS_FILE} --cells results/cells --bench {BENCH_DIR} "
-                 f"--secrets {SECRETS_RESULTS} --out results --log {_log('report', 'report')}",
-                 deps=(VALIDATED, *inputs, *code_deps("align_mamba.report.__main__")),
-                 outs=REPORT_OUTS, params=("architectures", "experiments", "report"), metrics=(METRICS,))
+    return Stage(
+        "report",
+        "",
+        f"python -m align_mamba.report --params {PARAMS_FILE} --cells results/cells --bench {BENCH_DIR} "
+        f"--secrets {SECRETS_RESULTS} --out results --log {_log('report', 'report')}",
+        deps=(VALIDATED, *inputs, *code_deps("align_mamba.report.__main__")),
+        outs=REPORT_OUTS,
+        params=("architectures", "experiments", "report"),
+        metrics=(METRICS,),
+    )
 
 
 def stages(params: Params) -> list[Stage]:
     """Every job of the pipeline, in an order that runs (each stage after the stages it reads)."""
-    validate = Stage("validate", "",
-                     f"python -m align_mamba.pipeline check {PARAMS_FILE} --dvc-yaml dvc.yaml --out {VALIDATED}",
-                     deps=(PARAMS_FILE, *code_deps("align_mamba.pipeline")), outs=(VALIDATED,))
+    validate = Stage(
+        "validate",
+        "",
+        f"python -m align_mamba.pipeline check {PARAMS_FILE} --dvc-yaml dvc.yaml --out {VALIDATED}",
+        deps=(PARAMS_FILE, *code_deps("align_mamba.pipeline")),
+        outs=(VALIDATED,),
+    )
     jobs = [validate, *recall_stages(params), *secrets_stages(params), *bench_stages(params)]
     return [*jobs, report_stage(params, jobs)]
 
@@ -243,8 +295,10 @@ def dvc_yaml(params: Params) -> str:
         if stage.plots:
             entry["plots"] = [{path: {"x": x, "y": y}} for path, x, y in stage.plots]
         entries[stage.name] = entry
-    header = ("# Generated from params.yaml by `python -m align_mamba.pipeline dvc`: do not edit by hand.\n"
-              "# `dvc repro` checks it first (stage validate) and says when to regenerate it.\n")
+    header = (
+        "# Generated from params.yaml by `python -m align_mamba.pipeline dvc`: do not edit by hand.\n"
+        "# `dvc repro` checks it first (stage validate) and says when to regenerate it.\n"
+    )
     return header + yaml.safe_dump({"stages": entries}, sort_keys=False, width=1000)
 
 
@@ -254,16 +308,20 @@ def check(params_path: Path, dvc_yaml_path: Path | None, out: Path | None) -> Pa
         expected = dvc_yaml(params)
         found = dvc_yaml_path.read_text() if dvc_yaml_path.is_file() else ""
         if found != expected:
-            raise ConfigError(f"{dvc_yaml_path} does not match {params_path}: regenerate it with "
-                              f"`python -m align_mamba.pipeline dvc`, then rerun")
+            raise ConfigError(
+                f"{dvc_yaml_path} does not match {params_path}: regenerate it with "
+                f"`python -m align_mamba.pipeline dvc`, then rerun"
+            )
     if out is not None:
         # Constant content: a valid edit of params.yaml must not invalidate every later stage.
         atomic_write_text(out, "params.yaml is valid\n")
     return params
 
 
-USAGE = ("usage: python -m align_mamba.pipeline check [PARAMS] [--dvc-yaml FILE] [--out FILE]\n"
-         "       python -m align_mamba.pipeline dvc [PARAMS] [--out dvc.yaml]")
+USAGE = (
+    "usage: python -m align_mamba.pipeline check [PARAMS] [--dvc-yaml FILE] [--out FILE]\n"
+    "       python -m align_mamba.pipeline dvc [PARAMS] [--out dvc.yaml]"
+)
 
 
 def _options(args: list[str], names: tuple[str, ...]) -> tuple[list[str], dict[str, Path]]:

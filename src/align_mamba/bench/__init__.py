@@ -8,5 +8,19 @@ from align_mamba.bench.run import COLUMNS, run_bench
 from align_mamba.bench.summary import Crossover, crossover, crossovers, wrapper_tax
 from align_mamba.bench.timing import Timing, Workload, is_oom, median, time_call
 
-__all__ = ["COLUMNS", "BenchConfig", "Crossover", "Timing", "Workload", "batch_size", "crossover", "crossovers",
-           "is_oom", "load_bench_config", "median", "run_bench", "time_call", "wrapper_tax"]
+__all__ = [
+    "COLUMNS",
+    "BenchConfig",
+    "Crossover",
+    "Timing",
+    "Workload",
+    "batch_size",
+    "crossover",
+    "crossovers",
+    "is_oom",
+    "load_bench_config",
+    "median",
+    "run_bench",
+    "time_call",
+    "wrapper_tax",
+]

@@ -14,8 +14,8 @@ from pathlib import Path
 from align_mamba.bench.config import BenchConfig, config_fields, load_bench_config
 from align_mamba.bench.run import run_bench
 from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
-from align_mamba.core.params import read_yaml
 from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.core.params import read_yaml
 
 log = logging.getLogger("align_mamba.bench")
 
@@ -35,8 +35,14 @@ def parse_config(argv: list[str] | None) -> tuple[BenchConfig, Path, Path | None
     group = parser.add_argument_group("bench settings")
     defaults = BenchConfig.__dataclass_fields__
     for name, kind, is_list in config_fields():
-        group.add_argument(*flag_names(name), dest=name, type=kind, nargs="*" if is_list else None, default=None,
-                           help=f"default {defaults[name].default!r}")
+        group.add_argument(
+            *flag_names(name),
+            dest=name,
+            type=kind,
+            nargs="*" if is_list else None,
+            default=None,
+            help=f"default {defaults[name].default!r}",
+        )
     args = parser.parse_args(argv)
     values = _params_section(args.params) if args.params else {}
     values.update({name: getattr(args, name) for name, _, _ in config_fields() if getattr(args, name) is not None})

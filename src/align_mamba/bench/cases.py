@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from align_mamba.core.backends import has_causal_conv1d, mamba_ssm_status, runs_fused
 from align_mamba.bench.config import BenchConfig, dtype_name
 from align_mamba.bench.decode import architecture_decode, autocast, mixer_decode
 from align_mamba.bench.timing import CaseSkipped, Workload
+from align_mamba.core.backends import has_causal_conv1d, mamba_ssm_status, runs_fused
 from align_mamba.mixers import DeltaNet, GatedDeltaNet, Mamba, Mamba2, Mamba3, SelfAttention
 from align_mamba.recall.models import RecallModel, build_model
 
@@ -47,7 +47,7 @@ class RawAttention(SelfAttention):
         batch = x.shape[0]
         q, k, v = self.qkv_proj(x).view(batch, 1, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         cache[0][:, :, position], cache[1][:, :, position] = k[:, :, 0], v[:, :, 0]
-        y = F.scaled_dot_product_attention(q, cache[0][:, :, :position + 1], cache[1][:, :, :position + 1])
+        y = F.scaled_dot_product_attention(q, cache[0][:, :, : position + 1], cache[1][:, :, : position + 1])
         return self.out_proj(y.transpose(1, 2).reshape(batch, 1, -1))
 
 
@@ -61,7 +61,9 @@ def layer_backend(device: torch.device, mixer: str) -> str:
         return "reference"
     reason = mamba_ssm_status(mixer)
     if reason is not None:
-        raise CaseSkipped(f"align_mamba's {mixer} layers run mamba-ssm's kernels on cuda, which cannot run here: {reason}")
+        raise CaseSkipped(
+            f"align_mamba's {mixer} layers run mamba-ssm's kernels on cuda, which cannot run here: {reason}"
+        )
     return "kernels"
 
 
@@ -76,8 +78,15 @@ def _raw_mamba2(cfg: BenchConfig, d_state: int, device: torch.device) -> nn.Modu
     from mamba_ssm.modules.mamba2 import Mamba2 as KernelMamba2
 
     fused = has_causal_conv1d()  # the same path align_mamba's factory takes on this machine
-    module = KernelMamba2(cfg.d_model, d_state=d_state, d_conv=cfg.d_conv, expand=cfg.expand, headdim=cfg.headdim,
-                          chunk_size=cfg.chunk_size, use_mem_eff_path=fused)
+    module = KernelMamba2(
+        cfg.d_model,
+        d_state=d_state,
+        d_conv=cfg.d_conv,
+        expand=cfg.expand,
+        headdim=cfg.headdim,
+        chunk_size=cfg.chunk_size,
+        use_mem_eff_path=fused,
+    )
     module.backend, module.fused = "kernels", fused
     return module
 
@@ -116,34 +125,58 @@ class MixerCase:
 
 
 def _mamba2(cfg: BenchConfig, d_state: int, device: torch.device, backend: str) -> nn.Module:
-    return Mamba2(cfg.d_model, d_state, d_conv=cfg.d_conv, expand=cfg.expand, headdim=cfg.headdim,
-                  chunk_size=cfg.chunk_size, backend=backend)
+    return Mamba2(
+        cfg.d_model,
+        d_state,
+        d_conv=cfg.d_conv,
+        expand=cfg.expand,
+        headdim=cfg.headdim,
+        chunk_size=cfg.chunk_size,
+        backend=backend,
+    )
 
 
 def _delta(cfg: BenchConfig, d_state: int, device: torch.device, gated: bool) -> nn.Module:
     build, mixer = (GatedDeltaNet, "gated_deltanet") if gated else (DeltaNet, "deltanet")
-    return build(cfg.d_model, d_state, headdim=cfg.headdim, expand=cfg.expand, d_conv=cfg.d_conv,
-                 chunk_size=cfg.chunk_size, backend=layer_backend(device, mixer))
+    return build(
+        cfg.d_model,
+        d_state,
+        headdim=cfg.headdim,
+        expand=cfg.expand,
+        d_conv=cfg.d_conv,
+        chunk_size=cfg.chunk_size,
+        backend=layer_backend(device, mixer),
+    )
 
 
 MIXER_CASES: dict[str, MixerCase] = {
-    "attention": MixerCase("mixer", lambda cfg, _, dev: SelfAttention(cfg.d_model, cfg.n_heads), "kv",
-                           uses_state=False),
-    "mamba2": MixerCase("mixer", lambda cfg, ds, dev: _mamba2(cfg, ds, dev, layer_backend(dev, "mamba2")),
-                        "recurrent"),
+    "attention": MixerCase(
+        "mixer", lambda cfg, _, dev: SelfAttention(cfg.d_model, cfg.n_heads), "kv", uses_state=False
+    ),
+    "mamba2": MixerCase("mixer", lambda cfg, ds, dev: _mamba2(cfg, ds, dev, layer_backend(dev, "mamba2")), "recurrent"),
     "mamba2_reference": MixerCase("mixer", lambda cfg, ds, dev: _mamba2(cfg, ds, dev, "reference"), "recurrent"),
-    "mamba1": MixerCase("mixer", lambda cfg, ds, dev: Mamba(cfg.d_model, ds, d_conv=cfg.d_conv, expand=cfg.expand,
-                                                            backend=layer_backend(dev, "mamba1")), "recurrent"),
+    "mamba1": MixerCase(
+        "mixer",
+        lambda cfg, ds, dev: Mamba(
+            cfg.d_model, ds, d_conv=cfg.d_conv, expand=cfg.expand, backend=layer_backend(dev, "mamba1")
+        ),
+        "recurrent",
+    ),
     "mamba3": MixerCase("raw", _mamba3, "mamba3", experimental=True),
     # align_mamba's Mamba-3 twin (on cuda the kernels layer is mamba_ssm.Mamba3 itself: case mamba3)
-    "mamba3_reference": MixerCase("mixer", lambda cfg, ds, dev: Mamba3(cfg.d_model, ds, expand=cfg.expand,
-                                                                       headdim=cfg.headdim, chunk_size=cfg.chunk_size,
-                                                                       backend="reference"), "none"),
+    "mamba3_reference": MixerCase(
+        "mixer",
+        lambda cfg, ds, dev: Mamba3(
+            cfg.d_model, ds, expand=cfg.expand, headdim=cfg.headdim, chunk_size=cfg.chunk_size, backend="reference"
+        ),
+        "none",
+    ),
     # flash-linear-attention's delta-rule kernels on cuda, linear_scan's reference on the CPU
     "gated_deltanet": MixerCase("mixer", lambda cfg, ds, dev: _delta(cfg, ds, dev, gated=True), "none"),
     "deltanet": MixerCase("mixer", lambda cfg, ds, dev: _delta(cfg, ds, dev, gated=False), "none"),
-    "raw_attention": MixerCase("raw", lambda cfg, _, dev: RawAttention(cfg.d_model, cfg.n_heads), "kv",
-                               uses_state=False),
+    "raw_attention": MixerCase(
+        "raw", lambda cfg, _, dev: RawAttention(cfg.d_model, cfg.n_heads), "kv", uses_state=False
+    ),
     "raw_mamba2": MixerCase("raw", _raw_mamba2, "recurrent"),
     "raw_mamba1": MixerCase("raw", _raw_mamba1, "recurrent"),
 }
@@ -160,16 +193,18 @@ class Built:
     workload: Callable[[str, int, int, torch.Generator], Workload]
 
 
-def build_mixer(case: MixerCase, cfg: BenchConfig, d_state: int | None, device: torch.device,
-                dtype: torch.dtype) -> Built:
+def build_mixer(
+    case: MixerCase, cfg: BenchConfig, d_state: int | None, device: torch.device, dtype: torch.dtype
+) -> Built:
     """Build a mixer/raw case with weights in `dtype` on `device` (raises CaseSkipped)."""
     module = case.build(cfg, d_state, device).to(device=device, dtype=dtype)
     backend = getattr(module, "backend", "sdpa")
 
     def workload(mode: str, batch: int, seq_len: int, gen: torch.Generator) -> Workload:
         def fresh(requires_grad=False):
-            return torch.randn(batch, seq_len, cfg.d_model, device=device, dtype=dtype, generator=gen,
-                               requires_grad=requires_grad)
+            return torch.randn(
+                batch, seq_len, cfg.d_model, device=device, dtype=dtype, generator=gen, requires_grad=requires_grad
+            )
 
         if mode == "decode":
             return mixer_decode(module, case.decode, batch, seq_len, gen)
@@ -201,8 +236,7 @@ def architecture_inputs(model: RecallModel, batch: int, seq_len: int, gen: torch
     return tokens(queries), tokens(max(1, seq_len - queries))
 
 
-def build_architecture(cfg: BenchConfig, variant: str, d_state: int, device: torch.device,
-                       dtype: torch.dtype) -> Built:
+def build_architecture(cfg: BenchConfig, variant: str, d_state: int, device: torch.device, dtype: torch.dtype) -> Built:
     """A whole model (embedding + blocks; the head only in decode) under autocast to `dtype`."""
     model_cfg = cfg.model_config(variant, d_state)
     backend = layer_backend(device, model_cfg.mixer)
@@ -213,9 +247,11 @@ def build_architecture(cfg: BenchConfig, variant: str, d_state: int, device: tor
         if mode == "decode":
             return architecture_decode(model, batch, seq_len, dtype, gen)
         if mode == "forward":
+
             def forward(inputs):
                 with torch.no_grad(), autocast(device, dtype):
                     model.hidden_states(*inputs)
+
             return Workload(lambda: architecture_inputs(model, batch, seq_len, gen), forward)
 
         def train_inputs():

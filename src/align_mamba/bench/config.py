@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import torch
 
 from align_mamba.core.backends import resolve_device
+from align_mamba.core.params import from_mapping, require
 from align_mamba.recall.config import DEVICES, HYBRID_VARIANTS, VARIANTS, ModelConfig
 from align_mamba.recall.mqar import MQARConfig
-from align_mamba.core.params import from_mapping, require
 
 MODES = ("forward", "train", "decode")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -27,8 +27,10 @@ def _check_names(field: str, values: tuple[str, ...], known) -> None:
 
 def _check_increasing(field: str, values: tuple[int, ...], minimum: int) -> None:
     require(all(v >= minimum for v in values), f"bench.{field} must be integers >= {minimum}, got {list(values)}")
-    require(all(a < b for a, b in zip(values, values[1:])),
-             f"bench.{field} must be strictly increasing (longer lengths are skipped after an OOM), got {list(values)}")
+    require(
+        all(a < b for a, b in zip(values, values[1:])),
+        f"bench.{field} must be strictly increasing (longer lengths are skipped after an OOM), got {list(values)}",
+    )
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,16 @@ class BenchConfig:
 
     device: str = "auto"
     dtype: str = "auto"
-    mixers: tuple[str, ...] = ("attention", "mamba2", "mamba2_reference", "mamba1", "mamba3",
-                               "raw_attention", "raw_mamba2", "raw_mamba1")
+    mixers: tuple[str, ...] = (
+        "attention",
+        "mamba2",
+        "mamba2_reference",
+        "mamba1",
+        "mamba3",
+        "raw_attention",
+        "raw_mamba2",
+        "raw_mamba1",
+    )
     architectures: tuple[str, ...] = ("mamba2", "hybrid")
     modes: tuple[str, ...] = MODES
     lengths: tuple[int, ...] = (1024, 4096, 16384, 65536, 262144)
@@ -77,14 +87,18 @@ class BenchConfig:
         from align_mamba.bench.cases import MIXER_CASES  # the name -> case map lives with the cases
 
         require(self.device in DEVICES, f"bench.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        require(self.dtype == "auto" or self.dtype in DTYPES,
-                 f"bench.dtype must be one of auto, {', '.join(DTYPES)}, got {self.dtype!r}")
+        require(
+            self.dtype == "auto" or self.dtype in DTYPES,
+            f"bench.dtype must be one of auto, {', '.join(DTYPES)}, got {self.dtype!r}",
+        )
         _check_names("mixers", self.mixers, MIXER_CASES)
         _check_names("architectures", self.architectures, VARIANTS)
         _check_names("modes", self.modes, MODES)
         require(bool(self.modes), "bench.modes must name at least one of " + ", ".join(MODES))
-        require(bool(self.mixers or self.architectures or self.ladder_rungs),
-                 "bench: nothing to measure (mixers, architectures and ladder_rungs are all empty)")
+        require(
+            bool(self.mixers or self.architectures or self.ladder_rungs),
+            "bench: nothing to measure (mixers, architectures and ladder_rungs are all empty)",
+        )
         _check_increasing("lengths", self.lengths, 1)
         _check_increasing("decode_contexts", self.decode_contexts, 1)
         _check_increasing("d_states", self.d_states, 1)
@@ -100,11 +114,15 @@ class BenchConfig:
     def _check_ladder(self) -> None:
         if not self.ladder_rungs:
             return
-        require(all(r in RUNGS for r in self.ladder_rungs), f"bench.ladder_rungs must be in 0..{RUNGS[-1]}, "
-                                                              f"got {list(self.ladder_rungs)}")
+        require(
+            all(r in RUNGS for r in self.ladder_rungs),
+            f"bench.ladder_rungs must be in 0..{RUNGS[-1]}, got {list(self.ladder_rungs)}",
+        )
         _check_increasing("ladder_rungs", self.ladder_rungs, 0)
-        require(self.ladder_rungs[0] == 0, "bench.ladder_rungs must include rung 0 (the naive step "
-                                            "every speedup is measured against)")
+        require(
+            self.ladder_rungs[0] == 0,
+            "bench.ladder_rungs must include rung 0 (the naive step every speedup is measured against)",
+        )
         require(self.ladder_batch >= 1, f"bench.ladder_batch must be >= 1, got {self.ladder_batch}")
         self.ladder_model_config()
         self.ladder_data_config(1)
@@ -112,22 +130,45 @@ class BenchConfig:
     def model_config(self, variant: str, d_state: int) -> ModelConfig:
         """The ModelConfig of an architecture row (and of the mixer shape, via variant mamba2)."""
         hybrid = variant in HYBRID_VARIANTS
-        return ModelConfig(variant=variant, d_model=self.d_model, n_layers=self.n_layers, d_state=d_state,
-                           hybrid_positions=self.hybrid_positions if hybrid else (),
-                           encoder_layers=self.encoder_layers, n_heads=self.n_heads, headdim=self.headdim,
-                           d_conv=self.d_conv, expand=self.expand, chunk_size=self.chunk_size)
+        return ModelConfig(
+            variant=variant,
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            d_state=d_state,
+            hybrid_positions=self.hybrid_positions if hybrid else (),
+            encoder_layers=self.encoder_layers,
+            n_heads=self.n_heads,
+            headdim=self.headdim,
+            d_conv=self.d_conv,
+            expand=self.expand,
+            chunk_size=self.chunk_size,
+        )
 
     def ladder_model_config(self) -> ModelConfig:
         """The training ladder's pre-norm Mamba-2 LM (the anchor's: 6 blocks, d_model 256, d_state 64)."""
-        return ModelConfig(variant="mamba2", d_model=self.ladder_d_model, n_layers=self.ladder_n_layers,
-                           d_state=self.ladder_d_state, headdim=self.ladder_headdim, d_conv=self.d_conv,
-                           expand=self.expand, chunk_size=self.chunk_size)
+        return ModelConfig(
+            variant="mamba2",
+            d_model=self.ladder_d_model,
+            n_layers=self.ladder_n_layers,
+            d_state=self.ladder_d_state,
+            headdim=self.ladder_headdim,
+            d_conv=self.d_conv,
+            expand=self.expand,
+            chunk_size=self.chunk_size,
+        )
 
     def ladder_data_config(self, batches: int) -> MQARConfig:
         """MQAR in the decoder layout, every pair queried once: `batches` batches of ladder_batch."""
-        return MQARConfig(num_pairs=self.ladder_num_pairs, seq_len=self.ladder_seq_len,
-                          train_size=batches * self.ladder_batch, val_size=1, test_size=1, seed=self.seed,
-                          num_queries=None, layouts=("decoder",))
+        return MQARConfig(
+            num_pairs=self.ladder_num_pairs,
+            seq_len=self.ladder_seq_len,
+            train_size=batches * self.ladder_batch,
+            val_size=1,
+            test_size=1,
+            seed=self.seed,
+            num_queries=None,
+            layouts=("decoder",),
+        )
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)

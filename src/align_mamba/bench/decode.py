@@ -43,16 +43,16 @@ def _recurrent(module: nn.Module, batch: int, context: int, gen: torch.Generator
     """mamba-ssm's step(x (B, 1, D), conv_state, ssm_state), on the kernels or the reference."""
     states = module.allocate_inference_cache(batch, context + 1)
     _fill_(states, gen)
-    return Workload(lambda: _token(module, batch, gen, (batch, 1)), lambda x: module.step(x, *states),
-                    nbytes(states))
+    return Workload(lambda: _token(module, batch, gen, (batch, 1)), lambda x: module.step(x, *states), nbytes(states))
 
 
 def _kv(module: nn.Module, batch: int, context: int, gen: torch.Generator) -> Workload:
     """step(x (B, 1, D), (k, v), position=Lc) against a cache holding Lc random positions."""
     cache = module.allocate_inference_cache(batch, context + 1)
     _fill_([c[:, :, :context] for c in cache], gen)
-    return Workload(lambda: _token(module, batch, gen, (batch, 1)), lambda x: module.step(x, cache, context),
-                    nbytes(cache))
+    return Workload(
+        lambda: _token(module, batch, gen, (batch, 1)), lambda x: module.step(x, cache, context), nbytes(cache)
+    )
 
 
 def _mamba3(module: nn.Module, batch: int, context: int, gen: torch.Generator) -> Workload:
@@ -123,16 +123,21 @@ def decoder_blocks(model: RecallModel) -> nn.ModuleList:
     return model.decoder if isinstance(model, HybridEncoderDecoder) else model.layers
 
 
-def decoder_caches(model: RecallModel, batch: int, max_len: int, dtype: torch.dtype,
-                   memory: torch.Tensor | None = None) -> list[dict]:
+def decoder_caches(
+    model: RecallModel, batch: int, max_len: int, dtype: torch.dtype, memory: torch.Tensor | None = None
+) -> list[dict]:
     """Per decoder block: the mixer's zeroed state or KV cache of max_len positions ("mixer") and,
     at cross-attention layers, the keys/values of the encoder `memory` (B, Lc, D) ("cross").
     States are in the compute dtype: the kernels' conv update requires that of its input."""
     caches = []
     for block in decoder_blocks(model):
         cross = getattr(block, "cross_attention", None)
-        caches.append({"mixer": block.mixer.allocate_inference_cache(batch, max_len, dtype=dtype),
-                       "cross": cross_attention_cache(cross, memory) if cross is not None else None})
+        caches.append(
+            {
+                "mixer": block.mixer.allocate_inference_cache(batch, max_len, dtype=dtype),
+                "cross": cross_attention_cache(cross, memory) if cross is not None else None,
+            }
+        )
     return caches
 
 
@@ -149,8 +154,9 @@ def model_step(model: RecallModel, caches: list[dict], token: torch.Tensor, posi
     return model.lm_head(model.norm_f(x))
 
 
-def architecture_decode(model: RecallModel, batch: int, context: int, dtype: torch.dtype,
-                        gen: torch.Generator) -> Workload:
+def architecture_decode(
+    model: RecallModel, batch: int, context: int, dtype: torch.dtype, gen: torch.Generator
+) -> Workload:
     """One token at position Lc after a context of Lc: (B, 1) → logits (B, 1, V). Random states,
     KV caches and (hybrid) encoder memory stand for those the context would have left."""
     # Decode steps exist for the Mamba-1/2 and attention blocks of these two model classes only.

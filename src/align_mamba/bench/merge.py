@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from align_mamba.core.atomic import atomic_write_json, atomic_write_text
 from align_mamba.bench.summary import _finite_or_none, crossovers, training_speedup, wrapper_tax
+from align_mamba.core.atomic import atomic_write_json, atomic_write_text
 from align_mamba.core.cli import OneLineParser, setup_logging
 from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
 
@@ -39,8 +39,10 @@ def _read_run(directory: Path, provenance: dict | None) -> tuple[pd.DataFrame, p
     except (OSError, ValueError) as err:
         raise DataIntegrityError(f"{directory} is not a benchmark run ({err})") from None
     if provenance is None:
-        raise DataIntegrityError(f"{directory} has no summary.json (a run stopped early?): name the run of the same "
-                                 "session it belongs with in --provenance-from")
+        raise DataIntegrityError(
+            f"{directory} has no summary.json (a run stopped early?): name the run of the same "
+            "session it belongs with in --provenance-from"
+        )
     return mixers, ladder, {**{key: provenance[key] for key in PROVENANCE}, "config": None}
 
 
@@ -58,23 +60,33 @@ def merge_runs(directories: list[Path], provenance_from: Path | None = None) -> 
         raise ConfigError("more than one run holds a training ladder; merge runs with at most one")
     mixers = pd.concat([m for m, _, _ in runs if not m.empty], ignore_index=True).astype({"d_state": "Int64"})
     ladder = ladders[0] if ladders else runs[0][1]
-    summary = _finite_or_none({
-        **{key: first[key] for key in PROVENANCE},
-        "rows": {status: int((mixers["status"] == status).sum()) for status in ("ok", "oom", "skipped")},
-        "wrapper_tax": wrapper_tax(mixers), "crossover": crossovers(mixers),
-        "training_speedup": training_speedup(ladder.to_dict("records")),
-        "config": [summary["config"] for _, _, summary in runs],
-        "merged_from": [str(directory) for directory in directories],
-        "provenance_from": str(provenance_from) if provenance_from else None,
-    })
+    summary = _finite_or_none(
+        {
+            **{key: first[key] for key in PROVENANCE},
+            "rows": {status: int((mixers["status"] == status).sum()) for status in ("ok", "oom", "skipped")},
+            "wrapper_tax": wrapper_tax(mixers),
+            "crossover": crossovers(mixers),
+            "training_speedup": training_speedup(ladder.to_dict("records")),
+            "config": [summary["config"] for _, _, summary in runs],
+            "merged_from": [str(directory) for directory in directories],
+            "provenance_from": str(provenance_from) if provenance_from else None,
+        }
+    )
     return mixers, ladder, summary
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m align_mamba.bench.merge", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for the merged mixers.csv, train_step.csv, summary.json")
-    parser.add_argument("--provenance-from", "--provenance_from", dest="provenance_from", type=Path,
-                        help="a complete run of the same session, for runs without summary.json")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for the merged mixers.csv, train_step.csv, summary.json"
+    )
+    parser.add_argument(
+        "--provenance-from",
+        "--provenance_from",
+        dest="provenance_from",
+        type=Path,
+        help="a complete run of the same session, for runs without summary.json",
+    )
     parser.add_argument("runs", type=Path, nargs="+", help="benchmark output folders")
     args = parser.parse_args(argv)
     setup_logging(args.log)

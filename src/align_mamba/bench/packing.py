@@ -31,8 +31,8 @@ from pathlib import Path
 
 from align_mamba.core.atomic import atomic_write_json
 from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
-from align_mamba.core.params import to_dict
 from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.core.params import to_dict
 from align_mamba.recall.params import Cell, RecallParams, load_recall_params
 
 log = logging.getLogger("align_mamba.bench.packing")
@@ -48,8 +48,10 @@ def run_shell(commands: list[str], cwd: Path, log_path: Path) -> None:
     with log_path.open("a") as out:
         out.write("".join(f"$ {command}\n" for command in commands))
         out.flush()
-        running = [(command, subprocess.Popen(command, shell=True, cwd=cwd, stdout=out, stderr=subprocess.STDOUT))
-                   for command in commands]
+        running = [
+            (command, subprocess.Popen(command, shell=True, cwd=cwd, stdout=out, stderr=subprocess.STDOUT))
+            for command in commands
+        ]
         statuses = [(command, process.wait()) for command, process in running]
     failed = [(command, status) for command, status in statuses if status != 0]
     if failed:
@@ -85,13 +87,17 @@ def warmup_command(cell: Cell, folder: Path) -> str:
     name = cell.id.replace("/", "-")
     config = folder / f"{name}.json"  # JSON is YAML: train --config reads it
     atomic_write_json(config, {"model": to_dict(cell.model), "train": {**to_dict(cell.train), "steps": WARMUP_STEPS}})
-    return (f"python -m align_mamba.recall.train --data {cell.data_dir} --out {folder}/{name} --config {config} "
-            f"--log {folder}/{name}.log")
+    return (
+        f"python -m align_mamba.recall.train --data {cell.data_dir} --out {folder}/{name} --config {config} "
+        f"--log {folder}/{name}.log"
+    )
 
 
 def snakemake_command(profile: str, target: str, slots: int, cores: int) -> str:
-    return (f"snakemake --profile {profile} --scheduler greedy --cores {cores} --until {target} "
-            f"--resources gpu_slots={slots}")
+    return (
+        f"snakemake --profile {profile} --scheduler greedy --cores {cores} --until {target} "
+        f"--resources gpu_slots={slots}"
+    )
 
 
 def count_cells(project: Path) -> int:
@@ -111,9 +117,17 @@ def _earlier_result(path: Path, key: dict) -> dict:
     return earlier if all(earlier.get(name) == value for name, value in key.items()) else {}
 
 
-def measure_packing(root: Path, params_file: Path, work: Path, out: Path, slots: int, cores: int,
-                    modes: tuple[str, ...] = MODES, profile: str = "workflow/profiles/gpu-node",
-                    run: Runner = run_shell) -> dict:
+def measure_packing(
+    root: Path,
+    params_file: Path,
+    work: Path,
+    out: Path,
+    slots: int,
+    cores: int,
+    modes: tuple[str, ...] = MODES,
+    profile: str = "workflow/profiles/gpu-node",
+    run: Runner = run_shell,
+) -> dict:
     """Time the grid of `params_file` serial (gpu_slots=1) and/or packed (gpu_slots=slots); see the module doc."""
     params = load_recall_params(params_file)
     if params.run.device != "cuda":
@@ -173,10 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("run from the project root (no Snakefile here)")
     with tempfile.TemporaryDirectory(prefix="packing-") as tmp:
         work = args.work_dir or Path(tmp)
-        result = measure_packing(Path.cwd(), args.params, work, args.out, args.slots, args.cores,
-                                 tuple(dict.fromkeys(args.modes)))
-    print(", ".join(f"{mode} {result[f'{mode}_seconds']} s" for mode in MODES if f"{mode}_seconds" in result)
-          + (f": {result['speedup']}x over {result['cells']} cells" if "speedup" in result else ""))
+        result = measure_packing(
+            Path.cwd(), args.params, work, args.out, args.slots, args.cores, tuple(dict.fromkeys(args.modes))
+        )
+    print(
+        ", ".join(f"{mode} {result[f'{mode}_seconds']} s" for mode in MODES if f"{mode}_seconds" in result)
+        + (f": {result['speedup']}x over {result['cells']} cells" if "speedup" in result else "")
+    )
     return 0
 
 

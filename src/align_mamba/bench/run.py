@@ -16,16 +16,34 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from align_mamba.core.atomic import atomic_write_json, atomic_write_text
 from align_mamba.bench import train_step
 from align_mamba.bench.cases import MIXER_CASES, Built, build_architecture, build_mixer
 from align_mamba.bench.config import BenchConfig, batch_size, dtype_name
 from align_mamba.bench.summary import build_summary
 from align_mamba.bench.timing import MIB, CaseSkipped, first_line, free_memory, is_oom, time_call
+from align_mamba.core.atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("align_mamba.bench")
-COLUMNS = ["kind", "name", "backend", "fused", "mode", "seq_len", "batch", "tokens", "d_model", "d_state", "dtype",
-           "status", "reason", "median_ms", "tokens_per_s", "peak_mib", "state_mib", "repeats"]
+COLUMNS = [
+    "kind",
+    "name",
+    "backend",
+    "fused",
+    "mode",
+    "seq_len",
+    "batch",
+    "tokens",
+    "d_model",
+    "d_state",
+    "dtype",
+    "status",
+    "reason",
+    "median_ms",
+    "tokens_per_s",
+    "peak_mib",
+    "state_mib",
+    "repeats",
+]
 
 
 @dataclass(frozen=True)
@@ -42,10 +60,10 @@ def plan(cfg: BenchConfig) -> list[Group]:
     groups = []
     for name in cfg.mixers:
         case = MIXER_CASES[name]
-        for d_state in (cfg.d_states if case.uses_state else (None,)):
+        for d_state in cfg.d_states if case.uses_state else (None,):
             groups.append(Group(case.kind, name, d_state, case.experimental))
     for variant in cfg.architectures:
-        for d_state in (cfg.d_states if variant != "transformer" else (cfg.d_states[0],)):
+        for d_state in cfg.d_states if variant != "transformer" else (cfg.d_states[0],):
             groups.append(Group("architecture", variant, d_state))
     return groups
 
@@ -68,12 +86,27 @@ class Runner:
     def row(self, group: Group, mode: str, length: int, built: Built | None, **values) -> dict:
         batch = batch_size(self.cfg.tokens_per_batch, length)
         self.progress.update(1)
-        return {"kind": group.kind, "name": group.name, "backend": built.backend if built else "",
-                "fused": built.fused if built else False, "mode": mode, "seq_len": length, "batch": batch,
-                "tokens": batch if mode == "decode" else batch * length, "d_model": self.cfg.d_model,
-                "d_state": group.d_state, "dtype": built.dtype_label if built else dtype_name(self.dtype),
-                "status": "ok", "reason": "", "median_ms": math.nan, "tokens_per_s": math.nan,
-                "peak_mib": math.nan, "state_mib": math.nan, "repeats": self.cfg.repeats, **values}
+        return {
+            "kind": group.kind,
+            "name": group.name,
+            "backend": built.backend if built else "",
+            "fused": built.fused if built else False,
+            "mode": mode,
+            "seq_len": length,
+            "batch": batch,
+            "tokens": batch if mode == "decode" else batch * length,
+            "d_model": self.cfg.d_model,
+            "d_state": group.d_state,
+            "dtype": built.dtype_label if built else dtype_name(self.dtype),
+            "status": "ok",
+            "reason": "",
+            "median_ms": math.nan,
+            "tokens_per_s": math.nan,
+            "peak_mib": math.nan,
+            "state_mib": math.nan,
+            "repeats": self.cfg.repeats,
+            **values,
+        }
 
     def group_rows(self, group: Group) -> Iterator[dict]:
         self.progress.set_description(f"{group.name}" + (f" N={group.d_state}" if group.d_state else ""))
@@ -126,8 +159,12 @@ class Runner:
             log.warning("%s %s L=%d: %s (%s)", group.name, mode, length, failure["status"], failure["reason"])
             return failure
         tokens = batch if mode == "decode" else batch * length
-        return {"median_ms": timing.median_ms, "tokens_per_s": tokens / (timing.median_ms / 1e3),
-                "peak_mib": timing.peak_mib, "state_mib": state_mib}
+        return {
+            "median_ms": timing.median_ms,
+            "tokens_per_s": tokens / (timing.median_ms / 1e3),
+            "peak_mib": timing.peak_mib,
+            "state_mib": state_mib,
+        }
 
 
 def run_bench(cfg: BenchConfig, out: Path) -> dict:
@@ -136,8 +173,14 @@ def run_bench(cfg: BenchConfig, out: Path) -> dict:
     dtype = cfg.torch_dtype(device)
     groups = plan(cfg)
     total = sum(len(lengths_of(cfg, mode)) for _ in groups for mode in cfg.modes)
-    log.info("bench on %s (%s): %d cases, %d rows, ladder rungs %s", device, dtype_name(dtype), len(groups),
-             total, list(cfg.ladder_rungs))
+    log.info(
+        "bench on %s (%s): %d cases, %d rows, ladder rungs %s",
+        device,
+        dtype_name(dtype),
+        len(groups),
+        total,
+        list(cfg.ladder_rungs),
+    )
     rows = []
     with tqdm(total=total, desc="bench", dynamic_ncols=True, disable=None) as progress:
         runner = Runner(cfg, device, dtype, progress)

@@ -38,8 +38,11 @@ def crossover(lengths: Sequence[int], mamba: Sequence[float], attention: Sequenc
     Between the bracketing lengths L0 < L1, d(L) = log(mamba/attention) is taken linear in log L,
     and the crossover is where it reaches 0.
     """
-    points = [(int(n), math.log(m / a)) for n, m, a in zip(lengths, mamba, attention)
-              if math.isfinite(m) and math.isfinite(a) and m > 0 and a > 0]
+    points = [
+        (int(n), math.log(m / a))
+        for n, m, a in zip(lengths, mamba, attention)
+        if math.isfinite(m) and math.isfinite(a) and m > 0 and a > 0
+    ]
     previous = None
     for length, gap in points:
         if gap > 0:
@@ -61,10 +64,12 @@ def crossovers(rows: pd.DataFrame, mamba: str = "mamba2", attention: str = "atte
     result: dict = {}
     ssm, attn = _ok(rows, mamba), _ok(rows, attention)
     for (mode, d_state), curve in ssm.groupby(["mode", "d_state"]):
-        merged = curve.merge(attn[attn["mode"] == mode][["seq_len", "tokens_per_s"]], on="seq_len",
-                             suffixes=("_mamba", "_attention")).sort_values("seq_len")
-        found = crossover(merged["seq_len"].tolist(), merged["tokens_per_s_mamba"].tolist(),
-                          merged["tokens_per_s_attention"].tolist())
+        merged = curve.merge(
+            attn[attn["mode"] == mode][["seq_len", "tokens_per_s"]], on="seq_len", suffixes=("_mamba", "_attention")
+        ).sort_values("seq_len")
+        found = crossover(
+            merged["seq_len"].tolist(), merged["tokens_per_s_mamba"].tolist(), merged["tokens_per_s_attention"].tolist()
+        )
         result.setdefault(mode, {})[str(int(d_state))] = asdict(found)
     return result
 
@@ -82,9 +87,14 @@ def wrapper_tax(rows: pd.DataFrame) -> dict:
             continue
         ratio = merged["tokens_per_s_raw"] / merged["tokens_per_s"]
         worst = merged.loc[ratio.idxmax()]
-        result[layer] = {"max_ratio": float(ratio.max()), "median_ratio": float(ratio.median()),
-                         "mode": worst["mode"], "seq_len": int(worst["seq_len"]),
-                         "d_state": None if worst["d_state"] < 0 else int(worst["d_state"]), "shapes": len(merged)}
+        result[layer] = {
+            "max_ratio": float(ratio.max()),
+            "median_ratio": float(ratio.median()),
+            "mode": worst["mode"],
+            "seq_len": int(worst["seq_len"]),
+            "d_state": None if worst["d_state"] < 0 else int(worst["d_state"]),
+            "shapes": len(merged),
+        }
     return result
 
 
@@ -120,16 +130,27 @@ def training_speedup(ladder: list[dict]) -> dict | None:
     if not ran:
         return None
     last = ran[-1]
-    return {"rung": last["rung"], "description": last["description"], "ms_per_step": last["ms_per_step"],
-            "speedup_vs_naive": last["speedup_vs_naive"]}
+    return {
+        "rung": last["rung"],
+        "description": last["description"],
+        "ms_per_step": last["ms_per_step"],
+        "speedup_vs_naive": last["speedup_vs_naive"],
+    }
 
 
 def build_summary(cfg, rows: pd.DataFrame, ladder: list[dict], device: torch.device, dtype: str) -> dict:
     """summary.json: device, versions, wrapper tax, crossovers, the ladder's speedup and the config."""
     counts = rows["status"].value_counts().to_dict() if not rows.empty else {}
-    return _finite_or_none({
-        "device": device_name(device), "device_type": device.type, "dtype": dtype, "versions": versions(),
-        "rows": {status: int(counts.get(status, 0)) for status in ("ok", "oom", "skipped")},
-        "wrapper_tax": wrapper_tax(rows), "crossover": crossovers(rows),
-        "training_speedup": training_speedup(ladder), "config": to_dict(cfg),
-    })
+    return _finite_or_none(
+        {
+            "device": device_name(device),
+            "device_type": device.type,
+            "dtype": dtype,
+            "versions": versions(),
+            "rows": {status: int(counts.get(status, 0)) for status in ("ok", "oom", "skipped")},
+            "wrapper_tax": wrapper_tax(rows),
+            "crossover": crossovers(rows),
+            "training_speedup": training_speedup(ladder),
+            "config": to_dict(cfg),
+        }
+    )

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-MIB = 2 ** 20
+MIB = 2**20
 
 
 class CaseSkipped(Exception):

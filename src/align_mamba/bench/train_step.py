@@ -24,17 +24,33 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from align_mamba.core.backends import has_causal_conv1d, resolve_backend
 from align_mamba.bench.config import BenchConfig
 from align_mamba.bench.decode import autocast
 from align_mamba.bench.timing import Workload, first_line, free_memory, is_oom, time_call
-from align_mamba.recall.mqar import IGNORE_INDEX, generate_mqar
+from align_mamba.core.backends import has_causal_conv1d, resolve_backend
 from align_mamba.recall.models import RecallModel, build_model
+from align_mamba.recall.mqar import IGNORE_INDEX, generate_mqar
 from align_mamba.recall.train import parameter_groups
 
 log = logging.getLogger("align_mamba.bench.train_step")
-COLUMNS = ["rung", "description", "ms_per_step", "tokens_per_s", "speedup_vs_naive", "status", "reason",
-           "dtype", "logits", "fused_mamba", "fused_adamw", "compile", "backend", "batch", "seq_len", "repeats"]
+COLUMNS = [
+    "rung",
+    "description",
+    "ms_per_step",
+    "tokens_per_s",
+    "speedup_vs_naive",
+    "status",
+    "reason",
+    "dtype",
+    "logits",
+    "fused_mamba",
+    "fused_adamw",
+    "compile",
+    "backend",
+    "batch",
+    "seq_len",
+    "repeats",
+]
 
 
 @dataclass(frozen=True)
@@ -49,8 +65,15 @@ class Rung:
 
 
 RUNGS = (
-    Rung(0, "naive: fp32, full-vocabulary logits + CE at every position, unfused Mamba-2, AdamW foreach=False",
-         False, True, False, False, ""),
+    Rung(
+        0,
+        "naive: fp32, full-vocabulary logits + CE at every position, unfused Mamba-2, AdamW foreach=False",
+        False,
+        True,
+        False,
+        False,
+        "",
+    ),
     Rung(1, "+ bf16 autocast", True, True, False, False, ""),
     Rung(2, "+ logits only at the query positions", True, False, False, False, ""),
     Rung(3, "+ fused Mamba-2 path (use_mem_eff_path, causal-conv1d)", True, False, True, False, ""),
@@ -87,9 +110,11 @@ def unfused_mamba_unavailable(cfg: BenchConfig, backend: str) -> str | None:
     d_inner = model.expand * model.d_model
     width = 2 * d_inner + 2 * model.d_state + d_inner // model.headdim  # in_proj: z, x, B, C, dt (one group)
     if backend == "kernels" and has_causal_conv1d() and width % 8:
-        return (f"mamba-ssm's unfused Mamba-2 path with causal-conv1d needs the in_proj width to be a multiple "
-                f"of 8, got {width} (ladder_d_model {model.d_model}, ladder_d_state {model.d_state}, "
-                f"ladder_headdim {model.headdim})")
+        return (
+            f"mamba-ssm's unfused Mamba-2 path with causal-conv1d needs the in_proj width to be a multiple "
+            f"of 8, got {width} (ladder_d_model {model.d_model}, ladder_d_state {model.d_state}, "
+            f"ladder_headdim {model.headdim})"
+        )
     return None
 
 
@@ -127,8 +152,9 @@ class Ladder:
         torch.manual_seed(self.cfg.seed)  # every rung starts from the same weights
         model = build_model(self.cfg.ladder_model_config(), self.backend).to(self.device)
         set_fused_mamba(model, fused_mamba)
-        optimizer = torch.optim.AdamW(parameter_groups(model, 0.1), lr=1e-3, betas=(0.9, 0.95),
-                                      foreach=False, fused=rung.fused_adamw)
+        optimizer = torch.optim.AdamW(
+            parameter_groups(model, 0.1), lr=1e-3, betas=(0.9, 0.95), foreach=False, fused=rung.fused_adamw
+        )
         forward = model
         if rung.compile_mode:
             torch._dynamo.reset()
@@ -150,25 +176,33 @@ class Ladder:
     def measure(self, rung: Rung, fused_mamba: bool) -> tuple[float, str, str]:
         """(ms per step, status, reason) of one rung; a failed whole-model compile falls back to parts."""
         failures = []
-        for compile_whole in ([True, False] if rung.compile_mode else [True]):
+        for compile_whole in [True, False] if rung.compile_mode else [True]:
             error, oom = "", False
             try:
-                timing = time_call(self.workload(rung, fused_mamba, compile_whole), self.device,
-                                   self.cfg.repeats, self.warmup)
+                timing = time_call(
+                    self.workload(rung, fused_mamba, compile_whole), self.device, self.cfg.repeats, self.warmup
+                )
             except Exception as err:  # compile errors come in many types; anything else is a bug
                 if not (is_oom(err) or rung.compile_mode):
                     raise
                 error, oom = first_line(err), is_oom(err)
             free_memory()  # here, not in the except block, whose traceback holds the step's tensors
             if not error:
-                note = "" if compile_whole else (f"torch.compile(model) failed ({failures[0]}); "
-                                                 "compiled the norms, embedding and head only")
+                note = (
+                    ""
+                    if compile_whole
+                    else (f"torch.compile(model) failed ({failures[0]}); compiled the norms, embedding and head only")
+                )
                 return timing.median_ms, "ok", note
             if oom:
                 return float("nan"), "oom", error
             failures.append(error)
-            log.warning("rung %d: torch.compile of the %s failed: %s", rung.rung,
-                        "whole model" if compile_whole else "parts", error)
+            log.warning(
+                "rung %d: torch.compile of the %s failed: %s",
+                rung.rung,
+                "whole model" if compile_whole else "parts",
+                error,
+            )
         return float("nan"), "skipped", "torch.compile failed: " + "; on the parts: ".join(failures)
 
 
@@ -184,11 +218,19 @@ def run_ladder(cfg: BenchConfig, device: torch.device, on_row=None) -> list[dict
     rows = []
     for rung in (r for r in RUNGS if r.rung in cfg.ladder_rungs):
         fused = rung.fused_mamba and unfusable is None
-        row = {"rung": rung.rung, "description": rung.description, "dtype": "bf16-autocast" if rung.bf16 and
-               ladder.dtype != torch.float32 else "fp32", "logits": "all" if rung.full_logits else "queries",
-               "fused_mamba": fused, "fused_adamw": rung.fused_adamw, "compile": rung.compile_mode or "none",
-               "backend": ladder.backend, "batch": cfg.ladder_batch, "seq_len": cfg.ladder_seq_len,
-               "repeats": cfg.repeats}
+        row = {
+            "rung": rung.rung,
+            "description": rung.description,
+            "dtype": "bf16-autocast" if rung.bf16 and ladder.dtype != torch.float32 else "fp32",
+            "logits": "all" if rung.full_logits else "queries",
+            "fused_mamba": fused,
+            "fused_adamw": rung.fused_adamw,
+            "compile": rung.compile_mode or "none",
+            "backend": ladder.backend,
+            "batch": cfg.ladder_batch,
+            "seq_len": cfg.ladder_seq_len,
+            "repeats": cfg.repeats,
+        }
         skip = skip_reason(rung, unfusable, only_fused, device)
         if skip:
             rows.append({**row, "ms_per_step": float("nan"), "status": "skipped", "reason": skip})

@@ -71,6 +71,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     try:
         text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
     except ValueError:
-        raise DataIntegrityError(f"{path}: refusing to write the non-finite value at {_non_finite_key(obj)} "
-                                 f"(JSON has no NaN or Infinity)") from None
+        raise DataIntegrityError(
+            f"{path}: refusing to write the non-finite value at {_non_finite_key(obj)} (JSON has no NaN or Infinity)"
+        ) from None
     atomic_write_text(path, text + "\n")

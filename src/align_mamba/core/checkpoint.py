@@ -33,8 +33,19 @@ log = logging.getLogger(__name__)
 
 CHECKSUM_KEY = "sha256"
 # What torch.load raises on a truncated, bit-flipped or foreign file (zip, pickle, unpickler errors).
-_UNREADABLE = (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError,
-               AttributeError, IndexError, KeyError, UnicodeDecodeError, OSError)
+_UNREADABLE = (
+    RuntimeError,
+    pickle.UnpicklingError,
+    EOFError,
+    zipfile.BadZipFile,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    UnicodeDecodeError,
+    OSError,
+)
 
 
 def _leaves(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -112,11 +123,17 @@ def load_checkpoint(path: Path, what: str = "checkpoint", legacy: bool = True) -
     if saved is None and not legacy:
         raise DataIntegrityError(f"{path} carries no checksum")
     if saved is None:
-        log.warning("%s has no checksum (written before checkpoints carried one); loading it unverified. "
-                    "`python -m align_mamba.core.checkpoint stamp %s` adds one", path, path)
+        log.warning(
+            "%s has no checksum (written before checkpoints carried one); loading it unverified. "
+            "`python -m align_mamba.core.checkpoint stamp %s` adds one",
+            path,
+            path,
+        )
     elif saved != payload_digest(payload):
-        raise DataIntegrityError(f"{path}: checksum mismatch, the file changed after it was written "
-                                 f"(corrupted or edited); restore or retrain it")
+        raise DataIntegrityError(
+            f"{path}: checksum mismatch, the file changed after it was written "
+            f"(corrupted or edited); restore or retrain it"
+        )
     return payload
 
 
@@ -126,18 +143,21 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path:
     expected = model.state_dict()
     missing = [name for name in expected if name not in state_dict]
     unexpected = [name for name in state_dict if name not in expected]
-    resized = [name for name, t in expected.items()
-               if name in state_dict and tuple(state_dict[name].shape) != tuple(t.shape)]
+    resized = [
+        name for name, t in expected.items() if name in state_dict and tuple(state_dict[name].shape) != tuple(t.shape)
+    ]
     if missing or unexpected or resized:
         if resized:
             name = resized[0]
-            first = (f"{name} is {tuple(state_dict[name].shape)} in the file, "
-                     f"{tuple(expected[name].shape)} for the config")
+            first = (
+                f"{name} is {tuple(state_dict[name].shape)} in the file, {tuple(expected[name].shape)} for the config"
+            )
         else:
             first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
         counts = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(resized)} of another shape"
-        raise DataIntegrityError(f"{path}: its weights do not fit the model its config describes ({counts}; "
-                                 f"e.g. {first})")
+        raise DataIntegrityError(
+            f"{path}: its weights do not fit the model its config describes ({counts}; e.g. {first})"
+        )
     bad = non_finite(state_dict)
     if bad:
         raise DataIntegrityError(f"{path}: non-finite weights in {', '.join(bad[:3])}; the checkpoint is unusable")
@@ -168,15 +188,21 @@ def load_resume(path: Path, fingerprint: dict, name: str) -> dict[str, Any] | No
         return None
     if saved.get("fingerprint") != fingerprint:
         moved = set_aside(path, "foreign")
-        log.warning("%s: %s was written for other parameters or data; moved it to %s and starting afresh",
-                    name, path, moved.name)
+        log.warning(
+            "%s: %s was written for other parameters or data; moved it to %s and starting afresh",
+            name,
+            path,
+            moved.name,
+        )
         return None
     return saved
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m align_mamba.core.checkpoint",
-                                     description="Add a checksum to checkpoints written before they carried one.")
+    parser = argparse.ArgumentParser(
+        prog="python -m align_mamba.core.checkpoint",
+        description="Add a checksum to checkpoints written before they carried one.",
+    )
     parser.add_argument("command", choices=["stamp"])
     parser.add_argument("files", type=Path, nargs="+")
     args = parser.parse_args(argv)

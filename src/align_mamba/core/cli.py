@@ -6,15 +6,15 @@ A study passes its sections, {section name: dataclass}, e.g. recall.train.SECTIO
 from __future__ import annotations
 
 import argparse
-import logging
 import dataclasses
+import logging
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from align_mamba.core.params import from_mapping, read_yaml
 from align_mamba.core.errors import ConfigError
+from align_mamba.core.params import from_mapping, read_yaml
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -37,8 +37,9 @@ def setup_logging(log_path: Path | None) -> None:
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True
+    )
 
 
 def flag_names(field_name: str) -> list[str]:
@@ -57,9 +58,14 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, sections: dict[str,
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             is_list = typing.get_origin(hints[f.name]) is tuple
-            group.add_argument(*flag_names(f.name), dest=f"{section}__{f.name}", default=None,
-                               type=int if is_list else hints[f.name], nargs="*" if is_list else None,
-                               help=f"default {f.default!r}")
+            group.add_argument(
+                *flag_names(f.name),
+                dest=f"{section}__{f.name}",
+                default=None,
+                type=int if is_list else hints[f.name],
+                nargs="*" if is_list else None,
+                help=f"default {f.default!r}",
+            )
 
 
 def _read_sections_yaml(path: Path, sections: dict[str, type]) -> dict:
@@ -90,8 +96,9 @@ def load_sections(args: argparse.Namespace, sections: dict[str, type]) -> dict:
     return loaded
 
 
-def parse_with_params(parser: argparse.ArgumentParser, argv: list[str] | None,
-                      settings: Callable[[argparse.Namespace], Mapping[str, Any]]) -> argparse.Namespace:
+def parse_with_params(
+    parser: argparse.ArgumentParser, argv: list[str] | None, settings: Callable[[argparse.Namespace], Mapping[str, Any]]
+) -> argparse.Namespace:
     """Parse `argv`; with `--params FILE`, `settings(args)` gives the flags' values from the params tree.
 
     The tree is validated once when loaded, so its values go straight into the namespace (no flag

@@ -40,6 +40,7 @@ def _dvc_command() -> list[str] | None:
     """How to run DVC's CLI: this interpreter's module if it has one, else `dvc` on PATH, else None."""
     try:
         import dvc  # noqa: F401
+
         return [sys.executable, "-m", "dvc"]
     except ImportError:
         return ["dvc"] if shutil.which("dvc") else None
@@ -59,10 +60,10 @@ def commit_finished(root: Path) -> int:
             return 0
         targets = done
         if pending:
-            log.info("committing %d finished DVC stage(s); %d not yet run stay uncommitted",
-                     len(done), len(pending))
-    result = subprocess.run([*command, "commit", "--force", "--quiet", *targets], cwd=root,
-                            capture_output=True, text=True)
+            log.info("committing %d finished DVC stage(s); %d not yet run stay uncommitted", len(done), len(pending))
+    result = subprocess.run(
+        [*command, "commit", "--force", "--quiet", *targets], cwd=root, capture_output=True, text=True
+    )
     if result.returncode != 0:
         reason = " ".join((result.stderr or result.stdout).split()) or f"exit status {result.returncode}"
         log.warning("dvc commit failed, DVC's record is not updated (the outputs are intact): %s", reason)

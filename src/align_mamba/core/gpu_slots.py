@@ -42,8 +42,9 @@ def claim(n_gpus: int, directory: Path) -> tuple[int, IO]:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"cannot create the GPU slot folder {directory} ({err.strerror}); "
-                          f"set {LOCK_DIR_ENV} to a writable folder") from None
+        raise ConfigError(
+            f"cannot create the GPU slot folder {directory} ({err.strerror}); set {LOCK_DIR_ENV} to a writable folder"
+        ) from None
     for slot in itertools.count():
         for gpu in range(n_gpus):
             handle = open(directory / f"gpu{gpu}-slot{slot}", "a")

@@ -67,21 +67,24 @@ def _open_locked(path: Path, display: str) -> int:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as err:
-            raise OutputLockedError(f"cannot create the lock file {path} for {display}: "
-                                    f"{err.strerror or err}") from None
+            raise OutputLockedError(
+                f"cannot create the lock file {path} for {display}: {err.strerror or err}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OutputLockedError(f"{display} is being written by {_holder(path)} (lock file {path}); "
-                                    f"wait for it or stop it") from None
+            raise OutputLockedError(
+                f"{display} is being written by {_holder(path)} (lock file {path}); wait for it or stop it"
+            ) from None
         except OSError as err:
             if err.errno not in _NO_LOCKS:
                 os.close(fd)
                 raise
             # A filesystem without locks (some NFS mounts): run, but say that nothing guards the output.
-            log.warning("cannot lock %s (%s): a second writer into %s would not be detected",
-                        path, err.strerror, display)
+            log.warning(
+                "cannot lock %s (%s): a second writer into %s would not be detected", path, err.strerror, display
+            )
             return fd
         except BaseException:
             os.close(fd)

@@ -126,8 +126,12 @@ class Loop:
         self.task, self.cfg = task, cfg
         self.out_dir, self.resume_path = out_dir, resume_dir / "last.pt"
         self.what = f"{task.kind} {task.name}"
-        self.optimizer = torch.optim.AdamW(parameter_groups(task.model, cfg.weight_decay), lr=cfg.lr,
-                                           betas=(0.9, 0.95), fused=task.device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(task.model, cfg.weight_decay),
+            lr=cfg.lr,
+            betas=(0.9, 0.95),
+            fused=task.device.type == "cuda",
+        )
         self.fingerprint = task.fingerprint()
         self.state = TrainState()
         self.columns = STEP_COLUMNS + list(task.validation_columns)
@@ -151,16 +155,28 @@ class Loop:
             self.task.model.load_state_dict(fresh[0])
             self.optimizer.load_state_dict(fresh[1])
             moved = set_aside(self.resume_path, "unusable")
-            log.warning("%s: %s does not restore (%s: %s); moved it to %s and starting afresh", self.task.name,
-                        self.resume_path, type(err).__name__, " ".join(str(err).split())[:120], moved.name)
+            log.warning(
+                "%s: %s does not restore (%s: %s); moved it to %s and starting afresh",
+                self.task.name,
+                self.resume_path,
+                type(err).__name__,
+                " ".join(str(err).split())[:120],
+                moved.name,
+            )
             return
         log.info("%s: resumed at step %d from %s", self.task.name, self.state.step, self.resume_path)
 
     def save_resume(self) -> None:
         require_finite(self.task.model.state_dict(), f"{self.what} at step {self.state.step}")
-        save_checkpoint(self.resume_path, {
-            "fingerprint": self.fingerprint, "model": self.task.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "state": dataclasses.asdict(self.state)})
+        save_checkpoint(
+            self.resume_path,
+            {
+                "fingerprint": self.fingerprint,
+                "model": self.task.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "state": dataclasses.asdict(self.state),
+            },
+        )
 
     # ---- the step ------------------------------------------------------------------------------
 
@@ -187,17 +203,21 @@ class Loop:
         self._pending = []
         for row, (loss, grad_norm) in zip(rows, values):
             if not math.isfinite(loss):
-                raise NonFiniteLossError(f"{self.what}: loss is {loss} at step {row['step'] - 1}; stopping "
-                                         f"(lr {row['lr']:.3g})")
+                raise NonFiniteLossError(
+                    f"{self.what}: loss is {loss} at step {row['step'] - 1}; stopping (lr {row['lr']:.3g})"
+                )
             if not math.isfinite(grad_norm):
-                raise NonFiniteLossError(f"{self.what}: gradient norm is {grad_norm} at step {row['step'] - 1}; "
-                                         f"stopping")
+                raise NonFiniteLossError(
+                    f"{self.what}: gradient norm is {grad_norm} at step {row['step'] - 1}; stopping"
+                )
             row.update(loss=loss, grad_norm=grad_norm)
         bad = non_finite(dict(self.task.model.named_parameters()))
         if bad:
-            raise NonFiniteLossError(f"{self.what}: weights became non-finite by step {rows[-1]['step']} "
-                                     f"({', '.join(bad[:3])}) though loss and gradients were finite; stopping "
-                                     f"(lr {rows[-1]['lr']:.3g})")
+            raise NonFiniteLossError(
+                f"{self.what}: weights became non-finite by step {rows[-1]['step']} "
+                f"({', '.join(bad[:3])}) though loss and gradients were finite; stopping "
+                f"(lr {rows[-1]['lr']:.3g})"
+            )
 
     # ---- validation and stopping ---------------------------------------------------------------
 
@@ -222,8 +242,17 @@ class Loop:
             raise NonFiniteLossError(f"{self.what}: {self.task.selection_label} is {score} at step {row['step']}")
         self.track_best(score, row["step"])
         s = self.state
-        log.info("%s: step %d/%d loss %.4f %s %.4f (best %.4f at step %d)", self.task.name, row["step"],
-                 self.cfg.steps, row["loss"], self.task.selection_label, score, s.best_val, s.best_step)
+        log.info(
+            "%s: step %d/%d loss %.4f %s %.4f (best %.4f at step %d)",
+            self.task.name,
+            row["step"],
+            self.cfg.steps,
+            row["loss"],
+            self.task.selection_label,
+            score,
+            s.best_val,
+            s.best_step,
+        )
 
     # ---- the run -------------------------------------------------------------------------------
 
@@ -264,9 +293,15 @@ class Loop:
             raise DataIntegrityError(f"{self.what}: no validated weights to save; delete {self.resume_path}")
         require_finite(s.best_model, f"{self.what} (best weights of step {s.best_step})")
         summary = {
-            **task.summary(), "seed": self.cfg.seed, "steps_run": s.step, "best_step": s.best_step,
-            f"best_{task.selection}": s.best_val, "stop_reason": s.stop_reason, "backend": task.backend,
-            "device": str(task.device), "wall_seconds_this_run": round(seconds, 2),
+            **task.summary(),
+            "seed": self.cfg.seed,
+            "steps_run": s.step,
+            "best_step": s.best_step,
+            f"best_{task.selection}": s.best_val,
+            "stop_reason": s.stop_reason,
+            "backend": task.backend,
+            "device": str(task.device),
+            "wall_seconds_this_run": round(seconds, 2),
             "parameters": sum(p.numel() for p in task.model.parameters()),
         }
         self.write_history()
@@ -275,8 +310,14 @@ class Loop:
         # The resume checkpoint only recovers a killed run; kept, it would turn a deliberate
         # rerun (new code, `dvc repro -f`) into a no-op that returns the old weights.
         self.resume_path.unlink(missing_ok=True)
-        log.info("%s: done (%s); best %s %.4f at step %d", task.name, s.stop_reason, task.selection_label,
-                 s.best_val, s.best_step)
+        log.info(
+            "%s: done (%s); best %s %.4f at step %d",
+            task.name,
+            s.stop_reason,
+            task.selection_label,
+            s.best_val,
+            s.best_step,
+        )
         return summary
 
 

@@ -54,8 +54,10 @@ def check_mapping(cls: type, values: Mapping[str, Any], section: str) -> None:
     unknown = sorted(set(values) - set(hints))
     require(not unknown, f"unknown key(s) in {section}: {', '.join(unknown)}")
     for name, value in values.items():
-        require(_accepts(hints[name], value),
-                f"{section}.{name} must be {_type_name(hints[name])}, got {value!r} ({type(value).__name__})")
+        require(
+            _accepts(hints[name], value),
+            f"{section}.{name} must be {_type_name(hints[name])}, got {value!r} ({type(value).__name__})",
+        )
 
 
 def from_mapping(cls: type, values: Mapping[str, Any], section: str) -> Any:

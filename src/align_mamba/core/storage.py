@@ -69,17 +69,20 @@ def read_sealed_manifest(path: Path) -> dict:
     except FileNotFoundError:
         raise DataIntegrityError(f"{path}: manifest not found; generate the dataset first") from None
     except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise DataIntegrityError(f"{path}: unreadable manifest ({' '.join(str(err).split())}); "
-                                 "regenerate the dataset") from None
+        raise DataIntegrityError(
+            f"{path}: unreadable manifest ({' '.join(str(err).split())}); regenerate the dataset"
+        ) from None
     if not isinstance(manifest, dict):
         raise DataIntegrityError(f"{path}: not a dataset manifest (a JSON object); regenerate the dataset")
     seal = manifest.pop(SEAL_KEY, None)
     if seal is None:
-        raise DataIntegrityError(f"{path}: manifest has no {SEAL_KEY} (written by an older version or "
-                                 "damaged); regenerate the dataset")
+        raise DataIntegrityError(
+            f"{path}: manifest has no {SEAL_KEY} (written by an older version or damaged); regenerate the dataset"
+        )
     if seal != hashlib.sha256(json_bytes(manifest)).hexdigest():
-        raise DataIntegrityError(f"{path}: manifest contents do not match its {SEAL_KEY} (the file is "
-                                 "damaged); regenerate the dataset")
+        raise DataIntegrityError(
+            f"{path}: manifest contents do not match its {SEAL_KEY} (the file is damaged); regenerate the dataset"
+        )
     return manifest
 
 
@@ -129,8 +132,9 @@ def check_replaceable(out_dir: Path, generator: str) -> None:
     if not out_dir.is_dir():
         raise ConfigError(f"out: {out_dir} exists and is not a directory")
     if any(out_dir.iterdir()) and not is_dataset(out_dir, generator):
-        raise ConfigError(f"out: {out_dir} is a non-empty directory without a {generator} dataset manifest; "
-                          "refusing to replace it")
+        raise ConfigError(
+            f"out: {out_dir} is a non-empty directory without a {generator} dataset manifest; refusing to replace it"
+        )
 
 
 def move_into_place(staged: Path, out_dir: Path) -> None:
@@ -160,6 +164,7 @@ def verified_bytes(data_dir: Path, manifest: dict, relative: str) -> bytes:
         raise DataIntegrityError(f"{path}: file missing; regenerate the dataset") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.get("sha256"):
-        raise DataIntegrityError(f"{path}: sha256 {digest} does not match the manifest's "
-                                 f"{entry.get('sha256')}; regenerate the dataset")
+        raise DataIntegrityError(
+            f"{path}: sha256 {digest} does not match the manifest's {entry.get('sha256')}; regenerate the dataset"
+        )
     return data

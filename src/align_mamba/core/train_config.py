@@ -11,7 +11,6 @@ from align_mamba.core.backends import BACKENDS
 from align_mamba.core.params import DEVICES, require, require_choice, require_positive
 
 
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation of one model. `steps` is a budget; the validation metric may stop it earlier.
@@ -37,8 +36,9 @@ class TrainConfig:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
-        require_positive(self, "steps", "batch_size", "lr", "eval_every", "checkpoint_every",
-                          "eval_batch_size", "grad_clip")
+        require_positive(
+            self, "steps", "batch_size", "lr", "eval_every", "checkpoint_every", "eval_batch_size", "grad_clip"
+        )
         require(self.patience >= 0, f"patience must be >= 0 (0: never stop on a plateau), got {self.patience}")
         require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")

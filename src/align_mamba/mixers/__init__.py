@@ -7,5 +7,16 @@ from align_mamba.mixers.mamba1 import Mamba, MambaReference
 from align_mamba.mixers.mamba2 import Mamba2, Mamba2Reference
 from align_mamba.mixers.mamba3 import Mamba3, Mamba3Reference
 
-__all__ = ["CrossAttention", "DeltaNet", "DeltaNetMixer", "GatedDeltaNet", "Mamba", "Mamba2", "Mamba2Reference",
-           "Mamba3", "Mamba3Reference", "MambaReference", "SelfAttention"]
+__all__ = [
+    "CrossAttention",
+    "DeltaNet",
+    "DeltaNetMixer",
+    "GatedDeltaNet",
+    "Mamba",
+    "Mamba2",
+    "Mamba2Reference",
+    "Mamba3",
+    "Mamba3Reference",
+    "MambaReference",
+    "SelfAttention",
+]

@@ -82,8 +82,9 @@ def _fold_blocks(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2).reshape(batch * n_blocks, heads, n, head_dim)
 
 
-def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
-                       causal: bool = False) -> torch.Tensor:
+def windowed_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, causal: bool = False
+) -> torch.Tensor:
     """SDPA restricted to the band |i - j| <= window (and j <= i if causal), in O(L·window) memory.
 
     q, k, v: (B, H, L, Dh) → (B, H, L, Dh). The sequence is cut into blocks of `window` positions;
@@ -95,8 +96,9 @@ def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window
     pad = n_blocks * window - length
     q = F.pad(q, (0, 0, 0, pad)).view(batch, heads, n_blocks, window, head_dim)
     # One block of zeros before and after, so block b's keys are padded blocks b, b+1, b+2.
-    k, v = (F.pad(t, (0, 0, window, pad + window)).unfold(2, 3 * window, window).transpose(-1, -2)
-            for t in (k, v))  # each (B, H, nb, 3W, Dh)
+    k, v = (
+        F.pad(t, (0, 0, window, pad + window)).unfold(2, 3 * window, window).transpose(-1, -2) for t in (k, v)
+    )  # each (B, H, nb, 3W, Dh)
     row = torch.arange(window, device=q.device)[:, None]
     col = torch.arange(3 * window, device=q.device)[None, :]
     offset = row + window - col  # i - j, the same in every block: (W, 3W)
@@ -105,8 +107,9 @@ def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window
         band &= offset >= 0
     key_pos = torch.arange(n_blocks, device=q.device)[:, None] * window - window + col  # (nb, 3W)
     mask = band & ((key_pos >= 0) & (key_pos < length))[:, None, :]  # (nb, W, 3W)
-    y = F.scaled_dot_product_attention(_fold_blocks(q), _fold_blocks(k), _fold_blocks(v),
-                                       attn_mask=mask.repeat(batch, 1, 1)[:, None])  # (B·nb, H, W, Dh)
+    y = F.scaled_dot_product_attention(
+        _fold_blocks(q), _fold_blocks(k), _fold_blocks(v), attn_mask=mask.repeat(batch, 1, 1)[:, None]
+    )  # (B·nb, H, W, Dh)
     y = y.view(batch, n_blocks, heads, window, head_dim).transpose(1, 2)  # (B, H, nb, W, Dh)
     return y.reshape(batch, heads, n_blocks * window, head_dim)[:, :, :length]
 
@@ -118,8 +121,9 @@ class SelfAttention(nn.Module):
     `windowed_attention`, whose memory grows as L·window instead of L²; None is full attention.
     """
 
-    def __init__(self, d_model: int, n_heads: int, causal: bool = True, rope_base: float = 10000.0,
-                 window: int | None = None):
+    def __init__(
+        self, d_model: int, n_heads: int, causal: bool = True, rope_base: float = 10000.0, window: int | None = None
+    ):
         super().__init__()
         if window is not None and window < 1:
             raise ConfigError(f"attention window must be >= 1, got {window}")
@@ -175,7 +179,7 @@ class SelfAttention(nn.Module):
         k_cache[:, :, position] = k[:, :, 0]
         v_cache[:, :, position] = v[:, :, 0]
         start = 0 if self.window is None else max(0, position - self.window)
-        keys, values = k_cache[:, :, start:position + 1], v_cache[:, :, start:position + 1]
+        keys, values = k_cache[:, :, start : position + 1], v_cache[:, :, start : position + 1]
         y = F.scaled_dot_product_attention(q, keys, values)  # (B, H, 1, Dh)
         return self.out_proj(y.transpose(1, 2).reshape(batch, 1, -1))
 

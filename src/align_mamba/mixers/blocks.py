@@ -12,16 +12,44 @@ from align_mamba.mixers.mamba3 import Mamba3
 from align_mamba.mixers.spec import MixerSpec
 
 MIXERS = {
-    "mamba2": lambda spec: Mamba2(spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand,
-                                  headdim=spec.headdim, chunk_size=spec.chunk_size, backend=spec.backend),
-    "mamba1": lambda spec: Mamba(spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand,
-                                 backend=spec.backend),
-    "mamba3": lambda spec: Mamba3(spec.d_model, spec.d_state, expand=spec.expand, headdim=spec.headdim,
-                                  chunk_size=spec.chunk_size, backend=spec.backend),
-    "gated_deltanet": lambda spec: GatedDeltaNet(spec.d_model, spec.d_state, headdim=spec.headdim, expand=spec.expand,
-                                                 d_conv=spec.d_conv, chunk_size=spec.chunk_size, backend=spec.backend),
-    "deltanet": lambda spec: DeltaNet(spec.d_model, spec.d_state, headdim=spec.headdim, expand=spec.expand,
-                                      d_conv=spec.d_conv, chunk_size=spec.chunk_size, backend=spec.backend),
+    "mamba2": lambda spec: Mamba2(
+        spec.d_model,
+        spec.d_state,
+        d_conv=spec.d_conv,
+        expand=spec.expand,
+        headdim=spec.headdim,
+        chunk_size=spec.chunk_size,
+        backend=spec.backend,
+    ),
+    "mamba1": lambda spec: Mamba(
+        spec.d_model, spec.d_state, d_conv=spec.d_conv, expand=spec.expand, backend=spec.backend
+    ),
+    "mamba3": lambda spec: Mamba3(
+        spec.d_model,
+        spec.d_state,
+        expand=spec.expand,
+        headdim=spec.headdim,
+        chunk_size=spec.chunk_size,
+        backend=spec.backend,
+    ),
+    "gated_deltanet": lambda spec: GatedDeltaNet(
+        spec.d_model,
+        spec.d_state,
+        headdim=spec.headdim,
+        expand=spec.expand,
+        d_conv=spec.d_conv,
+        chunk_size=spec.chunk_size,
+        backend=spec.backend,
+    ),
+    "deltanet": lambda spec: DeltaNet(
+        spec.d_model,
+        spec.d_state,
+        headdim=spec.headdim,
+        expand=spec.expand,
+        d_conv=spec.d_conv,
+        chunk_size=spec.chunk_size,
+        backend=spec.backend,
+    ),
     "attention": lambda spec: SelfAttention(spec.d_model, spec.n_heads),
 }
 

@@ -54,8 +54,18 @@ class DeltaNetMixer(nn.Module):
     silu(g_proj(u)) per head, then o_proj.
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, headdim: int = 32, expand: int = 2, d_conv: int = 4,
-                 chunk_size: int = 64, gated: bool = True, backend: str = "reference", norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        headdim: int = 32,
+        expand: int = 2,
+        d_conv: int = 4,
+        chunk_size: int = 64,
+        gated: bool = True,
+        backend: str = "reference",
+        norm_eps: float = 1e-5,
+    ):
         super().__init__()
         self.d_model, self.d_state, self.headdim, self.expand = d_model, d_state, headdim, expand
         self.d_conv, self.chunk_size, self.gated, self.backend = d_conv, chunk_size, gated, backend
@@ -78,10 +88,15 @@ class DeltaNetMixer(nn.Module):
             dt = torch.clamp(dt, min=1e-4)
             self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
             self.dt_bias._no_weight_decay = True
-        self.q_conv1d = nn.Conv1d(self.key_dim, self.key_dim, d_conv, groups=self.key_dim, padding=d_conv - 1, bias=False)
-        self.k_conv1d = nn.Conv1d(self.key_dim, self.key_dim, d_conv, groups=self.key_dim, padding=d_conv - 1, bias=False)
-        self.v_conv1d = nn.Conv1d(self.value_dim, self.value_dim, d_conv, groups=self.value_dim, padding=d_conv - 1,
-                                  bias=False)
+        self.q_conv1d = nn.Conv1d(
+            self.key_dim, self.key_dim, d_conv, groups=self.key_dim, padding=d_conv - 1, bias=False
+        )
+        self.k_conv1d = nn.Conv1d(
+            self.key_dim, self.key_dim, d_conv, groups=self.key_dim, padding=d_conv - 1, bias=False
+        )
+        self.v_conv1d = nn.Conv1d(
+            self.value_dim, self.value_dim, d_conv, groups=self.value_dim, padding=d_conv - 1, bias=False
+        )
         self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
         self.o_norm = RMSNormGated(headdim, eps=norm_eps, norm_before_gate=True)
         self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
@@ -97,10 +112,12 @@ class DeltaNetMixer(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u: (B, L, d_model) → (B, L, d_model)."""
-        q = l2_normalize(rearrange(causal_depthwise_conv(self.q_conv1d, self.q_proj(u)), "b l (h k) -> b l h k",
-                                   k=self.d_state))  # (B, L, H, K)
-        k = l2_normalize(rearrange(causal_depthwise_conv(self.k_conv1d, self.k_proj(u)), "b l (h k) -> b l h k",
-                                   k=self.d_state))
+        q = l2_normalize(
+            rearrange(causal_depthwise_conv(self.q_conv1d, self.q_proj(u)), "b l (h k) -> b l h k", k=self.d_state)
+        )  # (B, L, H, K)
+        k = l2_normalize(
+            rearrange(causal_depthwise_conv(self.k_conv1d, self.k_proj(u)), "b l (h k) -> b l h k", k=self.d_state)
+        )
         v = rearrange(causal_depthwise_conv(self.v_conv1d, self.v_proj(u)), "b l (h v) -> b l h v", v=self.headdim)
         beta, g = self.gates(u)
         o = self._recurrence(q, k, v, beta, g)  # (B, L, H, V)
@@ -109,7 +126,7 @@ class DeltaNetMixer(nn.Module):
         return self.o_proj(rearrange(o, "b l h v -> b l (h v)"))
 
     def _recurrence(self, q, k, v, beta, g):
-        scale = self.d_state ** -0.5
+        scale = self.d_state**-0.5
         if self.backend != "kernels":
             return delta_rule(q, k, v, beta, g, scale=scale, chunk_size=self.chunk_size)
         # The kernels take q, k, v in one dtype, β in it too, and g (log space) in float32.
@@ -117,22 +134,30 @@ class DeltaNetMixer(nn.Module):
         if not self.gated and v.dtype != torch.float32:
             from fla.ops.delta_rule import chunk_delta_rule
 
-            o, _ = chunk_delta_rule(q=q, k=k, v=v, beta=beta, scale=scale, output_final_state=False,
-                                    use_qk_l2norm_in_kernel=False)
+            o, _ = chunk_delta_rule(
+                q=q, k=k, v=v, beta=beta, scale=scale, output_final_state=False, use_qk_l2norm_in_kernel=False
+            )
             return o
         from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
         # fla's chunk_delta_rule refuses float32 inputs; DeltaNet is the gated rule with g = 0, which
         # the gated kernel runs in float32 (training's bf16 autocast takes the dedicated kernel above).
         g = g.float() if g is not None else q.new_zeros(q.shape[:3], dtype=torch.float32)
-        o, _ = chunk_gated_delta_rule(q=q, k=k, v=v, g=g, beta=beta, scale=scale, output_final_state=False,
-                                      use_qk_l2norm_in_kernel=False)
+        o, _ = chunk_gated_delta_rule(
+            q=q, k=k, v=v, g=g, beta=beta, scale=scale, output_final_state=False, use_qk_l2norm_in_kernel=False
+        )
         return o
 
 
 def _validate(name, d_model, d_state, headdim, expand, d_conv, chunk_size):
-    for key, value in (("d_model", d_model), ("d_state", d_state), ("headdim", headdim), ("expand", expand),
-                       ("d_conv", d_conv), ("chunk_size", chunk_size)):
+    for key, value in (
+        ("d_model", d_model),
+        ("d_state", d_state),
+        ("headdim", headdim),
+        ("expand", expand),
+        ("d_conv", d_conv),
+        ("chunk_size", chunk_size),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{name}: {key} must be an integer >= 1, got {value!r}")
     if (expand * d_model) % headdim:
@@ -142,12 +167,28 @@ def _validate(name, d_model, d_state, headdim, expand, d_conv, chunk_size):
 def GatedDeltaNet(d_model, d_state=64, headdim=32, expand=2, d_conv=4, chunk_size=64, backend="auto") -> DeltaNetMixer:
     """A Gated DeltaNet mixer on the resolved backend ("auto", "kernels" or "reference")."""
     _validate("GatedDeltaNet", d_model, d_state, headdim, expand, d_conv, chunk_size)
-    return DeltaNetMixer(d_model, d_state, headdim, expand, d_conv, chunk_size, gated=True,
-                         backend=resolve_backend(backend, mixer="gated_deltanet"))
+    return DeltaNetMixer(
+        d_model,
+        d_state,
+        headdim,
+        expand,
+        d_conv,
+        chunk_size,
+        gated=True,
+        backend=resolve_backend(backend, mixer="gated_deltanet"),
+    )
 
 
 def DeltaNet(d_model, d_state=64, headdim=32, expand=2, d_conv=4, chunk_size=64, backend="auto") -> DeltaNetMixer:
     """A DeltaNet mixer (no decay gate) on the resolved backend."""
     _validate("DeltaNet", d_model, d_state, headdim, expand, d_conv, chunk_size)
-    return DeltaNetMixer(d_model, d_state, headdim, expand, d_conv, chunk_size, gated=False,
-                         backend=resolve_backend(backend, mixer="deltanet"))
+    return DeltaNetMixer(
+        d_model,
+        d_state,
+        headdim,
+        expand,
+        d_conv,
+        chunk_size,
+        gated=False,
+        backend=resolve_backend(backend, mixer="deltanet"),
+    )

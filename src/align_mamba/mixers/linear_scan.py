@@ -40,8 +40,15 @@ def _decay_matrix(gc: Tensor, strict: bool) -> Tensor:
     return torch.exp((gc[..., :, None] - gc[..., None, :]).masked_fill(~keep, -torch.inf))
 
 
-def gated_linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, chunk_size: int = 64,
-                           initial_state: Tensor | None = None, return_final_state: bool = False):
+def gated_linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_decay: Tensor,
+    chunk_size: int = 64,
+    initial_state: Tensor | None = None,
+    return_final_state: bool = False,
+):
     """Linear attention with a scalar decay per head and step.
 
     Recurrence, per batch and head:
@@ -63,22 +70,30 @@ def gated_linear_attention(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, c
     # Inside each chunk: o_i = sum_{j<=i} exp(gc_i - gc_j) (q_i . k_j) v_j
     scores = torch.einsum("bcihk,bcjhk->bchij", q, k) * _decay_matrix(gc, strict=False)
     o = torch.einsum("bchij,bcjhv->bcihv", scores, v)
-    state = (q.new_zeros(batch, heads, k.shape[-1], v.shape[-1]) if initial_state is None
-             else initial_state.to(dtype))
+    state = q.new_zeros(batch, heads, k.shape[-1], v.shape[-1]) if initial_state is None else initial_state.to(dtype)
     to_end = torch.exp(gc[..., -1:] - gc)  # (B, c, H, C): decay from position j to the chunk's end
     inter = []
     for c in range(q.shape[1]):
         # Entering state, decayed to position i, read by q_i; then the chunk's own writes.
         inter.append(torch.einsum("bihk,bhkv->bihv", q[:, c], state) * gc[:, c].exp().transpose(1, 2)[..., None])
         state = state * gc[:, c, :, -1].exp()[..., None, None] + torch.einsum(
-            "bjhk,bjhv->bhkv", k[:, c] * to_end[:, c].transpose(1, 2)[..., None], v[:, c])
+            "bjhk,bjhv->bhkv", k[:, c] * to_end[:, c].transpose(1, 2)[..., None], v[:, c]
+        )
     o = (o + torch.stack(inter, dim=1)).flatten(1, 2)[:, :seqlen].to(out_dtype)
     return (o, state) if return_final_state else o
 
 
-def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None,
-               scale: float | None = None, chunk_size: int = 64, initial_state: Tensor | None = None,
-               return_final_state: bool = False):
+def delta_rule(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    log_decay: Tensor | None = None,
+    scale: float | None = None,
+    chunk_size: int = 64,
+    initial_state: Tensor | None = None,
+    return_final_state: bool = False,
+):
     """The (gated) delta rule of DeltaNet and Gated DeltaNet, chunked with the WY/UT representation.
 
     Recurrence, per batch and head (a_t = 0 without log_decay: DeltaNet):
@@ -102,7 +117,7 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor 
     """
     dtype, out_dtype = _compute_dtype(q, k, v, beta, log_decay), v.dtype
     batch, seqlen, heads, d_k = q.shape
-    scale = d_k ** -0.5 if scale is None else scale
+    scale = d_k**-0.5 if scale is None else scale
     if log_decay is None:
         log_decay = beta.new_zeros(beta.shape)
     chunk_size = max(1, min(chunk_size, seqlen))
@@ -120,8 +135,7 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor 
     w_v, w_k = w.split([vh.shape[-1], d_k], dim=-1)
     qk = torch.einsum("bcihk,bcjhk->bchij", q, k) * _decay_matrix(gc, strict=False)  # (B, c, H, C, C)
     to_end = torch.exp(gc[..., -1:] - gc)[..., None]  # (B, c, H, C, 1)
-    state = (q.new_zeros(batch, heads, d_k, v.shape[-1]) if initial_state is None
-             else initial_state.to(dtype))
+    state = q.new_zeros(batch, heads, d_k, v.shape[-1]) if initial_state is None else initial_state.to(dtype)
     out = []
     for c in range(q.shape[1]):
         u = w_v[:, c] - w_k[:, c] @ state  # (B, H, C, V)

@@ -32,8 +32,18 @@ class MambaReference(nn.Module):
     backend = "reference"
     fused = False
 
-    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_min=0.001, dt_max=0.1,
-                 dt_init_floor=1e-4, device=None, dtype=None):
+    def __init__(
+        self,
+        d_model,
+        d_state=16,
+        d_conv=4,
+        expand=2,
+        dt_min=0.001,
+        dt_max=0.1,
+        dt_init_floor=1e-4,
+        device=None,
+        dtype=None,
+    ):
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
         self.d_model = d_model
@@ -44,17 +54,19 @@ class MambaReference(nn.Module):
         self.dt_rank = math.ceil(d_model / 16)
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False, **factory_kwargs)
-        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner,
-                                padding=d_conv - 1, bias=True, **factory_kwargs)
+        self.conv1d = nn.Conv1d(
+            self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1, bias=True, **factory_kwargs
+        )
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **factory_kwargs)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory_kwargs)
 
         # dt_proj keeps the variance of dt at init; its bias makes softplus(bias) log-uniform in
         # [dt_min, dt_max], stored as the inverse softplus.
-        dt_init_std = self.dt_rank ** -0.5
+        dt_init_std = self.dt_rank**-0.5
         nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
-        dt = torch.exp(torch.rand(self.d_inner, **factory_kwargs) * (math.log(dt_max) - math.log(dt_min))
-                       + math.log(dt_min)).clamp(min=dt_init_floor)
+        dt = torch.exp(
+            torch.rand(self.d_inner, **factory_kwargs) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        ).clamp(min=dt_init_floor)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
         self.dt_proj.bias._no_reinit = True  # model-level init that zeroes Linear biases must skip it
@@ -86,7 +98,9 @@ class MambaReference(nn.Module):
         compute = torch.promote_types(x.dtype, torch.float32)
         A = -torch.exp(self.A_log.to(compute))  # (d_inner, d_state)
         y = selective_scan(
-            x, dt, A,
+            x,
+            dt,
+            A,
             rearrange(B, "b l n -> b n l"),
             rearrange(C, "b l n -> b n l"),
             self.D.to(compute),
@@ -120,8 +134,9 @@ class MambaReference(nn.Module):
         From zeroed states, step t returns position t of forward() over the same tokens.
         """
         if hidden_states.dim() != 3 or hidden_states.shape[1] != 1:
-            raise ConfigError(f"Mamba step decodes one token at a time: expected (B, 1, d_model), "
-                              f"got {tuple(hidden_states.shape)}")
+            raise ConfigError(
+                f"Mamba step decodes one token at a time: expected (B, 1, d_model), got {tuple(hidden_states.shape)}"
+            )
         dtype = hidden_states.dtype
         x, z = self.in_proj(hidden_states.squeeze(1)).chunk(2, dim=-1)  # (B, d_inner) each
         conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))

@@ -66,8 +66,22 @@ class Mamba2Reference(nn.Module):
     # block by block (ssd_scan.ssd_scan, that many steps per block), linear in L: the CPU inference path.
     scan_block: int | None = None
 
-    def __init__(self, d_model, d_state=64, d_conv=4, expand=2, headdim=64, ngroups=1, chunk_size=256,
-                 A_init_range=(1, 16), dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4, device=None, dtype=None):
+    def __init__(
+        self,
+        d_model,
+        d_state=64,
+        d_conv=4,
+        expand=2,
+        headdim=64,
+        ngroups=1,
+        chunk_size=256,
+        A_init_range=(1, 16),
+        dt_min=0.001,
+        dt_max=0.1,
+        dt_init_floor=1e-4,
+        device=None,
+        dtype=None,
+    ):
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
         self.d_model = d_model
@@ -84,12 +98,14 @@ class Mamba2Reference(nn.Module):
         # in_proj output order, as mamba-ssm: [z, x, B, C, dt]
         d_in_proj = 2 * self.d_inner + 2 * ngroups * d_state + self.nheads
         self.in_proj = nn.Linear(d_model, d_in_proj, bias=False, **factory_kwargs)
-        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim,
-                                padding=d_conv - 1, bias=True, **factory_kwargs)
+        self.conv1d = nn.Conv1d(
+            self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, padding=d_conv - 1, bias=True, **factory_kwargs
+        )
 
         # dt = softplus(dt_bias) starts log-uniform in [dt_min, dt_max]; store its inverse softplus.
-        dt = torch.exp(torch.rand(self.nheads, **factory_kwargs) * (math.log(dt_max) - math.log(dt_min))
-                       + math.log(dt_min))
+        dt = torch.exp(
+            torch.rand(self.nheads, **factory_kwargs) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        )
         dt = torch.clamp(dt, min=dt_init_floor)
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
         self.dt_bias._no_weight_decay = True
@@ -100,8 +116,9 @@ class Mamba2Reference(nn.Module):
         self.D = nn.Parameter(torch.ones(self.nheads, device=device))
         self.D._no_weight_decay = True
 
-        self.norm = RMSNormGated(self.d_inner, eps=1e-5, norm_before_gate=False,
-                                 group_size=self.d_inner // ngroups, **factory_kwargs)
+        self.norm = RMSNormGated(
+            self.d_inner, eps=1e-5, norm_before_gate=False, group_size=self.d_inner // ngroups, **factory_kwargs
+        )
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False, **factory_kwargs)
 
     def forward(self, u, initial_state=None, return_final_state=False):
@@ -116,8 +133,7 @@ class Mamba2Reference(nn.Module):
         z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
         # Causal depthwise conv: padding d_conv-1 on both sides, keep the first L outputs.
         xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :seqlen].transpose(1, 2))  # (B, L, conv_dim)
-        x, B, C = torch.split(xBC, [self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state],
-                              dim=-1)
+        x, B, C = torch.split(xBC, [self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         compute = torch.promote_types(dt.dtype, torch.float32)
         # dt in float32 before softplus, and A from float A_log (in fp16, exp could overflow to -inf).
         dt = F.softplus(dt.to(compute) + self.dt_bias.to(compute))  # (B, L, H)
@@ -149,7 +165,9 @@ class Mamba2Reference(nn.Module):
         """
         device = self.out_proj.weight.device
         conv_dtype = self.conv1d.weight.dtype if dtype is None else dtype
-        conv_state = torch.zeros(batch_size, self.d_conv, self.conv_dim, device=device, dtype=conv_dtype).transpose(1, 2)
+        conv_state = torch.zeros(batch_size, self.d_conv, self.conv_dim, device=device, dtype=conv_dtype).transpose(
+            1, 2
+        )
         ssm_dtype = self.in_proj.weight.dtype if dtype is None else dtype
         ssm_state = torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=ssm_dtype)
         return conv_state, ssm_state
@@ -162,8 +180,9 @@ class Mamba2Reference(nn.Module):
         step t returns position t of forward() over the same tokens (any ngroups).
         """
         if hidden_states.dim() != 3 or hidden_states.shape[1] != 1:
-            raise ConfigError(f"Mamba2 step decodes one token at a time: expected (B, 1, d_model), "
-                              f"got {tuple(hidden_states.shape)}")
+            raise ConfigError(
+                f"Mamba2 step decodes one token at a time: expected (B, 1, d_model), got {tuple(hidden_states.shape)}"
+            )
         dtype = hidden_states.dtype
         zxbcdt = self.in_proj(hidden_states.squeeze(1))  # (B, d_in_proj)
         z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
@@ -177,8 +196,10 @@ class Mamba2Reference(nn.Module):
         A = -torch.exp(self.A_log.to(compute))  # (H,)
         x = rearrange(x, "b (h p) -> b h p", p=self.headdim).to(compute)  # (B, H, P)
         heads_per_group = self.nheads // self.ngroups
-        B, C = (rearrange(M, "b (g n) -> b g n", g=self.ngroups).repeat_interleave(heads_per_group, dim=1).to(compute)
-                for M in (B, C))  # (B, H, N) each
+        B, C = (
+            rearrange(M, "b (g n) -> b g n", g=self.ngroups).repeat_interleave(heads_per_group, dim=1).to(compute)
+            for M in (B, C)
+        )  # (B, H, N) each
         decay = torch.exp(dt * A)[..., None, None]  # (B, H, 1, 1)
         state = ssm_state.to(compute) * decay + (dt[..., None] * x)[..., None] * B[:, :, None, :]  # (B, H, P, N)
         ssm_state.copy_(state)
@@ -197,8 +218,15 @@ def _suggest_headdim(d_inner: int, headdim: int) -> int:
 
 def _validate(d_model, d_state, d_conv, expand, headdim, ngroups, chunk_size):
     """Raise ConfigError, one line naming the parameter, for a Mamba-2 config that cannot be built."""
-    for name, value in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand),
-                        ("headdim", headdim), ("ngroups", ngroups), ("chunk_size", chunk_size)):
+    for name, value in (
+        ("d_model", d_model),
+        ("d_state", d_state),
+        ("d_conv", d_conv),
+        ("expand", expand),
+        ("headdim", headdim),
+        ("ngroups", ngroups),
+        ("chunk_size", chunk_size),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"Mamba2: {name} must be an integer >= 1, got {value!r}")
     d_inner = expand * d_model
@@ -209,12 +237,10 @@ def _validate(d_model, d_state, d_conv, expand, headdim, ngroups, chunk_size):
         )
     nheads = d_inner // headdim
     if nheads % ngroups != 0:
-        raise ConfigError(f"Mamba2: nheads = expand*d_model/headdim = {nheads} must be divisible by "
-                          f"ngroups={ngroups}")
+        raise ConfigError(f"Mamba2: nheads = expand*d_model/headdim = {nheads} must be divisible by ngroups={ngroups}")
 
 
-def Mamba2(d_model, d_state=64, d_conv=4, expand=2, headdim=64, ngroups=1, chunk_size=256,
-           backend="auto") -> nn.Module:
+def Mamba2(d_model, d_state=64, d_conv=4, expand=2, headdim=64, ngroups=1, chunk_size=256, backend="auto") -> nn.Module:
     """Build a Mamba-2 mixer, (B, L, d_model) -> (B, L, d_model), on the resolved backend.
 
     backend: "auto" (kernels when CUDA and mamba-ssm are usable, else reference), "kernels", or
@@ -225,8 +251,15 @@ def Mamba2(d_model, d_state=64, d_conv=4, expand=2, headdim=64, ngroups=1, chunk
     BackendUnavailableError for "kernels" where they cannot run.
     """
     _validate(d_model, d_state, d_conv, expand, headdim, ngroups, chunk_size)
-    kwargs = dict(d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim,
-                  ngroups=ngroups, chunk_size=chunk_size)
+    kwargs = dict(
+        d_model=d_model,
+        d_state=d_state,
+        d_conv=d_conv,
+        expand=expand,
+        headdim=headdim,
+        ngroups=ngroups,
+        chunk_size=chunk_size,
+    )
     if resolve_backend(backend) == "reference":
         return Mamba2Reference(**kwargs)
     from mamba_ssm.modules.mamba2 import Mamba2 as KernelMamba2

@@ -102,8 +102,21 @@ class Mamba3Reference(nn.Module):
     fused = False
     a_activation = "softplus"
 
-    def __init__(self, d_model, d_state=128, expand=2, headdim=64, rope_fraction=0.5, dt_min=0.001, dt_max=0.1,
-                 dt_init_floor=1e-4, A_floor=1e-4, chunk_size=64, device=None, dtype=None):
+    def __init__(
+        self,
+        d_model,
+        d_state=128,
+        expand=2,
+        headdim=64,
+        rope_fraction=0.5,
+        dt_min=0.001,
+        dt_max=0.1,
+        dt_init_floor=1e-4,
+        A_floor=1e-4,
+        chunk_size=64,
+        device=None,
+        dtype=None,
+    ):
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
         self.d_model, self.d_state, self.expand, self.headdim = d_model, d_state, expand, headdim
@@ -118,8 +131,10 @@ class Mamba3Reference(nn.Module):
         # in_proj output order, as mamba-ssm: [z, x, B, C, dd_dt, dd_A, trap, angles]
         d_in_proj = 2 * self.d_inner + 2 * d_state + 3 * self.nheads + self.num_rope_angles
         self.in_proj = nn.Linear(d_model, d_in_proj, bias=False, **factory_kwargs)
-        dt = torch.exp(torch.rand(self.nheads, device=device, dtype=torch.float32)
-                       * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = torch.exp(
+            torch.rand(self.nheads, device=device, dtype=torch.float32) * (math.log(dt_max) - math.log(dt_min))
+            + math.log(dt_min)
+        )
         dt = torch.clamp(dt, min=dt_init_floor)
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
         self.dt_bias._no_weight_decay = True
@@ -141,24 +156,46 @@ class Mamba3Reference(nn.Module):
         """u: (B, L, d_model) → (B, L, d_model)."""
         z, x, B, C, dd_dt, dd_A, trap, angles = torch.split(
             self.in_proj(u),
-            [self.d_inner, self.d_inner, self.d_state, self.d_state, self.nheads, self.nheads, self.nheads,
-             self.num_rope_angles], dim=-1)
+            [
+                self.d_inner,
+                self.d_inner,
+                self.d_state,
+                self.d_state,
+                self.nheads,
+                self.nheads,
+                self.nheads,
+                self.num_rope_angles,
+            ],
+            dim=-1,
+        )
         A = self.decay_rate(dd_A)  # (B, L, H)
         DT = F.softplus(dd_dt.to(A.dtype) + self.dt_bias.to(A.dtype))
         angles = angles.unsqueeze(-2).expand(-1, -1, self.nheads, -1)  # (B, L, H, R)
         y = mamba3_siso_scan(
-            self.C_norm(C), self.B_norm(B),
+            self.C_norm(C),
+            self.B_norm(B),
             rearrange(x, "b l (h p) -> b l h p", p=self.headdim),
-            (A * DT).transpose(1, 2), DT.transpose(1, 2), trap.transpose(1, 2),
-            self.C_bias[:, 0], self.B_bias[:, 0], angles, D=self.D,
-            z=rearrange(z, "b l (h p) -> b l h p", p=self.headdim), chunk_size=self.chunk_size,
+            (A * DT).transpose(1, 2),
+            DT.transpose(1, 2),
+            trap.transpose(1, 2),
+            self.C_bias[:, 0],
+            self.B_bias[:, 0],
+            angles,
+            D=self.D,
+            z=rearrange(z, "b l (h p) -> b l h p", p=self.headdim),
+            chunk_size=self.chunk_size,
         )
         return self.out_proj(rearrange(y, "b l h p -> b l (h p)").to(u.dtype))
 
 
 def _validate(d_model, d_state, expand, headdim, chunk_size):
-    for name, value in (("d_model", d_model), ("d_state", d_state), ("expand", expand), ("headdim", headdim),
-                        ("chunk_size", chunk_size)):
+    for name, value in (
+        ("d_model", d_model),
+        ("d_state", d_state),
+        ("expand", expand),
+        ("headdim", headdim),
+        ("chunk_size", chunk_size),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"Mamba3: {name} must be an integer >= 1, got {value!r}")
     if (expand * d_model) % headdim:

@@ -80,8 +80,13 @@ class MemoryPool(nn.Module):
         return values.expand(batch, -1, -1), self.priority.expand(batch, -1)
 
     @staticmethod
-    def select(values: torch.Tensor, priorities: torch.Tensor, new_values: torch.Tensor, new_priorities: torch.Tensor,
-               keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def select(
+        values: torch.Tensor,
+        priorities: torch.Tensor,
+        new_values: torch.Tensor,
+        new_priorities: torch.Tensor,
+        keep: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The `keep` highest-priority entries of pool ∪ candidates, best first.
 
         values (B, P, S), priorities (B, P), new_values (B, L, S), new_priorities (B, L)

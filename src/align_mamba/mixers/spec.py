@@ -22,8 +22,10 @@ HEADDIM_MIXERS = ("mamba2", "mamba3", "gated_deltanet", "deltanet")
 def require_headdim_fits(d_model: int, expand: int, headdim: int) -> None:
     """Mamba-2/3 and the DeltaNets split expand·d_model channels into heads of `headdim`: they must divide evenly."""
     d_inner = expand * d_model
-    require(d_inner % headdim == 0, f"expand*d_model ({d_inner}) must be divisible by headdim ({headdim}); "
-                                     f"try headdim={math.gcd(d_inner, 64)}")
+    require(
+        d_inner % headdim == 0,
+        f"expand*d_model ({d_inner}) must be divisible by headdim ({headdim}); try headdim={math.gcd(d_inner, 64)}",
+    )
 
 
 @dataclass(frozen=True)

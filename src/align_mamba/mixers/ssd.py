@@ -154,8 +154,19 @@ class _LinearScan(torch.autograd.Function):
         return grad_a, g, grad_h0
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, initial_state=None):
+def selective_scan(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    return_last_state=False,
+    initial_state=None,
+):
     """Mamba-1's selective scan, with the signature and semantics of mamba-ssm's selective_scan_ref.
 
     Recurrence, per batch and channel d (h_t is (N,), A diagonal):

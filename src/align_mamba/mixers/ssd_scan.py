@@ -51,8 +51,11 @@ def ssd_recurrent(x, dt, A, B, C, D=None, initial_state=None, return_final_state
     dtx = x.to(dtype) * dt.to(dtype).unsqueeze(-1)  # (B, L, H, P)
     Bh = B.to(dtype).repeat_interleave(per_group, dim=2)  # (B, L, H, N)
     Ch = C.to(dtype).repeat_interleave(per_group, dim=2)
-    state = (x.new_zeros(batch, nheads, headdim, B.shape[-1], dtype=dtype) if initial_state is None
-             else initial_state.to(dtype).clone())
+    state = (
+        x.new_zeros(batch, nheads, headdim, B.shape[-1], dtype=dtype)
+        if initial_state is None
+        else initial_state.to(dtype).clone()
+    )
     y = x.new_empty(batch, seqlen, nheads, headdim, dtype=dtype)
     for t in range(seqlen):
         state.mul_(decay[:, t, :, None, None]).add_(dtx[:, t, :, :, None] * Bh[:, t, :, None, :])
@@ -96,8 +99,11 @@ def ssd_scan(x, dt, A, B, C, block=16, D=None, initial_state=None, return_final_
     # entering[k] = the state before block k.
     block_states = rearrange(block_states, "b c g h p n -> c b g h p n").contiguous()
     block_decay = rearrange(block_decay, "b c g h -> c b g h 1 1").contiguous()
-    state = (x.new_zeros(block_states.shape[1:]) if initial_state is None
-             else rearrange(initial_state.to(dtype), "b (g h) p n -> b g h p n", g=ngroups).clone())
+    state = (
+        x.new_zeros(block_states.shape[1:])
+        if initial_state is None
+        else rearrange(initial_state.to(dtype), "b (g h) p n -> b g h p n", g=ngroups).clone()
+    )
     entering = torch.empty_like(block_states)
     for k in range(block_states.shape[0]):
         entering[k] = state

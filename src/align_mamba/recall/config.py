@@ -16,15 +16,32 @@ from align_mamba.mixers.spec import HEADDIM_MIXERS, SSM_MIXERS, MixerSpec, requi
 # Decoder-only stacks of one recurrent mixer (their variant names the mixer), the Transformer, the
 # Jamba-style decoder hybrid and the Zamba-style stack with one shared attention block.
 PURE_SSM_VARIANTS = ("mamba2", "mamba1", "mamba3", "gated_deltanet", "deltanet")
-DECODER_VARIANTS = ("mamba2", "mamba1", "transformer", "decoder_hybrid", "mamba3", "gated_deltanet", "deltanet",
-                    "zamba")
+DECODER_VARIANTS = (
+    "mamba2",
+    "mamba1",
+    "transformer",
+    "decoder_hybrid",
+    "mamba3",
+    "gated_deltanet",
+    "deltanet",
+    "zamba",
+)
 # Encoder-decoders over the seq2seq layout: the cross-attention hybrid and Polar-Mem-Mamba.
 HYBRID_VARIANTS = ("hybrid", "polar_mem")
 VARIANTS = DECODER_VARIANTS + HYBRID_VARIANTS
 # Polar-Mem-Mamba's gated shortcut attention layers when hybrid_positions is left empty.
 POLAR_MEM_GSA_LAYERS = (0, 2)
-__all__ = ["DECODER_VARIANTS", "DEVICES", "HYBRID_VARIANTS", "PURE_SSM_VARIANTS", "SSM_MIXERS", "VARIANTS",
-           "CellConfig", "ModelConfig", "TrainConfig"]
+__all__ = [
+    "DECODER_VARIANTS",
+    "DEVICES",
+    "HYBRID_VARIANTS",
+    "PURE_SSM_VARIANTS",
+    "SSM_MIXERS",
+    "VARIANTS",
+    "CellConfig",
+    "ModelConfig",
+    "TrainConfig",
+]
 
 
 @dataclass(frozen=True)
@@ -66,48 +83,86 @@ class ModelConfig:
         require_choice("variant", self.variant, VARIANTS)
         if self.variant == "polar_mem" and not self.hybrid_positions:
             # frozen dataclass: the default is filled in once, here, so every reader sees it
-            object.__setattr__(self, "hybrid_positions",
-                               tuple(p for p in POLAR_MEM_GSA_LAYERS if p < self.n_layers))
+            object.__setattr__(self, "hybrid_positions", tuple(p for p in POLAR_MEM_GSA_LAYERS if p < self.n_layers))
         require_choice("ssm", self.ssm, SSM_MIXERS)
-        require(re.fullmatch(r"[A-Za-z0-9_.-]*", self.name) is not None,
-                 f"name must use only letters, digits, '_', '.', '-' (it becomes a path), got {self.name!r}")
-        require_positive(self, "d_model", "n_layers", "d_state", "encoder_layers", "n_heads",
-                          "headdim", "d_conv", "expand", "chunk_size", "mlp_ratio", "vocab_size",
-                          "shared_attention_every", "mem_pool_size", "mem_summary_dim", "mem_update_freq")
-        require(self.d_model % self.n_heads == 0,
-                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        require(
+            re.fullmatch(r"[A-Za-z0-9_.-]*", self.name) is not None,
+            f"name must use only letters, digits, '_', '.', '-' (it becomes a path), got {self.name!r}",
+        )
+        require_positive(
+            self,
+            "d_model",
+            "n_layers",
+            "d_state",
+            "encoder_layers",
+            "n_heads",
+            "headdim",
+            "d_conv",
+            "expand",
+            "chunk_size",
+            "mlp_ratio",
+            "vocab_size",
+            "shared_attention_every",
+            "mem_pool_size",
+            "mem_summary_dim",
+            "mem_update_freq",
+        )
+        require(
+            self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+        )
         uses_rotary = self.mixer == "attention" or self.variant in ("decoder_hybrid", "zamba")
-        require(not uses_rotary or (self.d_model // self.n_heads) % 2 == 0,
-                 f"rotary embeddings need an even head dim, got d_model/n_heads = {self.d_model // self.n_heads}")
+        require(
+            not uses_rotary or (self.d_model // self.n_heads) % 2 == 0,
+            f"rotary embeddings need an even head dim, got d_model/n_heads = {self.d_model // self.n_heads}",
+        )
         if self.mixer in HEADDIM_MIXERS:
             require_headdim_fits(self.d_model, self.expand, self.headdim)
         if self.mixer == "mamba3":
             # A quarter of d_state are rotary angles, and mamba-ssm's kernel needs an even count of them.
-            require(self.d_state % 8 == 0, f"mamba3 needs d_state a multiple of 8 (its kernel rotates d_state/4 "
-                                           f"angles, an even number), got {self.d_state}")
+            require(
+                self.d_state % 8 == 0,
+                f"mamba3 needs d_state a multiple of 8 (its kernel rotates d_state/4 "
+                f"angles, an even number), got {self.d_state}",
+            )
         if self.mixer in ("gated_deltanet", "deltanet"):
-            require(self.d_state <= 256, f"{self.mixer}'s kernels take keys of at most 256 per head: d_state must be "
-                                         f"<= 256, got {self.d_state}")
+            require(
+                self.d_state <= 256,
+                f"{self.mixer}'s kernels take keys of at most 256 per head: d_state must be <= 256, got {self.d_state}",
+            )
         if self.variant == "zamba":
-            require(self.shared_attention_every <= self.n_layers,
-                    f"zamba applies its shared attention after every shared_attention_every "
-                    f"({self.shared_attention_every}) layers: it must be <= n_layers ({self.n_layers})")
+            require(
+                self.shared_attention_every <= self.n_layers,
+                f"zamba applies its shared attention after every shared_attention_every "
+                f"({self.shared_attention_every}) layers: it must be <= n_layers ({self.n_layers})",
+            )
         self._check_positions()
 
     def _check_positions(self) -> None:
         positions = self.hybrid_positions
         if self.variant in DECODER_VARIANTS and self.variant != "decoder_hybrid":
-            require(not positions, f"variant {self.variant} is decoder-only: hybrid_positions must be [], "
-                                    f"got {list(positions)} (use variant hybrid)")
+            require(
+                not positions,
+                f"variant {self.variant} is decoder-only: hybrid_positions must be [], "
+                f"got {list(positions)} (use variant hybrid)",
+            )
             return
-        require(bool(positions), f"variant {self.variant} needs at least one hybrid position; "
-                                 "hybrid_positions [] is the decoder-only model (variant mamba2 or mamba1)"
-                                 + (f" (its default {list(POLAR_MEM_GSA_LAYERS)} lies outside n_layers={self.n_layers})"
-                                    if self.variant == "polar_mem" else ""))
+        require(
+            bool(positions),
+            f"variant {self.variant} needs at least one hybrid position; "
+            "hybrid_positions [] is the decoder-only model (variant mamba2 or mamba1)"
+            + (
+                f" (its default {list(POLAR_MEM_GSA_LAYERS)} lies outside n_layers={self.n_layers})"
+                if self.variant == "polar_mem"
+                else ""
+            ),
+        )
         require(len(set(positions)) == len(positions), f"hybrid_positions has duplicates: {list(positions)}")
         bad = [p for p in positions if not 0 <= p < self.n_layers]
-        require(not bad, f"hybrid_positions {bad} outside [0, n_layers={self.n_layers}); "
-                          f"raise n_layers to at least {max(positions) + 1}")
+        require(
+            not bad,
+            f"hybrid_positions {bad} outside [0, n_layers={self.n_layers}); "
+            f"raise n_layers to at least {max(positions) + 1}",
+        )
 
     @property
     def label(self) -> str:
@@ -140,9 +195,18 @@ class ModelConfig:
 
     def mixer_spec(self, backend: str) -> MixerSpec:
         """What the blocks need to build this model's mixers on `backend`."""
-        return MixerSpec(d_model=self.d_model, d_state=self.d_state, headdim=self.headdim, expand=self.expand,
-                         d_conv=self.d_conv, chunk_size=self.chunk_size, n_heads=self.n_heads, ssm=self.ssm,
-                         mlp_ratio=self.mlp_ratio, backend=backend)
+        return MixerSpec(
+            d_model=self.d_model,
+            d_state=self.d_state,
+            headdim=self.headdim,
+            expand=self.expand,
+            d_conv=self.d_conv,
+            chunk_size=self.chunk_size,
+            n_heads=self.n_heads,
+            ssm=self.ssm,
+            mlp_ratio=self.mlp_ratio,
+            backend=backend,
+        )
 
     @property
     def layout(self) -> str:
@@ -156,4 +220,3 @@ class CellConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-

@@ -21,8 +21,14 @@ from align_mamba.core.cli import OneLineParser, setup_logging
 from align_mamba.core.errors import DataIntegrityError, run_cli
 from align_mamba.recall.config import CellConfig
 from align_mamba.recall.evaluate import evaluate_cell
-from align_mamba.recall.params import Cell, RecallParams, add_cell_arguments, cell_from_args, cell_record
-from align_mamba.recall.params import load_recall_params
+from align_mamba.recall.params import (
+    Cell,
+    RecallParams,
+    add_cell_arguments,
+    cell_from_args,
+    cell_record,
+    load_recall_params,
+)
 from align_mamba.recall.train import train_cell
 
 log = logging.getLogger("align_mamba.recall.confirm")
@@ -32,12 +38,22 @@ BUDGET_FACTOR = 2
 def row(params: RecallParams, cell: Cell) -> list[Cell]:
     """The cells next to `cell`: the same architecture, settings and seed at another num_pairs (same
     rate: a cliff's edge) or at another rate (same num_pairs: a learning-rate window's edge)."""
-    def same(c: Cell) -> bool:
-        return (c.architecture, c.suffix, c.model.d_state, c.train.seed) == \
-            (cell.architecture, cell.suffix, cell.model.d_state, cell.train.seed)
 
-    return [other for other in params.cells if same(other) and other is not cell
-            and (other.num_pairs == cell.num_pairs) != (other.train.lr == cell.train.lr)]
+    def same(c: Cell) -> bool:
+        return (c.architecture, c.suffix, c.model.d_state, c.train.seed) == (
+            cell.architecture,
+            cell.suffix,
+            cell.model.d_state,
+            cell.train.seed,
+        )
+
+    return [
+        other
+        for other in params.cells
+        if same(other)
+        and other is not cell
+        and (other.num_pairs == cell.num_pairs) != (other.train.lr == cell.train.lr)
+    ]
 
 
 def best_validation(cell: Cell) -> float:
@@ -59,8 +75,10 @@ def decide(params: RecallParams, cell: Cell) -> tuple[bool, str]:
     successes = [c.id for c in row(params, cell) if best_validation(c) >= threshold]
     if not successes:
         return False, f"validation accuracy {own:.4f}; no neighbouring cell succeeded (not at an edge)"
-    return True, (f"validation accuracy {own:.4f} below {threshold} while {', '.join(successes)} succeeded: "
-                  f"rerun at {BUDGET_FACTOR}x the steps")
+    return True, (
+        f"validation accuracy {own:.4f} below {threshold} while {', '.join(successes)} succeeded: "
+        f"rerun at {BUDGET_FACTOR}x the steps"
+    )
 
 
 def confirm_cell(params: RecallParams, cell: Cell) -> dict:
@@ -71,8 +89,9 @@ def confirm_cell(params: RecallParams, cell: Cell) -> dict:
     longer = dataclasses.replace(cell.train, steps=cell.train.steps * BUDGET_FACTOR)
     out = Path(cell.run_dir) / "confirm"
     train_cell(CellConfig(model=cell.model, train=longer), Path(cell.data_dir), out)
-    metrics = evaluate_cell(out / "model.pt", [Path(cell.data_dir)], params.run.backend, params.run.device,
-                            params.evaluate.batch_size)
+    metrics = evaluate_cell(
+        out / "model.pt", [Path(cell.data_dir)], params.run.backend, params.run.device, params.evaluate.batch_size
+    )
     # The model as trained: its vocabulary follows the data (see recall.train.RecallTask).
     model = dataclasses.replace(cell.model, vocab_size=metrics["cell"]["model"]["vocab_size"])
     record = cell_record(dataclasses.replace(cell, model=model, train=longer))

@@ -157,7 +157,7 @@ class CellMetrics:
     def suffix(self) -> str:
         """The id's `-x<hash>` (an experiment's overrides), "" without one: the id after its axes."""
         axes = f"{self.architecture}/np{self.num_pairs}-ds{self.d_state}-lr{self.lr:g}-s{self.seed}"
-        return self.cell.id[len(axes):] if self.cell.id.startswith(axes) else ""
+        return self.cell.id[len(axes) :] if self.cell.id.startswith(axes) else ""
 
     def steps_to_learn(self, threshold: float) -> int | None:
         """The first validation step whose accuracy reached `threshold`; None if none did."""
@@ -173,8 +173,10 @@ class CellMetrics:
             raise ConfigError(f"{source}: expected a JSON object of cell metrics, got {type(data).__name__}")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ConfigError(f"{source}: metrics schema version {version!r}, this code reads version "
-                              f"{SCHEMA_VERSION}; re-run `python -m align_mamba.recall.evaluate` on the cell")
+            raise ConfigError(
+                f"{source}: metrics schema version {version!r}, this code reads version "
+                f"{SCHEMA_VERSION}; re-run `python -m align_mamba.recall.evaluate` on the cell"
+            )
         metrics = _decode(cls, data, source)
         if not metrics.slices or metrics.slices[0].num_pairs != metrics.num_pairs:
             raise ConfigError(f"{source}: slices[0] must be the cell's own test set (num_pairs {metrics.num_pairs})")
@@ -243,8 +245,11 @@ def _decode(annotation: Any, value: Any, where: str) -> Any:
         unknown = sorted(set(value) - set(fields))
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
-        missing = [name for name, f in fields.items() if name not in value
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [
+            name
+            for name, f in fields.items()
+            if name not in value and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
             raise ConfigError(f"{where}: missing field(s) {', '.join(missing)}")
         return annotation(**{name: _decode(hints[name], item, f"{where}.{name}") for name, item in value.items()})

@@ -75,10 +75,21 @@ class Tokens:
         return range(FIRST_KEY, self.vocab_size)
 
     def to_json(self) -> dict:
-        ranges = {"reserved_range": RESERVED_RANGE, "key_range": self.key_range,
-                  "value_range": self.value_range, "filler_range": self.filler_range}
-        return {"vocab_size": self.vocab_size, "pad": PAD, "bos": BOS, "sep": SEP, "eos": EOS,
-                "ignore_index": IGNORE_INDEX, **{name: [r.start, r.stop] for name, r in ranges.items()}}
+        ranges = {
+            "reserved_range": RESERVED_RANGE,
+            "key_range": self.key_range,
+            "value_range": self.value_range,
+            "filler_range": self.filler_range,
+        }
+        return {
+            "vocab_size": self.vocab_size,
+            "pad": PAD,
+            "bos": BOS,
+            "sep": SEP,
+            "eos": EOS,
+            "ignore_index": IGNORE_INDEX,
+            **{name: [r.start, r.stop] for name, r in ranges.items()},
+        }
 
 
 def token_spec(num_keys: int | None = None) -> dict:
@@ -116,16 +127,25 @@ class MQARConfig:
     layouts: tuple[str, ...] = LAYOUTS
 
     def __post_init__(self) -> None:
-        for name, minimum in (("num_pairs", 1), ("seq_len", 1), ("train_size", 1),
-                              ("val_size", 1), ("test_size", 1), ("seed", 0)):
+        for name, minimum in (
+            ("num_pairs", 1),
+            ("seq_len", 1),
+            ("train_size", 1),
+            ("val_size", 1),
+            ("test_size", 1),
+            ("seed", 0),
+        ):
             object.__setattr__(self, name, _as_int(name, getattr(self, name), minimum))
         if self.num_keys is not None:
             object.__setattr__(self, "num_keys", _as_int("num_keys", self.num_keys, 1))
             if self.num_keys > NUM_KEYS:
-                raise ConfigError(f"num_keys must be <= {NUM_KEYS} (or unset: the full vocabulary), got {self.num_keys}")
+                raise ConfigError(
+                    f"num_keys must be <= {NUM_KEYS} (or unset: the full vocabulary), got {self.num_keys}"
+                )
         if self.num_pairs > len(self.tokens.key_range):
-            raise ConfigError(f"num_pairs must be <= {len(self.tokens.key_range)} (the number of distinct keys), "
-                              f"got {self.num_pairs}")
+            raise ConfigError(
+                f"num_pairs must be <= {len(self.tokens.key_range)} (the number of distinct keys), got {self.num_pairs}"
+            )
         self._check_queries()
         self._check_filler_and_power()
         self._check_layouts()
@@ -135,12 +155,13 @@ class MQARConfig:
         if self.num_queries is not None:
             object.__setattr__(self, "num_queries", _as_int("num_queries", self.num_queries, 1))
             if self.num_queries > self.num_pairs:
-                raise ConfigError(f"num_queries must be <= num_pairs={self.num_pairs} or 'all', "
-                                  f"got {self.num_queries}")
+                raise ConfigError(f"num_queries must be <= num_pairs={self.num_pairs} or 'all', got {self.num_queries}")
         m = self.queries_per_example
         if self.gap_space < m:
-            raise ConfigError(f"seq_len={self.seq_len} is too short for num_pairs={self.num_pairs} "
-                              f"and {m} queries: need seq_len >= {2 * self.num_pairs + 2 * m}")
+            raise ConfigError(
+                f"seq_len={self.seq_len} is too short for num_pairs={self.num_pairs} "
+                f"and {m} queries: need seq_len >= {2 * self.num_pairs + 2 * m}"
+            )
 
     def _check_filler_and_power(self) -> None:
         if not isinstance(self.filler, str) or self.filler not in FILLERS:
@@ -172,8 +193,10 @@ class MQARConfig:
         contexts = math.perm(len(tokens.key_range), self.num_pairs) * len(tokens.value_range) ** self.num_pairs
         total = self.train_size + self.val_size + self.test_size
         if 2 * total > contexts:
-            raise ConfigError(f"train_size + val_size + test_size = {total} exceeds half of the "
-                              f"{contexts} distinct contexts with num_pairs={self.num_pairs}")
+            raise ConfigError(
+                f"train_size + val_size + test_size = {total} exceeds half of the "
+                f"{contexts} distinct contexts with num_pairs={self.num_pairs}"
+            )
 
     @staticmethod
     def parse_num_queries(text: str) -> int | None:
@@ -240,7 +263,7 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     Gumbel noise it is weighted sampling without replacement (the Gumbel-top-k trick).
     """
     width = scores.shape[1]
-    top = np.argpartition(scores, width - k, axis=1)[:, width - k:]
+    top = np.argpartition(scores, width - k, axis=1)[:, width - k :]
     order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
     return np.take_along_axis(top, order, axis=1)
 
@@ -250,8 +273,7 @@ def _gap_log_weights(config: MQARConfig) -> np.ndarray:
     return (config.power_a - 1.0) * np.log(np.arange(1, config.gap_space + 1, dtype=np.float64))
 
 
-def _draw_chunk(config: MQARConfig, rng: np.random.Generator,
-                filler_rng: np.random.Generator, rows: int) -> _Draw:
+def _draw_chunk(config: MQARConfig, rng: np.random.Generator, filler_rng: np.random.Generator, rows: int) -> _Draw:
     """Draw ``rows`` examples; the draw order is fixed so that a seed pins every array."""
     n, m = config.num_pairs, config.queries_per_example
     tokens = config.tokens
@@ -264,8 +286,9 @@ def _draw_chunk(config: MQARConfig, rng: np.random.Generator,
     gaps = np.sort(_top_k(gap_scores, m), axis=1)
     filler = None
     if config.filler == "random" and "decoder" in config.layouts:
-        filler = filler_rng.integers(tokens.filler_range.start, tokens.filler_range.stop,
-                                     size=(rows, config.seq_len), dtype=TOKEN_DTYPE)
+        filler = filler_rng.integers(
+            tokens.filler_range.start, tokens.filler_range.stop, size=(rows, config.seq_len), dtype=TOKEN_DTYPE
+        )
     return _Draw(keys, values, slots, gaps, filler)
 
 
@@ -276,8 +299,8 @@ def _decoder_arrays(config: MQARConfig, draw: _Draw) -> dict[str, np.ndarray]:
         inputs = np.full((c, config.seq_len), PAD, dtype=TOKEN_DTYPE)
     else:
         inputs = draw.filler.copy()
-    inputs[:, 0:2 * n:2] = draw.keys
-    inputs[:, 1:2 * n:2] = draw.values
+    inputs[:, 0 : 2 * n : 2] = draw.keys
+    inputs[:, 1 : 2 * n : 2] = draw.values
     positions = 2 * n + 2 * draw.gaps
     np.put_along_axis(inputs, positions, np.take_along_axis(draw.keys, draw.slots, axis=1), axis=1)
     labels = np.full((c, config.seq_len), IGNORE_INDEX, dtype=TOKEN_DTYPE)
@@ -296,9 +319,9 @@ def _seq2seq_arrays(config: MQARConfig, draw: _Draw) -> dict[str, np.ndarray]:
     m = draw.slots.shape[1]
     enc = np.empty((c, 3 * n + 2), dtype=TOKEN_DTYPE)
     enc[:, 0] = BOS
-    enc[:, 1:3 * n + 1:3] = draw.keys
-    enc[:, 2:3 * n + 1:3] = SEP
-    enc[:, 3:3 * n + 1:3] = draw.values
+    enc[:, 1 : 3 * n + 1 : 3] = draw.keys
+    enc[:, 2 : 3 * n + 1 : 3] = SEP
+    enc[:, 3 : 3 * n + 1 : 3] = draw.values
     enc[:, -1] = EOS
     dec = np.full((c, m + 1), BOS, dtype=TOKEN_DTYPE)
     dec[:, 1:] = np.take_along_axis(draw.keys, draw.slots, axis=1)
@@ -326,7 +349,7 @@ def _take_fresh(draw: _Draw, seen: set[bytes], limit: int) -> np.ndarray:
     for row in range(context.shape[0]):
         if len(kept) == limit:
             break
-        digest = hashlib.blake2b(blob[row * width:(row + 1) * width], digest_size=16).digest()
+        digest = hashlib.blake2b(blob[row * width : (row + 1) * width], digest_size=16).digest()
         if digest not in seen:
             seen.add(digest)
             kept.append(row)
@@ -335,8 +358,10 @@ def _take_fresh(draw: _Draw, seen: set[bytes], limit: int) -> np.ndarray:
 
 def _split_rngs(config: MQARConfig, split: str) -> tuple[np.random.Generator, np.random.Generator]:
     words = [config.seed, SPLIT_IDS[split]]
-    return (np.random.default_rng(np.random.SeedSequence(words)),
-            np.random.default_rng(np.random.SeedSequence(words + [_FILLER_STREAM])))
+    return (
+        np.random.default_rng(np.random.SeedSequence(words)),
+        np.random.default_rng(np.random.SeedSequence(words + [_FILLER_STREAM])),
+    )
 
 
 def _chunk_rows(config: MQARConfig) -> int:
@@ -365,12 +390,14 @@ def generate_split(config: MQARConfig, split: str, seen: set[bytes]) -> dict[str
             for name, chunk in _BUILDERS[layout](config, fresh).items():
                 if name not in arrays.setdefault(layout, {}):
                     arrays[layout][name] = np.empty((size,) + chunk.shape[1:], dtype=chunk.dtype)
-                arrays[layout][name][filled:filled + len(kept)] = chunk
+                arrays[layout][name][filled : filled + len(kept)] = chunk
         filled += len(kept)
         if filled == size:
             return arrays
-    raise ConfigError(f"{split} split: could not draw {size} examples with distinct contexts; "
-                      "reduce train_size, val_size or test_size")
+    raise ConfigError(
+        f"{split} split: could not draw {size} examples with distinct contexts; "
+        "reduce train_size, val_size or test_size"
+    )
 
 
 def generate_mqar(config: MQARConfig) -> dict[str, dict[str, dict[str, np.ndarray]]]:

@@ -34,8 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from align_mamba.core.errors import ConfigError
-from align_mamba.core.params import (RunSettings, check_mapping, from_mapping, read_yaml, require, require_choice,
-                                     to_dict)
+from align_mamba.core.params import (
+    RunSettings,
+    check_mapping,
+    from_mapping,
+    read_yaml,
+    require,
+    require_choice,
+    to_dict,
+)
 from align_mamba.recall.config import ModelConfig, TrainConfig
 from align_mamba.recall.mqar import MQARConfig
 
@@ -63,14 +70,24 @@ class DataSettings:
 
     def __post_init__(self) -> None:
         require(self.seq_len_per_pair >= 1, f"seq_len_per_pair must be >= 1, got {self.seq_len_per_pair}")
-        require(self.num_queries == "all" or isinstance(self.num_queries, int),
-                f"num_queries must be an integer or 'all', got {self.num_queries!r}")
+        require(
+            self.num_queries == "all" or isinstance(self.num_queries, int),
+            f"num_queries must be an integer or 'all', got {self.num_queries!r}",
+        )
 
     def mqar(self, num_pairs: int) -> MQARConfig:
-        return MQARConfig(num_pairs=num_pairs, seq_len=self.seq_len_per_pair * num_pairs,
-                          num_queries=None if self.num_queries == "all" else self.num_queries,
-                          num_keys=self.num_keys, filler=self.filler, power_a=self.power_a, train_size=self.train_size,
-                          val_size=self.val_size, test_size=self.test_size, seed=self.seed)
+        return MQARConfig(
+            num_pairs=num_pairs,
+            seq_len=self.seq_len_per_pair * num_pairs,
+            num_queries=None if self.num_queries == "all" else self.num_queries,
+            num_keys=self.num_keys,
+            filler=self.filler,
+            power_a=self.power_a,
+            train_size=self.train_size,
+            val_size=self.val_size,
+            test_size=self.test_size,
+            seed=self.seed,
+        )
 
 
 @dataclass(frozen=True)
@@ -90,7 +107,9 @@ class ReportSettings:
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
-        require(0 < self.capacity_threshold <= 1, f"capacity_threshold must be in (0, 1], got {self.capacity_threshold}")
+        require(
+            0 < self.capacity_threshold <= 1, f"capacity_threshold must be in (0, 1], got {self.capacity_threshold}"
+        )
         require(self.bootstrap_samples >= 100, f"bootstrap_samples must be >= 100, got {self.bootstrap_samples}")
         require(0.5 <= self.confidence < 1, f"confidence must be in [0.5, 1), got {self.confidence}")
 
@@ -142,8 +161,10 @@ class Expectation:
         require_choice("kind", self.kind, ("accuracy", "capacity_ratio", "capacity_slope"))
         require(self.low <= self.high, f"low ({self.low}) must be <= high ({self.high})")
         if self.kind == "accuracy":
-            require(self.num_pairs is not None and self.d_state is not None,
-                    "an accuracy expectation names its num_pairs and d_state")
+            require(
+                self.num_pairs is not None and self.d_state is not None,
+                "an accuracy expectation names its num_pairs and d_state",
+            )
 
 
 @dataclass(frozen=True)
@@ -181,8 +202,7 @@ class Cell:
 
     @property
     def stem(self) -> str:
-        return (f"np{self.num_pairs}-ds{self.model.d_state}-lr{self.train.lr:g}-s{self.train.seed}"
-                f"{self.suffix}")
+        return f"np{self.num_pairs}-ds{self.model.d_state}-lr{self.train.lr:g}-s{self.train.seed}{self.suffix}"
 
     @property
     def id(self) -> str:
@@ -233,8 +253,10 @@ class RecallParams:
         for cell in self.cells:
             if cell.id == cell_id:
                 return cell
-        raise ConfigError(f"--cell {cell_id!r} is not a cell of {self.source} "
-                          f"(`python -m align_mamba.pipeline check {self.source}` lists them)")
+        raise ConfigError(
+            f"--cell {cell_id!r} is not a cell of {self.source} "
+            f"(`python -m align_mamba.pipeline check {self.source}` lists them)"
+        )
 
     @property
     def num_pairs(self) -> tuple[int, ...]:
@@ -250,10 +272,13 @@ class RecallParams:
 def _ints(values: Any, where: str, minimum: int, maximum: int | None = None) -> tuple[int, ...]:
     require(isinstance(values, list) and values, f"{where} must be a non-empty list of integers, got {values!r}")
     for value in values:
-        require(isinstance(value, int) and not isinstance(value, bool),
-                f"{where}: {value!r} must be written as an integer")
-        require(value >= minimum and (maximum is None or value <= maximum),
-                f"{where}: {value} is outside [{minimum}, {maximum if maximum is not None else 'inf'}]")
+        require(
+            isinstance(value, int) and not isinstance(value, bool), f"{where}: {value!r} must be written as an integer"
+        )
+        require(
+            value >= minimum and (maximum is None or value <= maximum),
+            f"{where}: {value} is outside [{minimum}, {maximum if maximum is not None else 'inf'}]",
+        )
     require(len(set(values)) == len(values), f"{where} repeats a value: {values}")
     return tuple(values)
 
@@ -261,11 +286,15 @@ def _ints(values: Any, where: str, minimum: int, maximum: int | None = None) -> 
 def _rates(values: Any, where: str, allow_empty: bool = False) -> tuple[float, ...]:
     if allow_empty and values is None:
         return ()
-    require(isinstance(values, list) and (values or allow_empty),
-            f"{where} must be a non-empty list of learning rates, got {values!r}")
+    require(
+        isinstance(values, list) and (values or allow_empty),
+        f"{where} must be a non-empty list of learning rates, got {values!r}",
+    )
     for value in values:
-        require(isinstance(value, (int, float)) and not isinstance(value, bool),
-                f"{where}: {value!r} is not a number (write floats as 1.0e-3: YAML 1.1 reads 1e-3 as a string)")
+        require(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            f"{where}: {value!r} is not a number (write floats as 1.0e-3: YAML 1.1 reads 1e-3 as a string)",
+        )
         require(math.isfinite(value) and value > 0, f"{where}: {value!r} must be a finite rate > 0")
     require(len(set(values)) == len(values), f"{where} repeats a value: {values}")
     return tuple(float(v) for v in values)
@@ -280,25 +309,47 @@ def _architecture(entry: Any, index: int) -> Architecture:
     where = f"architectures[{entry['name']}]"
     require(isinstance(entry.get("variant"), str), f"{where}: variant is required")
     positions = entry.get("hybrid_positions", [])
-    require(isinstance(positions, list) and all(isinstance(p, int) and not isinstance(p, bool) for p in positions),
-            f"{where}.hybrid_positions must be a list of integers, got {positions!r}")
-    return Architecture(name=entry["name"], variant=entry["variant"], hybrid_positions=tuple(positions),
-                        lrs=_rates(entry.get("lrs"), f"{where}.lrs", allow_empty=True),
-                        model=_overrides(ModelConfig, entry.get("model"), f"{where}.model",
-                                         forbidden=("d_state", "variant", "name", "hybrid_positions")))
+    require(
+        isinstance(positions, list) and all(isinstance(p, int) and not isinstance(p, bool) for p in positions),
+        f"{where}.hybrid_positions must be a list of integers, got {positions!r}",
+    )
+    return Architecture(
+        name=entry["name"],
+        variant=entry["variant"],
+        hybrid_positions=tuple(positions),
+        lrs=_rates(entry.get("lrs"), f"{where}.lrs", allow_empty=True),
+        model=_overrides(
+            ModelConfig,
+            entry.get("model"),
+            f"{where}.model",
+            forbidden=("d_state", "variant", "name", "hybrid_positions"),
+        ),
+    )
 
 
 def _expectation(entry: Any, where: str) -> Expectation:
     require(isinstance(entry, Mapping), f"{where} must be a mapping, got {entry!r}")
     bounds = entry.get("range")
-    require(isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds),
-            f"{where}.range must be [low, high], got {bounds!r}")
+    require(
+        isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds),
+        f"{where}.range must be [low, high], got {bounds!r}",
+    )
     rest = {k: v for k, v in entry.items() if k != "range"}
     return from_mapping(Expectation, {**rest, "low": float(bounds[0]), "high": float(bounds[1])}, where)
 
 
-EXPERIMENT_KEYS = ("question", "architectures", "num_pairs", "d_state", "seeds", "lrs", "model", "train", "confirm",
-                   "expect")
+EXPERIMENT_KEYS = (
+    "question",
+    "architectures",
+    "num_pairs",
+    "d_state",
+    "seeds",
+    "lrs",
+    "model",
+    "train",
+    "confirm",
+    "expect",
+)
 
 
 def _experiment(name: str, entry: Any, architectures: Mapping[str, Architecture]) -> Experiment:
@@ -309,22 +360,28 @@ def _experiment(name: str, entry: Any, architectures: Mapping[str, Architecture]
     names = entry.get("architectures")
     require(isinstance(names, list) and names, f"{where}.architectures must be a non-empty list of names")
     for arch in names:
-        require(arch in architectures, f"{where}.architectures: unknown architecture {arch!r}; "
-                                       f"known: {', '.join(architectures)}")
+        require(
+            arch in architectures,
+            f"{where}.architectures: unknown architecture {arch!r}; known: {', '.join(architectures)}",
+        )
     expect = entry.get("expect") or []
     require(isinstance(expect, list), f"{where}.expect must be a list")
     rows = tuple(_expectation(row, f"{where}.expect[{i}]") for i, row in enumerate(expect))
     for row in rows:
         require(row.architecture in names, f"{where}.expect: {row.architecture!r} is not in the experiment")
     return Experiment(
-        name=name, architectures=tuple(names),
+        name=name,
+        architectures=tuple(names),
         num_pairs=_ints(entry.get("num_pairs"), f"{where}.num_pairs", 1),
         d_state=_ints(entry.get("d_state"), f"{where}.d_state", 1),
         seeds=_ints(entry.get("seeds"), f"{where}.seeds", 0, MAX_SEED),
         lrs=_rates(entry.get("lrs"), f"{where}.lrs"),
         model=_overrides(ModelConfig, entry.get("model"), f"{where}.model", forbidden=AXES),
         train=_overrides(TrainConfig, entry.get("train"), f"{where}.train", forbidden=AXES),
-        expect=rows, question=str(entry.get("question", "")), confirm=_confirm(entry.get("confirm", "edge"), f"{where}.confirm"))
+        expect=rows,
+        question=str(entry.get("question", "")),
+        confirm=_confirm(entry.get("confirm", "edge"), f"{where}.confirm"),
+    )
 
 
 CONFIRM_MODES = ("none", "edge", "all")  # weakest first
@@ -338,16 +395,32 @@ def _confirm(value: Any, where: str) -> str:
 def _suffix(overridden: Mapping[str, Any]) -> str:
     if not overridden:
         return ""
-    text = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in sorted(overridden.items())},
-                      sort_keys=True)
+    text = json.dumps(
+        {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(overridden.items())}, sort_keys=True
+    )
     return "-x" + hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
-def _resolve(experiment: Experiment, arch: Architecture, num_pairs: int, d_state: int, lr: float, seed: int,
-             model: Mapping[str, Any], train: Mapping[str, Any], run: RunSettings) -> Cell:
+def _resolve(
+    experiment: Experiment,
+    arch: Architecture,
+    num_pairs: int,
+    d_state: int,
+    lr: float,
+    seed: int,
+    model: Mapping[str, Any],
+    train: Mapping[str, Any],
+    run: RunSettings,
+) -> Cell:
     where = f"experiments.{experiment.name}, architecture {arch.name}, d_state {d_state}"
-    base_model = {**model, **dict(arch.model), "variant": arch.variant, "name": arch.name,
-                  "hybrid_positions": arch.hybrid_positions, "d_state": d_state}
+    base_model = {
+        **model,
+        **dict(arch.model),
+        "variant": arch.variant,
+        "name": arch.name,
+        "hybrid_positions": arch.hybrid_positions,
+        "d_state": d_state,
+    }
     base_train = {**train, "lr": lr, "seed": seed, "device": run.device, "backend": run.backend}
     try:
         resolved_model = from_mapping(ModelConfig, {**base_model, **dict(experiment.model)}, "model")
@@ -356,15 +429,26 @@ def _resolve(experiment: Experiment, arch: Architecture, num_pairs: int, d_state
         raise ConfigError(f"{where}: {err}") from None
     overridden = {f"model.{k}": v for k, v in experiment.model if base_model.get(k, _MISSING) != v}
     overridden |= {f"train.{k}": v for k, v in experiment.train if base_train.get(k, _MISSING) != v}
-    return Cell(architecture=arch.name, num_pairs=num_pairs, model=resolved_model, train=resolved_train,
-                suffix=_suffix(overridden), experiments=(experiment.name,))
+    return Cell(
+        architecture=arch.name,
+        num_pairs=num_pairs,
+        model=resolved_model,
+        train=resolved_train,
+        suffix=_suffix(overridden),
+        experiments=(experiment.name,),
+    )
 
 
 _MISSING = object()
 
 
-def resolve_cells(experiments: tuple[Experiment, ...], architectures: Mapping[str, Architecture],
-                  model: Mapping[str, Any], train: Mapping[str, Any], run: RunSettings) -> tuple[Cell, ...]:
+def resolve_cells(
+    experiments: tuple[Experiment, ...],
+    architectures: Mapping[str, Architecture],
+    model: Mapping[str, Any],
+    train: Mapping[str, Any],
+    run: RunSettings,
+) -> tuple[Cell, ...]:
     """Every experiment's grid, resolved; a cell two experiments share appears once, listing both."""
     cells: dict[str, Cell] = {}
     for experiment in experiments:
@@ -377,8 +461,10 @@ def resolve_cells(experiments: tuple[Experiment, ...], architectures: Mapping[st
                             cell = _resolve(experiment, arch, num_pairs, d_state, lr, seed, model, train, run)
                             if cell.id in cells:
                                 known = cells[cell.id]
-                                require(known.model == cell.model and known.train == cell.train,
-                                        f"cell {cell.id} resolves to different settings in two experiments")
+                                require(
+                                    known.model == cell.model and known.train == cell.train,
+                                    f"cell {cell.id} resolves to different settings in two experiments",
+                                )
                                 cell = dataclasses.replace(known, experiments=known.experiments + cell.experiments)
                             cells[cell.id] = cell
     return tuple(cells.values())
@@ -427,10 +513,18 @@ def _build(raw: Mapping[str, Any], source: str) -> RecallParams:
             raise ConfigError(f"num_pairs {num_pairs} with the data settings: {err}") from None
         batch = max(cell.train.batch_size for cell in cells if cell.num_pairs == num_pairs)
         require(batch <= mqar.train_size, f"train.batch_size ({batch}) exceeds data.train_size ({mqar.train_size})")
-    return RecallParams(run=run, data=data, model=model_pairs, train=train_pairs,
-                  evaluate=from_mapping(EvaluateSettings, _section(raw, "evaluate"), "evaluate"),
-                  report=from_mapping(ReportSettings, _section(raw, "report"), "report"),
-                        architectures=tuple(architectures), experiments=experiments, cells=cells, source=source)
+    return RecallParams(
+        run=run,
+        data=data,
+        model=model_pairs,
+        train=train_pairs,
+        evaluate=from_mapping(EvaluateSettings, _section(raw, "evaluate"), "evaluate"),
+        report=from_mapping(ReportSettings, _section(raw, "report"), "report"),
+        architectures=tuple(architectures),
+        experiments=experiments,
+        cells=cells,
+        source=source,
+    )
 
 
 def load_recall_params(path: str | Path) -> RecallParams:
@@ -449,8 +543,14 @@ def describe(params: RecallParams) -> Iterator[str]:
 
 def cell_record(cell: Cell) -> dict[str, Any]:
     """The cell's resolved settings as JSON-ready data (written beside its metrics)."""
-    return {"id": cell.id, "architecture": cell.architecture, "num_pairs": cell.num_pairs,
-            "experiments": list(cell.experiments), "model": to_dict(cell.model), "train": to_dict(cell.train)}
+    return {
+        "id": cell.id,
+        "architecture": cell.architecture,
+        "num_pairs": cell.num_pairs,
+        "experiments": list(cell.experiments),
+        "model": to_dict(cell.model),
+        "train": to_dict(cell.train),
+    }
 
 
 def add_cell_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,12 +18,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from align_mamba.recall.mqar import (IGNORE_INDEX, LAYOUT_ARRAYS, LAYOUTS, SPLITS, VALUE_RANGE, VOCAB_SIZE,
-                                     MQARConfig, generate_mqar, token_spec)
 from align_mamba.core.errors import ConfigError, DataIntegrityError
-from align_mamba.core.storage import (MANIFEST_NAME, check_replaceable, move_into_place,
-                                      read_sealed_manifest, sealed_manifest_bytes, sibling,
-                                      verified_bytes, write_file)
+from align_mamba.core.storage import (
+    MANIFEST_NAME,
+    check_replaceable,
+    move_into_place,
+    read_sealed_manifest,
+    sealed_manifest_bytes,
+    sibling,
+    verified_bytes,
+    write_file,
+)
+from align_mamba.recall.mqar import (
+    IGNORE_INDEX,
+    LAYOUT_ARRAYS,
+    LAYOUTS,
+    SPLITS,
+    VALUE_RANGE,
+    VOCAB_SIZE,
+    MQARConfig,
+    generate_mqar,
+    token_spec,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -62,21 +78,25 @@ class MQARSplit:
 
     def head(self, n: int) -> MQARSplit:
         """The first `n` examples (all of them if there are fewer)."""
-        return dataclasses.replace(self, **{name: getattr(self, name)[:n] for name in PER_EXAMPLE
-                                            if getattr(self, name) is not None})
+        return dataclasses.replace(
+            self, **{name: getattr(self, name)[:n] for name in PER_EXAMPLE if getattr(self, name) is not None}
+        )
 
-    def batch(self, idx: torch.Tensor | slice,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def batch(
+        self, idx: torch.Tensor | slice, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(inputs, labels, context) of the examples `idx` as int64 on `device` (converted there, so
         only the stored dtype crosses the bus); context is None for the decoder layout. The copies
         are non-blocking: the host does not wait for the device's queue to drain before it continues."""
+
         def take(tokens):
             return None if tokens is None else tokens[idx].to(device, non_blocking=True).long()
 
         return take(self.inputs), take(self.labels), take(self.enc_inputs)
 
-    def query_batch(self, idx: torch.Tensor | slice, device: torch.device
-                    ) -> tuple[torch.Tensor, torch.Tensor | slice, torch.Tensor, torch.Tensor | None]:
+    def query_batch(
+        self, idx: torch.Tensor | slice, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor | slice, torch.Tensor, torch.Tensor | None]:
         """(inputs, queries, targets, context) of the examples `idx`, for RecallModel.forward.
 
         queries: slice(1, None) in the seq2seq layout (every decoder position after BOS is a query);
@@ -105,8 +125,7 @@ def _write_arrays(root: Path, splits: dict[str, dict[str, dict[str, np.ndarray]]
             for name, array in arrays.items():
                 relative = f"{split}/{layout}/{name}.npy"
                 array = np.ascontiguousarray(array)
-                digest = write_file(root / relative,
-                                     lambda sink, a=array: np.save(sink, a, allow_pickle=False))
+                digest = write_file(root / relative, lambda sink, a=array: np.save(sink, a, allow_pickle=False))
                 files[relative] = {"sha256": digest, "shape": list(array.shape), "dtype": str(array.dtype)}
     return files
 
@@ -154,8 +173,10 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
     if manifest.get("generator") != GENERATOR:
         raise DataIntegrityError(f"{path}: not an MQAR manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise DataIntegrityError(f"{path}: format_version {manifest.get('format_version')!r}, "
-                                 f"this code reads {FORMAT_VERSION}; regenerate the dataset")
+        raise DataIntegrityError(
+            f"{path}: format_version {manifest.get('format_version')!r}, "
+            f"this code reads {FORMAT_VERSION}; regenerate the dataset"
+        )
     return manifest
 
 
@@ -178,8 +199,10 @@ def load_mqar(data_dir: str | os.PathLike, split: str, layout: str) -> MQARSplit
     # torch is needed only here; importing it lazily keeps the generator CLI quick to start.
     import torch
 
-    arrays = {name: torch.from_numpy(_load_verified(data_dir, manifest, f"{split}/{layout}/{name}.npy"))
-              for name in LAYOUT_ARRAYS[layout]}
+    arrays = {
+        name: torch.from_numpy(_load_verified(data_dir, manifest, f"{split}/{layout}/{name}.npy"))
+        for name in LAYOUT_ARRAYS[layout]
+    }
     decoder = layout == "decoder"
     return MQARSplit(
         inputs=arrays["inputs" if decoder else "dec_inputs"],

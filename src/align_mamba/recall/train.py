@@ -17,19 +17,33 @@ import torch.nn.functional as F
 
 from align_mamba.core.cli import OneLineParser, add_dataclass_arguments, load_sections, setup_logging
 from align_mamba.core.errors import ConfigError, run_cli
-from align_mamba.core.loop import (Loop, check_out_dir, learning_rate, parameter_groups, prepare_out_dir,
-                                   resolve_run_device)
+from align_mamba.core.lock import output_lock
+from align_mamba.core.loop import (
+    Loop,
+    check_out_dir,
+    learning_rate,
+    parameter_groups,
+    prepare_out_dir,
+    resolve_run_device,
+)
 from align_mamba.core.params import to_dict
 from align_mamba.recall.checkpoint import save_model
 from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
-from align_mamba.recall.params import add_cell_arguments, cell_from_args, require_path
-from align_mamba.core.lock import output_lock
 from align_mamba.recall.evaluate import query_correctness
 from align_mamba.recall.models import RecallModel, build_model
+from align_mamba.recall.params import add_cell_arguments, cell_from_args, require_path
 from align_mamba.recall.storage import MQARSplit, load_mqar, read_manifest
 
-__all__ = ["SECTIONS", "BatchSampler", "RecallTask", "batch_loss", "cell_name", "learning_rate", "parameter_groups",
-           "train_cell"]
+__all__ = [
+    "SECTIONS",
+    "BatchSampler",
+    "RecallTask",
+    "batch_loss",
+    "cell_name",
+    "learning_rate",
+    "parameter_groups",
+    "train_cell",
+]
 
 SECTIONS = {"model": ModelConfig, "train": TrainConfig}
 
@@ -54,7 +68,7 @@ class BatchSampler:
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._epoch, self._perm = epoch, torch.randperm(self.n, generator=generator)
-        return self._perm[offset * self.batch_size:(offset + 1) * self.batch_size]
+        return self._perm[offset * self.batch_size : (offset + 1) * self.batch_size]
 
 
 def batch_loss(model: RecallModel, split: MQARSplit, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -72,8 +86,10 @@ def batch_loss(model: RecallModel, split: MQARSplit, idx: torch.Tensor, device: 
 def fingerprint(cell: CellConfig, data_dir: Path) -> dict:
     """What a resume checkpoint must match: the same cell on the same data files."""
     files = read_manifest(data_dir)["files"]
-    return {"cell": {"model": to_dict(cell.model), "train": to_dict(cell.train)},
-            "data": {name: entry["sha256"] for name, entry in sorted(files.items())}}
+    return {
+        "cell": {"model": to_dict(cell.model), "train": to_dict(cell.train)},
+        "data": {name: entry["sha256"] for name, entry in sorted(files.items())},
+    }
 
 
 class RecallTask:
@@ -105,16 +121,34 @@ class RecallTask:
 
     def validate(self) -> dict[str, float]:
         correct = query_correctness(self.model, self.val_split, self.cell.train.eval_batch_size, self.device)
-        return {"val_accuracy": correct.float().mean().item(),
-                "val_exact_match": correct.all(dim=1).float().mean().item()}
+        return {
+            "val_accuracy": correct.float().mean().item(),
+            "val_exact_match": correct.all(dim=1).float().mean().item(),
+        }
 
     def summary(self) -> dict[str, Any]:
-        return {"cell": self.name, "architecture": self.cell.model.label, "num_pairs": self.train_split.num_pairs,
-                "model": to_dict(self.cell.model), "train": to_dict(self.cell.train)}
+        return {
+            "cell": self.name,
+            "architecture": self.cell.model.label,
+            "num_pairs": self.train_split.num_pairs,
+            "model": to_dict(self.cell.model),
+            "train": to_dict(self.cell.train),
+        }
 
     def save_model(self, path: Path, weights: dict[str, torch.Tensor], summary: dict[str, Any]) -> None:
-        meta = {k: summary[k] for k in ("cell", "architecture", "num_pairs", "seed", "best_step",
-                                        "best_val_accuracy", "backend", "device")}
+        meta = {
+            k: summary[k]
+            for k in (
+                "cell",
+                "architecture",
+                "num_pairs",
+                "seed",
+                "best_step",
+                "best_val_accuracy",
+                "backend",
+                "device",
+            )
+        }
         meta["lr"] = self.cell.train.lr  # the report compares entries that differ only in their learning rate
         save_model(path, self.model, weights, meta)
 
@@ -141,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     if cell is not None:
         config, data, out = CellConfig(model=cell.model, train=cell.train), Path(cell.data_dir), Path(cell.run_dir)
     else:
-        config, data, out = CellConfig(**load_sections(args, SECTIONS)), require_path(args, "data"), require_path(args, "out")
+        config, data, out = (
+            CellConfig(**load_sections(args, SECTIONS)),
+            require_path(args, "data"),
+            require_path(args, "out"),
+        )
     out = args.out or out
     with output_lock(out):
         train_cell(config, args.data or data, out, args.resume_dir)

@@ -29,23 +29,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m align_mamba.report", description=__doc__.split("\n")[0])
     parser.add_argument("--cells", type=Path, required=True, help="folder searched recursively for metrics JSON")
     parser.add_argument("--out", type=Path, required=True, help="folder the report is written into")
-    parser.add_argument("--params", type=Path, help="params.yaml: report exactly its experiments' cells (CELLS/<id>.json)")
+    parser.add_argument(
+        "--params", type=Path, help="params.yaml: report exactly its experiments' cells (CELLS/<id>.json)"
+    )
     # both spellings: DVC unpacks params.yaml's `report: {capacity_threshold: ...}` as --capacity_threshold
-    parser.add_argument(*flag_names("capacity_threshold"), dest="capacity_threshold", type=float,
-                        help="test accuracy a seed must reach at a num_pairs to have learned it, in (0, 1] "
-                             "(default: params.yaml's report.capacity_threshold, else 0.9)")
-    parser.add_argument(*flag_names("bench"), dest="bench", type=Path,
-                        help="benchmark folder (python -m align_mamba.bench --out DIR): adds the benchmark section")
-    parser.add_argument(*flag_names("secrets"), dest="secrets", type=Path,
-                        help="secret-span results (DIR/<tagger>/, DIR/baselines/): adds the secret-span section")
+    parser.add_argument(
+        *flag_names("capacity_threshold"),
+        dest="capacity_threshold",
+        type=float,
+        help="test accuracy a seed must reach at a num_pairs to have learned it, in (0, 1] "
+        "(default: params.yaml's report.capacity_threshold, else 0.9)",
+    )
+    parser.add_argument(
+        *flag_names("bench"),
+        dest="bench",
+        type=Path,
+        help="benchmark folder (python -m align_mamba.bench --out DIR): adds the benchmark section",
+    )
+    parser.add_argument(
+        *flag_names("secrets"),
+        dest="secrets",
+        type=Path,
+        help="secret-span results (DIR/<tagger>/, DIR/baselines/): adds the secret-span section",
+    )
     args = parser.parse_args(argv)
     setup_logging(args.log)
     recall = taggers = None
     if args.params is not None:
         params = load_params(args.params)
         recall, taggers = params.recall, [tagger.name for tagger in params.secrets.taggers]
-    metrics = write_report(args.cells, args.out, args.capacity_threshold, recall=recall, bench_dir=args.bench,
-                           secrets_dir=args.secrets, taggers=taggers)
+    metrics = write_report(
+        args.cells,
+        args.out,
+        args.capacity_threshold,
+        recall=recall,
+        bench_dir=args.bench,
+        secrets_dir=args.secrets,
+        taggers=taggers,
+    )
     log.info("report of %d cells written to %s (report.md, report.html)", metrics["cells"], args.out)
     return 0
 

@@ -23,8 +23,11 @@ from align_mamba.secrets.throughput import COLUMNS as THROUGHPUT_COLUMNS
 from align_mamba.secrets.throughput import MB as MIB
 
 MODE_TITLES = {"forward": "forward (prefill)", "train": "forward + backward", "decode": "decode step"}
-MEMORY = {"forward": ("peak_mib", "peak MiB above inputs"), "train": ("peak_mib", "peak MiB above inputs"),
-          "decode": ("state_mib", "cache / state MiB")}
+MEMORY = {
+    "forward": ("peak_mib", "peak MiB above inputs"),
+    "train": ("peak_mib", "peak MiB above inputs"),
+    "decode": ("state_mib", "cache / state MiB"),
+}
 
 
 BENCH_FILES = ("mixers.csv", "train_step.csv", "summary.json")
@@ -54,11 +57,20 @@ def load_bench(directory: Path) -> BenchResults:
         raise DataIntegrityError(f"benchmark output missing: {', '.join(missing)}")
     paths = [Path(directory) / name for name in BENCH_FILES]
     # empty numbers are NaN (d_state: none, for attention), empty text stays ""
-    mixers = pd.read_csv(paths[0], keep_default_na=False, na_values=[""], dtype={"d_state": "Int64"},
-                         converters={"reason": str, "backend": str})
+    mixers = pd.read_csv(
+        paths[0],
+        keep_default_na=False,
+        na_values=[""],
+        dtype={"d_state": "Int64"},
+        converters={"reason": str, "backend": str},
+    )
     throughput = Path(directory) / SCAN_THROUGHPUT
-    return BenchResults(mixers, pd.read_csv(paths[1]), json.loads(paths[2].read_text()),
-                        _read_scan_throughput(throughput) if throughput.is_file() else None)
+    return BenchResults(
+        mixers,
+        pd.read_csv(paths[1]),
+        json.loads(paths[2].read_text()),
+        _read_scan_throughput(throughput) if throughput.is_file() else None,
+    )
 
 
 def _read_scan_throughput(path: Path) -> pd.DataFrame:
@@ -67,8 +79,9 @@ def _read_scan_throughput(path: Path) -> pd.DataFrame:
         frame.insert(THROUGHPUT_COLUMNS.index("settings"), "settings", "")
     absent = [c for c in THROUGHPUT_COLUMNS if c not in frame.columns]
     if absent:
-        raise DataIntegrityError(f"{path}: missing column(s) {', '.join(absent)} "
-                                 f"(written by python -m align_mamba.secrets.throughput)")
+        raise DataIntegrityError(
+            f"{path}: missing column(s) {', '.join(absent)} (written by python -m align_mamba.secrets.throughput)"
+        )
     return frame
 
 
@@ -96,8 +109,15 @@ def _mark_crossovers(ax, mixers: pd.DataFrame, mode: str) -> None:
         if found["length"] is None:
             continue
         ax.axvline(found["length"], color="black", linestyle="-.", linewidth=1, gid="crossover")
-        ax.annotate(f"crossover ≈ {found['length']:,.0f} (N={d_state})", (found["length"], 0.97),
-                    xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right", fontsize="x-small")
+        ax.annotate(
+            f"crossover ≈ {found['length']:,.0f} (N={d_state})",
+            (found["length"], 0.97),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize="x-small",
+        )
 
 
 def _curves(mixers: pd.DataFrame, column: str, ylabels: dict[str, str], crossover: bool) -> Figure:
@@ -144,20 +164,25 @@ def _number(value: float, digits: int = 2) -> str:
 
 def ladder_table(ladder: pd.DataFrame) -> pd.DataFrame:
     """The training-step ladder, formatted: one row per rung."""
-    return pd.DataFrame({
-        "rung": ladder["rung"],
-        "change": ladder["description"],
-        "ms / step": [_number(v) for v in ladder["ms_per_step"]],
-        "M tokens / s": [_number(v / 1e6, 3) for v in ladder["tokens_per_s"]],
-        "× naive": [_number(v) for v in ladder["speedup_vs_naive"]],
-        "ran": [f"{s}: {r}" if isinstance(r, str) and r else s for s, r in zip(ladder["status"], ladder["reason"])],
-    })
+    return pd.DataFrame(
+        {
+            "rung": ladder["rung"],
+            "change": ladder["description"],
+            "ms / step": [_number(v) for v in ladder["ms_per_step"]],
+            "M tokens / s": [_number(v / 1e6, 3) for v in ladder["tokens_per_s"]],
+            "× naive": [_number(v) for v in ladder["speedup_vs_naive"]],
+            "ran": [f"{s}: {r}" if isinstance(r, str) and r else s for s, r in zip(ladder["status"], ladder["reason"])],
+        }
+    )
 
 
 def environment_table(summary: dict) -> pd.DataFrame:
     """Device, dtype and the versions of torch, triton, mamba-ssm and causal-conv1d."""
-    items = {"device": summary["device"], "dtype": summary["dtype"],
-             **{name: version or "not installed" for name, version in summary["versions"].items()}}
+    items = {
+        "device": summary["device"],
+        "dtype": summary["dtype"],
+        **{name: version or "not installed" for name, version in summary["versions"].items()},
+    }
     return pd.DataFrame({"": list(items), "value": list(items.values())})
 
 
@@ -168,8 +193,13 @@ def provenance_table(mixers: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, group in frame.groupby(keys, sort=False):
         counts = group["status"].value_counts()
-        rows.append({**dict(zip(keys, key)), "rows": len(group),
-                     "status": ", ".join(f"{status} {counts[status]}" for status in sorted(counts.index))})
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                "rows": len(group),
+                "status": ", ".join(f"{status} {counts[status]}" for status in sorted(counts.index)),
+            }
+        )
     return pd.DataFrame(rows, columns=[*keys, "rows", "status"])
 
 
@@ -187,19 +217,38 @@ def crossover_table(summary: dict) -> pd.DataFrame:
                 text, measured = f"> {lower}", f"attention faster up to the longest L ({lower})"
             else:
                 text, measured = "—", "no length measured for both"
-            rows.append({"mode": MODE_TITLES.get(mode, mode), "d_state": d_state,
-                         "crossover L (Mamba-2 tokens/s > attention's)": text, "measured": measured})
+            rows.append(
+                {
+                    "mode": MODE_TITLES.get(mode, mode),
+                    "d_state": d_state,
+                    "crossover L (Mamba-2 tokens/s > attention's)": text,
+                    "measured": measured,
+                }
+            )
     return pd.DataFrame(rows, columns=["mode", "d_state", "crossover L (Mamba-2 tokens/s > attention's)", "measured"])
 
 
 def wrapper_tax_table(summary: dict) -> pd.DataFrame:
     """summary.json's wrapper tax: per layer, the median and largest raw-over-align-mamba tokens/s ratio."""
-    columns = ["layer", "compared with", "median ratio (raw ÷ align-mamba tokens/s)", "max ratio", "max at",
-               "shapes compared"]
-    rows = [{"layer": layer, "compared with": WRAPPER_PAIRS.get(layer, "?"),
-             columns[2]: _number(tax.get("median_ratio", math.nan)), "max ratio": _number(tax["max_ratio"]),
-             "max at": f"{tax['mode']}, L = {tax['seq_len']}" + (f", N = {tax['d_state']}" if tax["d_state"] else ""),
-             "shapes compared": tax["shapes"]} for layer, tax in summary["wrapper_tax"].items()]
+    columns = [
+        "layer",
+        "compared with",
+        "median ratio (raw ÷ align-mamba tokens/s)",
+        "max ratio",
+        "max at",
+        "shapes compared",
+    ]
+    rows = [
+        {
+            "layer": layer,
+            "compared with": WRAPPER_PAIRS.get(layer, "?"),
+            columns[2]: _number(tax.get("median_ratio", math.nan)),
+            "max ratio": _number(tax["max_ratio"]),
+            "max at": f"{tax['mode']}, L = {tax['seq_len']}" + (f", N = {tax['d_state']}" if tax["d_state"] else ""),
+            "shapes compared": tax["shapes"],
+        }
+        for layer, tax in summary["wrapper_tax"].items()
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -223,8 +272,11 @@ def training_sentence(summary: dict, ladder: pd.DataFrame) -> str:
         if previous.rung != first["rung"]:
             text += f" ({_ratio(first['ms_per_step'], row.ms_per_step)} than rung {first['rung']})"
         parts.append(text)
-    text = (f"Rung {first['rung']} takes {_number(first['ms_per_step'])} ms per step; " + "; ".join(parts) + "."
-            if parts else f"Only rung {first['rung']} ran ({_number(first['ms_per_step'])} ms per step).")
+    text = (
+        f"Rung {first['rung']} takes {_number(first['ms_per_step'])} ms per step; " + "; ".join(parts) + "."
+        if parts
+        else f"Only rung {first['rung']} ran ({_number(first['ms_per_step'])} ms per step)."
+    )
     # Found by description, not number: a ladder written by an older rung list stays readable.
     rung = ladder[ladder["description"].astype(str).str.contains(TRAIN_STEP_MARK, regex=False)]
     if rung.empty:

@@ -98,7 +98,7 @@ def load_runs(cells_dir: Path, expected: list[Path] | None = None) -> list[Run]:
         if metrics.cell.id in seen:
             raise ConfigError(f"two metrics files for cell {metrics.cell.id}: {seen[metrics.cell.id]}, {path}")
         seen[metrics.cell.id] = path
-        confirm_path = path.with_name(path.name[:-len(".json")] + CONFIRM_SUFFIX)
+        confirm_path = path.with_name(path.name[: -len(".json")] + CONFIRM_SUFFIX)
         confirm = Confirm.from_json(read_json(confirm_path), str(confirm_path)) if confirm_path.is_file() else None
         runs.append(Run(metrics, confirm))
     if not runs:
@@ -114,10 +114,16 @@ def experiments_of(runs: list[Run], recall: RecallParams | None) -> list[Experim
     out = []
     for name in names:
         mine = [r.metrics for r in runs if name in r.metrics.cell.experiments or name == "cells"]
-        out.append(Experiment(name=name, architectures=tuple(sorted({m.architecture for m in mine})),
-                              num_pairs=tuple(sorted({m.num_pairs for m in mine})),
-                              d_state=tuple(sorted({m.d_state for m in mine})),
-                              seeds=tuple(sorted({m.seed for m in mine})), lrs=tuple(sorted({m.lr for m in mine}))))
+        out.append(
+            Experiment(
+                name=name,
+                architectures=tuple(sorted({m.architecture for m in mine})),
+                num_pairs=tuple(sorted({m.num_pairs for m in mine})),
+                d_state=tuple(sorted({m.d_state for m in mine})),
+                seeds=tuple(sorted({m.seed for m in mine})),
+                lrs=tuple(sorted({m.lr for m in mine})),
+            )
+        )
     return out
 
 
@@ -143,23 +149,34 @@ class ExperimentResult:
         self.threshold = settings.capacity_threshold
         mine = [r for r in runs if not recorded or experiment.name in r.metrics.cell.experiments]
         kept = stats.select_on_validation(
-            mine, key=lambda r: (r.metrics.architecture, r.metrics.num_pairs, r.metrics.d_state, r.metrics.seed,
-                                 r.metrics.suffix),
-            validation=lambda r: r.metrics.val_accuracy, rate=lambda r: r.metrics.lr)
+            mine,
+            key=lambda r: (
+                r.metrics.architecture,
+                r.metrics.num_pairs,
+                r.metrics.d_state,
+                r.metrics.seed,
+                r.metrics.suffix,
+            ),
+            validation=lambda r: r.metrics.val_accuracy,
+            rate=lambda r: r.metrics.lr,
+        )
         compared = defaultdict(set)
         for r in mine:
             compared[(series(r.metrics), r.metrics.num_pairs, r.metrics.d_state)].add(r.metrics.lr)
         grouped = defaultdict(list)
         for r in kept:
             grouped[(series(r.metrics), r.metrics.num_pairs, r.metrics.d_state)].append(r)
-        self.points = [Point(s, n, d, tuple(sorted(rs, key=lambda r: r.metrics.seed)), len(compared[(s, n, d)]))
-                       for (s, n, d), rs in sorted(grouped.items())]
+        self.points = [
+            Point(s, n, d, tuple(sorted(rs, key=lambda r: r.metrics.seed)), len(compared[(s, n, d)]))
+            for (s, n, d), rs in sorted(grouped.items())
+        ]
         self.series = sorted({p.series for p in self.points})
         self.d_states = sorted({p.d_state for p in self.points})
 
     def point(self, series_name: str, num_pairs: int, d_state: int) -> Point | None:
-        return next((p for p in self.points if (p.series, p.num_pairs, p.d_state) == (series_name, num_pairs,
-                                                                                       d_state)), None)
+        return next(
+            (p for p in self.points if (p.series, p.num_pairs, p.d_state) == (series_name, num_pairs, d_state)), None
+        )
 
     def capacities(self, series_name: str, d_state: int) -> tuple[dict[int, int | None], int]:
         """Per seed: the largest num_pairs it learned (None: none); and the largest num_pairs tested."""
@@ -173,8 +190,9 @@ class ExperimentResult:
 
     def capacity_estimate(self, series_name: str, d_state: int) -> stats.Estimate:
         caps, largest = self.capacities(series_name, d_state)
-        return stats.capacity_estimate(list(caps.values()), largest, self.settings.bootstrap_samples,
-                                       self.settings.confidence, seed=d_state)
+        return stats.capacity_estimate(
+            list(caps.values()), largest, self.settings.bootstrap_samples, self.settings.confidence, seed=d_state
+        )
 
     def hypothesis_rows(self) -> list[dict]:
         """One row per expectation (per d_state for capacity_ratio): claim, expected, measured, verdict."""
@@ -185,20 +203,36 @@ class ExperimentResult:
 
     def _rows(self, h: Expectation, index: int) -> list[dict]:
         s = cfg = self.settings
-        claim = h.claim or {"accuracy": f"{h.architecture} accuracy at num_pairs {h.num_pairs}, d_state {h.d_state}",
-                            "capacity_ratio": f"{h.architecture} capacity / d_state",
-                            "capacity_slope": f"{h.architecture} capacity ∝ d_state^slope"}[h.kind]
-        base = {"index": index, "kind": h.kind, "architecture": h.architecture, "claim": claim,
-                "expected": f"[{h.low:g}, {h.high:g}]"}
+        claim = (
+            h.claim
+            or {
+                "accuracy": f"{h.architecture} accuracy at num_pairs {h.num_pairs}, d_state {h.d_state}",
+                "capacity_ratio": f"{h.architecture} capacity / d_state",
+                "capacity_slope": f"{h.architecture} capacity ∝ d_state^slope",
+            }[h.kind]
+        )
+        base = {
+            "index": index,
+            "kind": h.kind,
+            "architecture": h.architecture,
+            "claim": claim,
+            "expected": f"[{h.low:g}, {h.high:g}]",
+        }
         if h.kind == "accuracy":
             point = self.point(h.architecture, h.num_pairs, h.d_state)
             values = point.accuracies() if point else []
             est = stats.bootstrap_mean(values, s.bootstrap_samples, cfg.confidence, seed=index)
             learned = sum(r.learned(self.threshold) for r in point.kept) if point else 0
             extra = f"; {learned}/{len(values)} seeds learned" if values else ""
-            return [{**base, "where": f"num_pairs {h.num_pairs}, d_state {h.d_state}", "estimate": est,
-                     "measured": (est.text() + extra) if values else "not run",
-                     "verdict": stats.verdict(est, h.low, h.high)}]
+            return [
+                {
+                    **base,
+                    "where": f"num_pairs {h.num_pairs}, d_state {h.d_state}",
+                    "estimate": est,
+                    "measured": (est.text() + extra) if values else "not run",
+                    "verdict": stats.verdict(est, h.low, h.high),
+                }
+            ]
         if h.kind == "capacity_ratio":
             rows = []
             for d_state in self.d_states:
@@ -206,22 +240,47 @@ class ExperimentResult:
                 caps, _ = self.capacities(h.architecture, d_state)
                 if not caps:
                     continue
-                rows.append({**base, "where": f"d_state {d_state}", "estimate": est,
-                             "measured": est.text() if est.value is not None else "no capacity (0)",
-                             # no seed with a capacity: the ratio is 0 at every resample
-                             "verdict": stats.verdict(est if est.value is not None else
-                                                      stats.Estimate(0.0, 0.0, 0.0, est.n), h.low, h.high)})
-            return rows or [{**base, "where": "—", "estimate": stats.Estimate(None, None, None, 0),
-                             "measured": "not run", "verdict": "inconclusive"}]
+                rows.append(
+                    {
+                        **base,
+                        "where": f"d_state {d_state}",
+                        "estimate": est,
+                        "measured": est.text() if est.value is not None else "no capacity (0)",
+                        # no seed with a capacity: the ratio is 0 at every resample
+                        "verdict": stats.verdict(
+                            est if est.value is not None else stats.Estimate(0.0, 0.0, 0.0, est.n), h.low, h.high
+                        ),
+                    }
+                )
+            return rows or [
+                {
+                    **base,
+                    "where": "—",
+                    "estimate": stats.Estimate(None, None, None, 0),
+                    "measured": "not run",
+                    "verdict": "inconclusive",
+                }
+            ]
         caps = {d: list(self.capacities(h.architecture, d)[0].values()) for d in self.d_states}
         caps = {d: c for d, c in caps.items() if c}
         largest = max((p.num_pairs for p in self.points if p.series == h.architecture), default=0)
         est = stats.slope_estimate(caps, largest, s.bootstrap_samples, cfg.confidence, seed=index)
-        measured = ("no slope (fewer than 2 d_state with a capacity)" if est.value is None else
-                    f"{est.value:.3f} (no interval: a capacity reached the largest num_pairs tested)"
-                    if est.low is None else est.text())
-        return [{**base, "where": "d_state " + ", ".join(str(d) for d in caps), "estimate": est,
-                 "measured": measured, "verdict": stats.verdict(est, h.low, h.high)}]
+        measured = (
+            "no slope (fewer than 2 d_state with a capacity)"
+            if est.value is None
+            else f"{est.value:.3f} (no interval: a capacity reached the largest num_pairs tested)"
+            if est.low is None
+            else est.text()
+        )
+        return [
+            {
+                **base,
+                "where": "d_state " + ", ".join(str(d) for d in caps),
+                "estimate": est,
+                "measured": measured,
+                "verdict": stats.verdict(est, h.low, h.high),
+            }
+        ]
 
     def verdict_lines(self) -> list[str]:
         """One line per expectation: its claim, measured value and verdict (the report's first lines)."""
@@ -232,11 +291,17 @@ class ExperimentResult:
         for index, rows in by_index.items():
             overall = stats.combine_verdicts(r["verdict"] for r in rows)
             measured = "; ".join(f"{r['where']}: {r['measured']}" for r in rows)
-            lines.append(f"{self.experiment.name}: {rows[0]['claim']} — expected {rows[0]['expected']}, measured "
-                         f"{measured} → **{overall}**")
+            lines.append(
+                f"{self.experiment.name}: {rows[0]['claim']} — expected {rows[0]['expected']}, measured "
+                f"{measured} → **{overall}**"
+            )
         if not lines:
-            caps = ", ".join(f"{s} d_state {d}: {self.capacity_estimate(s, d).text(1)}"
-                             for s in self.series for d in self.d_states if self.point_exists(s, d))
+            caps = ", ".join(
+                f"{s} d_state {d}: {self.capacity_estimate(s, d).text(1)}"
+                for s in self.series
+                for d in self.d_states
+                if self.point_exists(s, d)
+            )
             lines.append(f"{self.experiment.name}: no hypothesis stated; mean capacity {caps}")
         return lines
 
@@ -255,8 +320,9 @@ class ExperimentResult:
                     out[f"{name}.capacity.{s}.ds{d}"] = None if value is None else round(value, 3)
         for row in self.hypothesis_rows():
             where = row["where"].replace("num_pairs ", "np").replace("d_state ", "ds").replace(", ", ".")
-            key = f"{name}.verdict.{row['kind']}.{row['architecture']}" + (f".{where}" if row["kind"] != "capacity_slope"
-                                                                            else "")
+            key = f"{name}.verdict.{row['kind']}.{row['architecture']}" + (
+                f".{where}" if row["kind"] != "capacity_slope" else ""
+            )
             out[key] = row["verdict"]
             if row["estimate"].value is not None:
                 out[key.replace(".verdict.", ".measured.")] = round(float(row["estimate"].value), 3)
@@ -265,12 +331,18 @@ class ExperimentResult:
 
 # --- tables ------------------------------------------------------------------------------------
 
+
 def hypothesis_table(result: ExperimentResult) -> pd.DataFrame:
     rows = result.hypothesis_rows()
-    return pd.DataFrame({"hypothesis": [r["claim"] for r in rows], "where": [r["where"] for r in rows],
-                         "expected": [r["expected"] for r in rows],
-                         f"measured [{result.settings.confidence:.0%} interval]": [r["measured"] for r in rows],
-                         "verdict": [r["verdict"] for r in rows]})
+    return pd.DataFrame(
+        {
+            "hypothesis": [r["claim"] for r in rows],
+            "where": [r["where"] for r in rows],
+            "expected": [r["expected"] for r in rows],
+            f"measured [{result.settings.confidence:.0%} interval]": [r["measured"] for r in rows],
+            "verdict": [r["verdict"] for r in rows],
+        }
+    )
 
 
 def _median_steps(runs: list[Run], threshold: float) -> str:
@@ -278,8 +350,9 @@ def _median_steps(runs: list[Run], threshold: float) -> str:
     reached = [s for s in steps if s is not None]
     if not reached:
         return "—"
-    return f"{statistics.median(reached):g}" + (f" ({len(reached)}/{len(steps)} seeds)" if len(reached) < len(steps)
-                                                else "")
+    return f"{statistics.median(reached):g}" + (
+        f" ({len(reached)}/{len(steps)} seeds)" if len(reached) < len(steps) else ""
+    )
 
 
 def points_table(result: ExperimentResult) -> pd.DataFrame:
@@ -293,16 +366,21 @@ def points_table(result: ExperimentResult) -> pd.DataFrame:
         reruns = [f"s{r.metrics.seed}: {r.rerun.accuracy:.3f}" for r in p.kept if r.rerun is not None]
         failed = [f"s{r.metrics.seed} {r.outcome(t)}" for r in p.kept if not r.outcome(t).startswith("learned")]
         lrs = pd.Series([r.metrics.lr for r in p.kept]).value_counts().sort_index()
-        rows.append({
-            "architecture": p.series, "d_state": p.d_state, "num_pairs": p.num_pairs,
-            "state (floats)": p.kept[0].metrics.state_size.total,
-            f"learned (≥ {t:g}) / seeds": f"{k}/{n}", f"Wilson {conf:.0%}": f"[{low:.2f}, {high:.2f}]",
-            "accuracy: mean (per seed)": f"{np.mean(first):.3f} (" + ", ".join(f"{a:.2f}" for a in first) + ")",
-            "2× budget rerun": ", ".join(reruns) or "—",
-            "lr kept on validation": ", ".join(f"{lr:g} ×{c}" for lr, c in lrs.items()) + f" of {p.compared}",
-            "steps to learn (median)": _median_steps(list(p.kept), t),
-            "failed seeds": "; ".join(failed) or "—",
-        })
+        rows.append(
+            {
+                "architecture": p.series,
+                "d_state": p.d_state,
+                "num_pairs": p.num_pairs,
+                "state (floats)": p.kept[0].metrics.state_size.total,
+                f"learned (≥ {t:g}) / seeds": f"{k}/{n}",
+                f"Wilson {conf:.0%}": f"[{low:.2f}, {high:.2f}]",
+                "accuracy: mean (per seed)": f"{np.mean(first):.3f} (" + ", ".join(f"{a:.2f}" for a in first) + ")",
+                "2× budget rerun": ", ".join(reruns) or "—",
+                "lr kept on validation": ", ".join(f"{lr:g} ×{c}" for lr, c in lrs.items()) + f" of {p.compared}",
+                "steps to learn (median)": _median_steps(list(p.kept), t),
+                "failed seeds": "; ".join(failed) or "—",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -314,15 +392,22 @@ def capacity_table(result: ExperimentResult) -> pd.DataFrame:
                 continue
             caps, largest = result.capacities(s, d)
             est = result.capacity_estimate(s, d)
-            rows.append({"architecture": s, "d_state": d,
-                         "capacity per seed": ", ".join(f"s{seed}: {'none' if c is None else c}"
-                                                        for seed, c in caps.items()),
-                         f"mean capacity [{result.settings.confidence:.0%} bootstrap]": est.text(1),
-                         "largest num_pairs tested": largest})
+            rows.append(
+                {
+                    "architecture": s,
+                    "d_state": d,
+                    "capacity per seed": ", ".join(
+                        f"s{seed}: {'none' if c is None else c}" for seed, c in caps.items()
+                    ),
+                    f"mean capacity [{result.settings.confidence:.0%} bootstrap]": est.text(1),
+                    "largest num_pairs tested": largest,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 # --- figures -----------------------------------------------------------------------------------
+
 
 def cliff_figure(result: ExperimentResult) -> Figure:
     """Accuracy vs num_pairs, one panel per d_state, a line per architecture (mean) over its seeds (dots)."""
@@ -330,8 +415,9 @@ def cliff_figure(result: ExperimentResult) -> Figure:
     fig, axes = panels(len(result.d_states))
     for ax, d_state in zip(axes, result.d_states):
         for s in result.series:
-            line = sorted((p for p in result.points if p.series == s and p.d_state == d_state),
-                          key=lambda p: p.num_pairs)
+            line = sorted(
+                (p for p in result.points if p.series == s and p.d_state == d_state), key=lambda p: p.num_pairs
+            )
             if not line:
                 continue
             x = [p.num_pairs for p in line]
@@ -419,8 +505,9 @@ def position_figure(result: ExperimentResult, by_k: dict[int, str]) -> Figure:
         acc_ax.plot(ks, acc, marker="o", label=label)
         steps_ax.plot(steps_k, steps, marker="o", label=label)
     acc_ax.set(xlabel="cross-attention layer k", ylabel="test accuracy (mean over seeds)", ylim=(-0.02, 1.02))
-    steps_ax.set(xlabel="cross-attention layer k",
-                 ylabel=f"steps to validation accuracy ≥ {result.threshold:g} (median)")
+    steps_ax.set(
+        xlabel="cross-attention layer k", ylabel=f"steps to validation accuracy ≥ {result.threshold:g} (median)"
+    )
     for ax in (acc_ax, steps_ax):
         ax.set_xticks(list(by_k))
         ax.grid(alpha=0.3)

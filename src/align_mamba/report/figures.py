@@ -15,7 +15,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-
 MARKERS = "osD^v<>ph*XP"
 PANEL_INCHES = (4.4, 3.4)
 DPI = 110
@@ -24,8 +23,10 @@ DPI = 110
 def architecture_styles(architectures) -> dict[str, dict]:
     """One colour and marker per architecture, the same in every figure (sorted, so stable)."""
     colors = matplotlib.colormaps["tab10"].colors
-    return {arch: {"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)]}
-            for i, arch in enumerate(sorted(set(architectures)))}
+    return {
+        arch: {"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)]}
+        for i, arch in enumerate(sorted(set(architectures)))
+    }
 
 
 def panels(count: int, max_cols: int = 3) -> tuple[Figure, list[Axes]]:

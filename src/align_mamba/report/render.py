@@ -66,24 +66,36 @@ def run_kind(runs: list[experiments.Run]) -> str:
     backends = sorted({r.metrics.train_backend for r in runs})
     on_gpu = [d for d in devices if d.startswith("cuda")]
     if not on_gpu:
-        kind = ("**A CPU run** (the default params.yaml is sized for a 2-core CPU): its numbers show the study in "
-                "miniature, not the study's answer.")
+        kind = (
+            "**A CPU run** (the default params.yaml is sized for a 2-core CPU): its numbers show the study in "
+            "miniature, not the study's answer."
+        )
     elif len(on_gpu) == len(devices):
         kind = "**A GPU run**."
     else:
         kind = "**A mixed run**: some cells trained on a CPU, some on a GPU."
-    return (f"{kind} {len(runs)} cells trained on {', '.join(devices)} with the {', '.join(backends)} backend. "
-            f"GPU results of the full study: results/gpu/ (its README says which runs they are).")
+    return (
+        f"{kind} {len(runs)} cells trained on {', '.join(devices)} with the {', '.join(backends)} backend. "
+        f"GPU results of the full study: results/gpu/ (its README says which runs they are)."
+    )
 
 
 def _header(runs: list[experiments.Run], results: list[experiments.ExperimentResult], command: str) -> Section:
     lines = [Text(run_kind(runs))]
     lines += [Text(line) for result in results for line in result.verdict_lines()]
-    lines.append(Text(f"Verdict rule: {stats.VERDICT_RULE.format(min_seeds=stats.MIN_SEEDS)} Intervals are "
-                      f"percentile bootstraps over seeds (capacity, slope, mean accuracy) or Wilson intervals "
-                      f"(seeds learned)."))
-    lines.append(Text(f"Regenerate with `{command}` (in the pipeline: `dvc repro report`); cells.csv has one row per "
-                      f"cell and metrics.json the headline numbers."))
+    lines.append(
+        Text(
+            f"Verdict rule: {stats.VERDICT_RULE.format(min_seeds=stats.MIN_SEEDS)} Intervals are "
+            f"percentile bootstraps over seeds (capacity, slope, mean accuracy) or Wilson intervals "
+            f"(seeds learned)."
+        )
+    )
+    lines.append(
+        Text(
+            f"Regenerate with `{command}` (in the pipeline: `dvc repro report`); cells.csv has one row per "
+            f"cell and metrics.json the headline numbers."
+        )
+    )
     return Section("What this run shows", tuple(lines))
 
 
@@ -91,43 +103,83 @@ def _experiment(result: experiments.ExperimentResult, runs: list[experiments.Run
     exp, t = result.experiment, result.threshold
     blocks: list = [Text(exp.question)] if exp.question else []
     if exp.expect:
-        blocks += [Text("Hypotheses (from params.yaml, not results) against what was measured:"),
-                   Table(experiments.hypothesis_table(result))]
+        blocks += [
+            Text("Hypotheses (from params.yaml, not results) against what was measured:"),
+            Table(experiments.hypothesis_table(result)),
+        ]
     else:
         blocks.append(Text("No hypothesis rows in params.yaml for this experiment (`expect:`)."))
-    blocks += [Text(f"Every grid point. Per (architecture, num_pairs, d_state, seed) the learning rate best on "
-                    f"**validation** accuracy is kept (the test split chooses nothing). A seed has learned when its "
-                    f"test accuracy is ≥ {t:g}; a failed seed counts as failed only if its rerun at twice the step "
-                    f"budget failed too. A failure is a **chance plateau** when its final training loss is within "
-                    f"{stats.PLATEAU_TOLERANCE:.0%} of ln(#values), the loss of a uniform guess (optimisation never "
-                    f"started), else **partial recall**. Steps to learn: the first validation step at ≥ {t:g}."),
-               Table(experiments.points_table(result)),
-               Text("Capacity per seed: the largest num_pairs it learned (a seed with none counts 0 in the mean; "
-                    "∞ as the interval's top: a seed still learned the largest num_pairs tested)."),
-               Table(experiments.capacity_table(result))]
-    blocks.append(Image(f"cliff_{exp.name}", f"{exp.name}: test accuracy against num_pairs, one panel per d_state; "
-                        f"lines are means over seeds, dots single seeds, dotted the threshold {t:g}.",
-                        figures.png_bytes(experiments.cliff_figure(result))))
+    blocks += [
+        Text(
+            f"Every grid point. Per (architecture, num_pairs, d_state, seed) the learning rate best on "
+            f"**validation** accuracy is kept (the test split chooses nothing). A seed has learned when its "
+            f"test accuracy is ≥ {t:g}; a failed seed counts as failed only if its rerun at twice the step "
+            f"budget failed too. A failure is a **chance plateau** when its final training loss is within "
+            f"{stats.PLATEAU_TOLERANCE:.0%} of ln(#values), the loss of a uniform guess (optimisation never "
+            f"started), else **partial recall**. Steps to learn: the first validation step at ≥ {t:g}."
+        ),
+        Table(experiments.points_table(result)),
+        Text(
+            "Capacity per seed: the largest num_pairs it learned (a seed with none counts 0 in the mean; "
+            "∞ as the interval's top: a seed still learned the largest num_pairs tested)."
+        ),
+        Table(experiments.capacity_table(result)),
+    ]
+    blocks.append(
+        Image(
+            f"cliff_{exp.name}",
+            f"{exp.name}: test accuracy against num_pairs, one panel per d_state; "
+            f"lines are means over seeds, dots single seeds, dotted the threshold {t:g}.",
+            figures.png_bytes(experiments.cliff_figure(result)),
+        )
+    )
     capacity = experiments.capacity_figure(result)
     if capacity is not None:
-        blocks.append(Image(f"capacity_{exp.name}", f"{exp.name}: mean capacity against state size in floats "
-                            f"(log-log), bootstrap intervals; the legend gives each fitted slope.",
-                            figures.png_bytes(capacity)))
+        blocks.append(
+            Image(
+                f"capacity_{exp.name}",
+                f"{exp.name}: mean capacity against state size in floats "
+                f"(log-log), bootstrap intervals; the legend gives each fitted slope.",
+                figures.png_bytes(capacity),
+            )
+        )
     one = {experiments.series(r.metrics): r.metrics for p in result.points for r in p.kept}
     by_k = experiments.single_position_series(result, one)
     if by_k:
-        blocks.append(Image(f"positions_{exp.name}", f"{exp.name}: accuracy and steps to learn against the one "
-                            f"decoder layer k that cross-attends (" + ", ".join(f"k={k}: {s}" for k, s in by_k.items())
-                            + ").", figures.png_bytes(experiments.position_figure(result, by_k))))
+        blocks.append(
+            Image(
+                f"positions_{exp.name}",
+                f"{exp.name}: accuracy and steps to learn against the one "
+                f"decoder layer k that cross-attends (" + ", ".join(f"k={k}: {s}" for k, s in by_k.items()) + ").",
+                figures.png_bytes(experiments.position_figure(result, by_k)),
+            )
+        )
     return Section(f"Experiment {exp.name}", tuple(blocks))
 
 
 def _provenance(runs: list[experiments.Run]) -> Section:
-    frame = pd.DataFrame([{"train backend": r.metrics.train_backend, "train device": r.metrics.train_device,
-                           "eval backend": r.metrics.backend, "eval device": r.metrics.device} for r in runs])
+    frame = pd.DataFrame(
+        [
+            {
+                "train backend": r.metrics.train_backend,
+                "train device": r.metrics.train_device,
+                "eval backend": r.metrics.backend,
+                "eval device": r.metrics.device,
+            }
+            for r in runs
+        ]
+    )
     counts = frame.value_counts().rename("cells").reset_index()
-    return Section("Provenance", (Text("Which backend (`kernels`: mamba-ssm; `reference`: pure PyTorch) and device "
-                                       "trained and evaluated the cells; cells.csv has it per cell."), Table(counts)))
+    return Section(
+        "Provenance",
+        (
+            Text(
+                "Which backend (`kernels`: mamba-ssm; `reference`: pure PyTorch) and device "
+                "trained and evaluated the cells; cells.csv has it per cell."
+            ),
+            Table(counts),
+        ),
+    )
 
 
 def cells_frame(runs: list[experiments.Run], threshold: float) -> pd.DataFrame:
@@ -135,15 +187,33 @@ def cells_frame(runs: list[experiments.Run], threshold: float) -> pd.DataFrame:
     rows = []
     for r in runs:
         m = r.metrics
-        rows.append({"cell": m.cell.id, "architecture": m.architecture, "num_pairs": m.num_pairs, "d_state": m.d_state,
-                     "lr": m.lr, "seed": m.seed, "experiments": " ".join(m.cell.experiments),
-                     "accuracy": m.accuracy, "exact_match": m.exact_match, "val_accuracy": m.val_accuracy,
-                     "train_accuracy": m.train_accuracy, "steps_trained": m.steps_trained,
-                     "steps_to_learn": m.steps_to_learn(threshold), "final_train_loss": m.final_train_loss,
-                     "chance_loss": m.chance_loss, "state_total": m.state_size.total, "parameters": m.parameters,
-                     "train_backend": m.train_backend, "train_device": m.train_device, "eval_backend": m.backend,
-                     "eval_device": m.device, "outcome": r.outcome(threshold),
-                     "rerun_accuracy": r.rerun.accuracy if r.rerun else None})
+        rows.append(
+            {
+                "cell": m.cell.id,
+                "architecture": m.architecture,
+                "num_pairs": m.num_pairs,
+                "d_state": m.d_state,
+                "lr": m.lr,
+                "seed": m.seed,
+                "experiments": " ".join(m.cell.experiments),
+                "accuracy": m.accuracy,
+                "exact_match": m.exact_match,
+                "val_accuracy": m.val_accuracy,
+                "train_accuracy": m.train_accuracy,
+                "steps_trained": m.steps_trained,
+                "steps_to_learn": m.steps_to_learn(threshold),
+                "final_train_loss": m.final_train_loss,
+                "chance_loss": m.chance_loss,
+                "state_total": m.state_size.total,
+                "parameters": m.parameters,
+                "train_backend": m.train_backend,
+                "train_device": m.train_device,
+                "eval_backend": m.backend,
+                "eval_device": m.device,
+                "outcome": r.outcome(threshold),
+                "rerun_accuracy": r.rerun.accuracy if r.rerun else None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -152,31 +222,68 @@ def _benchmark(directory: Path) -> tuple[Section, dict]:
     title = "Benchmark"
     missing = bench.missing_bench_files(directory)
     if missing:
-        return Section(title, (Text(f"No benchmark results: {directory} lacks {', '.join(missing)}; produce them "
-                                    f"with `python -m align_mamba.bench --out {directory}`."),)), {}
+        return Section(
+            title,
+            (
+                Text(
+                    f"No benchmark results: {directory} lacks {', '.join(missing)}; produce them "
+                    f"with `python -m align_mamba.bench --out {directory}`."
+                ),
+            ),
+        ), {}
     results = bench.load_bench(directory)
     summary, mixers = results.summary, results.mixers
-    blocks = [Text(f"From `python -m align_mamba.bench` ({directory}): median of timed repeats after warm-up; "
-                   f"dashed lines are the bare mamba-ssm / SDPA layers, dotted ones whole models."),
-              Table(bench.environment_table(summary)),
-              Image("bench_throughput", "Tokens/s against sequence length (log-log), per mode; the dash-dot line "
-                    "is the interpolated attention/Mamba-2 crossover.",
-                    figures.png_bytes(bench.throughput_figure(mixers))),
-              Image("bench_memory", "Peak memory above the inputs (forward, train; GPU only) and cache/state size "
-                    "(decode) against L (log-log).", figures.png_bytes(bench.memory_figure(mixers))),
-              Text("Crossover: the L where Mamba-2's tokens/s first exceeds attention's, per mode and d_state."),
-              Table(bench.crossover_table(summary))]
+    blocks = [
+        Text(
+            f"From `python -m align_mamba.bench` ({directory}): median of timed repeats after warm-up; "
+            f"dashed lines are the bare mamba-ssm / SDPA layers, dotted ones whole models."
+        ),
+        Table(bench.environment_table(summary)),
+        Image(
+            "bench_throughput",
+            "Tokens/s against sequence length (log-log), per mode; the dash-dot line "
+            "is the interpolated attention/Mamba-2 crossover.",
+            figures.png_bytes(bench.throughput_figure(mixers)),
+        ),
+        Image(
+            "bench_memory",
+            "Peak memory above the inputs (forward, train; GPU only) and cache/state size "
+            "(decode) against L (log-log).",
+            figures.png_bytes(bench.memory_figure(mixers)),
+        ),
+        Text("Crossover: the L where Mamba-2's tokens/s first exceeds attention's, per mode and d_state."),
+        Table(bench.crossover_table(summary)),
+    ]
     tax = bench.wrapper_tax_table(summary)
-    blocks += ([Text("Wrapper tax: bare layer's tokens/s ÷ align-mamba's, the largest over the shapes both ran "
-                     "(> 1: align-mamba's layer is slower)."), Table(tax)] if not tax.empty else
-               [Text("Wrapper tax: no shape ran both an align-mamba layer and its bare mamba-ssm / SDPA twin.")])
-    blocks += [Text("Training-step ladder: each rung adds one change to the rung before it. "
-                    + bench.training_sentence(summary, results.ladder)), Table(bench.ladder_table(results.ladder)),
-               Text("Provenance: which backend, path and dtype produced each case's rows."),
-               Table(bench.provenance_table(mixers))]
+    blocks += (
+        [
+            Text(
+                "Wrapper tax: bare layer's tokens/s ÷ align-mamba's, the largest over the shapes both ran "
+                "(> 1: align-mamba's layer is slower)."
+            ),
+            Table(tax),
+        ]
+        if not tax.empty
+        else [Text("Wrapper tax: no shape ran both an align-mamba layer and its bare mamba-ssm / SDPA twin.")]
+    )
+    blocks += [
+        Text(
+            "Training-step ladder: each rung adds one change to the rung before it. "
+            + bench.training_sentence(summary, results.ladder)
+        ),
+        Table(bench.ladder_table(results.ladder)),
+        Text("Provenance: which backend, path and dtype produced each case's rows."),
+        Table(bench.provenance_table(mixers)),
+    ]
     if summary["device_type"] == "cpu":
-        blocks.insert(0, Text(f"WARNING: the benchmark ran on {summary['device']}, not a GPU: these numbers do "
-                              f"not describe the CUDA kernels.", loud=True))
+        blocks.insert(
+            0,
+            Text(
+                f"WARNING: the benchmark ran on {summary['device']}, not a GPU: these numbers do "
+                f"not describe the CUDA kernels.",
+                loud=True,
+            ),
+        )
     blocks += _scan_throughput(directory, results.scan_throughput)
     return Section(title, tuple(blocks)), bench.bench_metrics(summary)
 
@@ -185,11 +292,19 @@ def _scan_throughput(directory: Path, frame: pd.DataFrame | None) -> list:
     """The scan-throughput table, or one line on how to produce scan_throughput.csv."""
     path = directory / bench.SCAN_THROUGHPUT
     if frame is None:
-        return [Text(f"No scan throughput ({path}): run `python -m align_mamba.secrets.throughput "
-                     f"--checkpoint RUN/model.pt --out {path}`.")]
-    return [Text("Scan throughput (`python -m align_mamba.secrets.throughput`): MiB/s (2^20 bytes) of whole scans, "
-                 "total bytes ÷ total seconds over the carrier kinds; baselines include their start-up."),
-            Table(bench.scan_throughput_table(frame))]
+        return [
+            Text(
+                f"No scan throughput ({path}): run `python -m align_mamba.secrets.throughput "
+                f"--checkpoint RUN/model.pt --out {path}`."
+            )
+        ]
+    return [
+        Text(
+            "Scan throughput (`python -m align_mamba.secrets.throughput`): MiB/s (2^20 bytes) of whole scans, "
+            "total bytes ÷ total seconds over the carrier kinds; baselines include their start-up."
+        ),
+        Table(bench.scan_throughput_table(frame)),
+    ]
 
 
 def _secret_spans(directory: Path, taggers: list[str] | None) -> tuple[Section, dict]:
@@ -200,22 +315,45 @@ def _secret_spans(directory: Path, taggers: list[str] | None) -> tuple[Section, 
     notes = [Text(note) for note in results.notes]
     if runs.empty:
         return Section(title, tuple(notes)), {}
-    blocks = [*notes, Text("Span P / R / F1: predicted spans (merged) matched one-to-one to true spans at IoU ≥ 0.5; "
-                           "hit rate: true spans overlapped by any prediction; byte F1 over all bytes; false alarms: "
-                           "predictions overlapping no secret, per MB (10^6 bytes) of test_decoys; MB/s: bytes of "
-                           "the splits ÷ scan time (CredSweeper's includes its start-up)."),
-              Table(secrets.headline_table(runs)), Text(secrets.comparison_sentence(runs))]
+    blocks = [
+        *notes,
+        Text(
+            "Span P / R / F1: predicted spans (merged) matched one-to-one to true spans at IoU ≥ 0.5; "
+            "hit rate: true spans overlapped by any prediction; byte F1 over all bytes; false alarms: "
+            "predictions overlapping no secret, per MB (10^6 bytes) of test_decoys; MB/s: bytes of "
+            "the splits ÷ scan time (CredSweeper's includes its start-up)."
+        ),
+        Table(secrets.headline_table(runs)),
+        Text(secrets.comparison_sentence(runs)),
+    ]
     mismatched = secrets.mismatched_splits(runs)
     if mismatched:
-        blocks.insert(0, Text(f"WARNING: systems were scored on different files in {', '.join(mismatched)}: "
-                              f"their numbers are not comparable.", loud=True))
+        blocks.insert(
+            0,
+            Text(
+                f"WARNING: systems were scored on different files in {', '.join(mismatched)}: "
+                f"their numbers are not comparable.",
+                loud=True,
+            ),
+        )
     if set(runs["split"]) & set(secrets.SCORED):
-        blocks += [Text("Span recall per format with its Wilson 95% interval; **held out** formats appear only in "
-                        "test_unseen, never in training."), Table(secrets.per_format_table(breakdowns))]
+        blocks += [
+            Text(
+                "Span recall per format with its Wilson 95% interval; **held out** formats appear only in "
+                "test_unseen, never in training."
+            ),
+            Table(secrets.per_format_table(breakdowns)),
+        ]
         for breakdown, (name, axis) in secrets.FIGURES.items():
             png = figures.png_bytes(secrets.recall_figure(breakdowns, breakdown))
-            blocks.append(Image(name, f"Span recall by {axis}, one line per system; bars are Wilson 95% "
-                                      f"intervals, dashed lines baselines.", png))
+            blocks.append(
+                Image(
+                    name,
+                    f"Span recall by {axis}, one line per system; bars are Wilson 95% "
+                    f"intervals, dashed lines baselines.",
+                    png,
+                )
+            )
     return Section(title, tuple(blocks)), secrets.secret_metrics(runs)
 
 
@@ -223,9 +361,15 @@ def _rounded(metrics: dict) -> dict:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
-def build_sections(runs: list[experiments.Run], recall: RecallParams | None, command: str,
-                   settings: ReportSettings, bench_dir: Path | None = None, secrets_dir: Path | None = None,
-                   taggers: list[str] | None = None) -> tuple[list[Section], dict]:
+def build_sections(
+    runs: list[experiments.Run],
+    recall: RecallParams | None,
+    command: str,
+    settings: ReportSettings,
+    bench_dir: Path | None = None,
+    secrets_dir: Path | None = None,
+    taggers: list[str] | None = None,
+) -> tuple[list[Section], dict]:
     """The report's sections in order, and the headline metrics (rounded; None: no capacity).
 
     recall: the params' experiments and hypotheses (None: experiments as the cells record them).
@@ -233,11 +377,11 @@ def build_sections(runs: list[experiments.Run], recall: RecallParams | None, com
     sections; a directory without results gives its section one line saying how to produce them.
     taggers: the tagger folders of secrets_dir to report (None: every one with a summary.json).
     """
-    results = [experiments.ExperimentResult(exp, runs, settings, recorded=any(r.metrics.cell.experiments
-                                                                              for r in runs))
-               for exp in experiments.experiments_of(runs, recall)]
-    sections = [_header(runs, results, command), *(_experiment(result, runs) for result in results),
-                _provenance(runs)]
+    results = [
+        experiments.ExperimentResult(exp, runs, settings, recorded=any(r.metrics.cell.experiments for r in runs))
+        for exp in experiments.experiments_of(runs, recall)
+    ]
+    sections = [_header(runs, results, command), *(_experiment(result, runs) for result in results), _provenance(runs)]
     metrics: dict = {"cells": len(runs)}
     for result in results:
         metrics.update(result.headline())
@@ -251,6 +395,7 @@ def build_sections(runs: list[experiments.Run], recall: RecallParams | None, com
 
 def _markdown_table(frame: pd.DataFrame) -> str:
     """A pipe table; written by hand so the package needs no `tabulate`."""
+
     def cell(value) -> str:
         return str(value).replace("|", "\\|")
 
@@ -284,13 +429,16 @@ def _inline_html(text: str) -> str:
 def _html_block(block) -> str:
     """One Text, Table or Image as HTML; images become base64 data: URIs (no external file)."""
     if isinstance(block, Text):
-        return f'<p class="warning">{_inline_html(block.body)}</p>' if block.loud else f"<p>{_inline_html(block.body)}</p>"
+        return (
+            f'<p class="warning">{_inline_html(block.body)}</p>' if block.loud else f"<p>{_inline_html(block.body)}</p>"
+        )
     if isinstance(block, Table):
         return block.frame.to_html(index=False, border=0, na_rep="—")
     data = base64.b64encode(block.png).decode("ascii")
     caption = html.escape(block.caption)
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
-            f"<figcaption>{caption}</figcaption></figure>")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
+    )
 
 
 def render_html(sections: list[Section]) -> str:
@@ -299,13 +447,22 @@ def render_html(sections: list[Section]) -> str:
     for section in sections:
         body.append(f"<h2>{html.escape(section.title)}</h2>")
         body += [_html_block(block) for block in section.blocks]
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(TITLE)}</title>'
-            f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(TITLE)}</title>'
+        f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
-def write_report(cells_dir: Path, out_dir: Path, threshold: float | None = None, command: str | None = None,
-                 recall: RecallParams | None = None, bench_dir: Path | None = None,
-                 secrets_dir: Path | None = None, taggers: list[str] | None = None) -> dict:
+def write_report(
+    cells_dir: Path,
+    out_dir: Path,
+    threshold: float | None = None,
+    command: str | None = None,
+    recall: RecallParams | None = None,
+    bench_dir: Path | None = None,
+    secrets_dir: Path | None = None,
+    taggers: list[str] | None = None,
+) -> dict:
     """Load the metrics files under `cells_dir` (exactly the cells of `recall`, if given) and write the
     report, with the benchmark and secret-span sections when `bench_dir` / `secrets_dir` are given.
 
@@ -319,8 +476,9 @@ def write_report(cells_dir: Path, out_dir: Path, threshold: float | None = None,
         settings = dataclasses.replace(settings, capacity_threshold=threshold)
     out_dir = Path(out_dir)
     params = f"--params {recall.source} " if recall is not None else ""
-    extra = "".join(f" --{flag} {value}" for flag, value in (("bench", bench_dir), ("secrets", secrets_dir))
-                    if value is not None)
+    extra = "".join(
+        f" --{flag} {value}" for flag, value in (("bench", bench_dir), ("secrets", secrets_dir)) if value is not None
+    )
     command = command or f"python -m align_mamba.report {params}--cells {cells_dir} --out {out_dir}{extra}"
     expected = [Path(cells_dir) / f"{cell.id}.json" for cell in recall.cells] if recall is not None else None
     runs = experiments.load_runs(cells_dir, expected)

@@ -23,17 +23,33 @@ from align_mamba.core.errors import ConfigError, DataIntegrityError
 from align_mamba.report.figures import architecture_styles, log2_axis, panels
 from align_mamba.secrets.score import BREAKDOWN_COLUMNS, BREAKDOWNS, wilson_interval
 
-SPLITS = {"test": "test (in-distribution formats)", "test_unseen": "test_unseen (held-out formats)",
-          "test_decoys": "test_decoys (decoys only)"}
+SPLITS = {
+    "test": "test (in-distribution formats)",
+    "test_unseen": "test_unseen (held-out formats)",
+    "test_decoys": "test_decoys (decoys only)",
+}
 SCORED = ("test", "test_unseen")  # the splits with secrets to find
-SCALARS = {"files": int, "bytes": int, "n_true": int, "n_pred": int, "span_tp": int, "span_precision": float,
-           "span_recall": float, "span_f1": float, "hit_rate": float, "byte_f1": float, "wall_seconds": float}
+SCALARS = {
+    "files": int,
+    "bytes": int,
+    "n_true": int,
+    "n_pred": int,
+    "span_tp": int,
+    "span_precision": float,
+    "span_recall": float,
+    "span_f1": float,
+    "hit_rate": float,
+    "byte_f1": float,
+    "wall_seconds": float,
+}
 BASELINES = "baselines"
 CREDSWEEPER = "credsweeper"
 # (metric key's split, field) of the flat metrics, per system
 METRICS = (("test", "span_f1"), ("test_unseen", "span_recall"), ("test_decoys", "false_alarms_per_mb"))
-FIGURES = {"by_decile": ("recall_by_position", "target decile of the secrets (0: the file's first 10%)"),
-           "by_length": ("recall_by_length", "file length bucket (bytes, log2)")}
+FIGURES = {
+    "by_decile": ("recall_by_position", "target decile of the secrets (0: the file's first 10%)"),
+    "by_length": ("recall_by_length", "file length bucket (bytes, log2)"),
+}
 
 
 def _field(metrics: dict, dotted: str, path: Path, cast=None) -> Any:
@@ -72,15 +88,28 @@ def _scores(path: Path, system: str, kind: str, split: str, ran_on: str) -> tupl
         raise DataIntegrityError(f"{path} is missing (listed as run by its summary)")
     scores = _read_json(path)
     alarms = _field(scores, "false_alarms_per_mb", path)  # null when the split has no bytes
-    run = {"system": system, "kind": kind, "split": split, "ran_on": ran_on,
-           **{name: _field(scores, name, path, cast) for name, cast in SCALARS.items()},
-           "false_alarms_per_mb": math.nan if alarms is None else float(alarms)}
+    run = {
+        "system": system,
+        "kind": kind,
+        "split": split,
+        "ran_on": ran_on,
+        **{name: _field(scores, name, path, cast) for name, cast in SCALARS.items()},
+        "false_alarms_per_mb": math.nan if alarms is None else float(alarms),
+    }
     rows = []
     for breakdown, key in BREAKDOWNS.items():
         for i in range(len(_field(scores, breakdown, path, list))):
             record = {c: _field(scores, f"{breakdown}.{i}.{c}", path) for c in BREAKDOWN_COLUMNS}
-            rows.append({"system": system, "kind": kind, "split": split, "breakdown": breakdown,
-                         "value": _field(scores, f"{breakdown}.{i}.{key}", path), **record})
+            rows.append(
+                {
+                    "system": system,
+                    "kind": kind,
+                    "split": split,
+                    "breakdown": breakdown,
+                    "value": _field(scores, f"{breakdown}.{i}.{key}", path),
+                    **record,
+                }
+            )
     return run, rows
 
 
@@ -92,8 +121,10 @@ def _taggers(directory: Path, expected: list[str] | None) -> tuple[list, list, l
     for name in names:
         summary_path = directory / name / "summary.json"
         if not summary_path.is_file():
-            notes.append(f"No results for tagger {name} ({summary_path}): run `python -m align_mamba.secrets.evaluate "
-                         f"--data DATA --checkpoint RUN/model.pt --out {directory / name}`.")
+            notes.append(
+                f"No results for tagger {name} ({summary_path}): run `python -m align_mamba.secrets.evaluate "
+                f"--data DATA --checkpoint RUN/model.pt --out {directory / name}`."
+            )
             continue
         summary = _read_json(summary_path)
         ran_on = f"{_field(summary, 'backend', summary_path)} on {_field(summary, 'device', summary_path)}"
@@ -102,8 +133,10 @@ def _taggers(directory: Path, expected: list[str] | None) -> tuple[list, list, l
             runs.append(run)
             rows += more
     if not names:
-        notes.append(f"No tagger results in {directory} (<tagger>/summary.json): run `python -m "
-                     f"align_mamba.secrets.evaluate --data DATA --checkpoint RUN/model.pt --out {directory}/<tagger>`.")
+        notes.append(
+            f"No tagger results in {directory} (<tagger>/summary.json): run `python -m "
+            f"align_mamba.secrets.evaluate --data DATA --checkpoint RUN/model.pt --out {directory}/<tagger>`."
+        )
     return runs, rows, notes
 
 
@@ -111,16 +144,23 @@ def _baselines(directory: Path) -> tuple[list, list, list[str]]:
     """Every (tool, split) listed in DIR/baselines/summary.csv."""
     summary_path = directory / BASELINES / "summary.csv"
     if not summary_path.is_file():
-        return [], [], [f"No baseline results ({summary_path}): run `python -m align_mamba.secrets.baselines "
-                         f"--data DATA --out {directory / BASELINES}`."]
+        return (
+            [],
+            [],
+            [
+                f"No baseline results ({summary_path}): run `python -m align_mamba.secrets.baselines "
+                f"--data DATA --out {directory / BASELINES}`."
+            ],
+        )
     listed = pd.read_csv(summary_path, dtype=str, keep_default_na=False)
     absent = [c for c in ("tool", "split", "version") if c not in listed.columns]
     if absent:
         raise DataIntegrityError(f"{summary_path}: missing column(s) {', '.join(absent)}")
     runs, rows = [], []
     for tool, split, version in listed[["tool", "split", "version"]].values:
-        run, more = _scores(directory / BASELINES / tool / split / "scores.json", tool, "baseline", split,
-                            f"{tool} {version} on cpu")
+        run, more = _scores(
+            directory / BASELINES / tool / split / "scores.json", tool, "baseline", split, f"{tool} {version} on cpu"
+        )
         runs.append(run)
         rows += more
     return runs, rows, []
@@ -137,10 +177,12 @@ def load_secrets(directory: Path, taggers: list[str] | None = None) -> SecretRes
     clash = sorted({r["system"] for r in base_runs} & {r["system"] for r in tagger_runs})
     if clash:
         raise DataIntegrityError(f"{directory}: a tagger folder has a baseline tool's name: {', '.join(clash)}")
-    runs = pd.DataFrame(tagger_runs + base_runs, columns=["system", "kind", "split", "ran_on", *SCALARS,
-                                                          "false_alarms_per_mb"])
-    breakdowns = pd.DataFrame(tagger_rows + base_rows, columns=["system", "kind", "split", "breakdown", "value",
-                                                                *BREAKDOWN_COLUMNS])
+    runs = pd.DataFrame(
+        tagger_runs + base_runs, columns=["system", "kind", "split", "ran_on", *SCALARS, "false_alarms_per_mb"]
+    )
+    breakdowns = pd.DataFrame(
+        tagger_rows + base_rows, columns=["system", "kind", "split", "breakdown", "value", *BREAKDOWN_COLUMNS]
+    )
     return SecretResults(runs, breakdowns, tuple(notes + base_notes))
 
 
@@ -170,8 +212,9 @@ def headline_table(runs: pd.DataFrame) -> pd.DataFrame:
         for split in SCORED:
             have = split in mine.index
             r = mine.loc[split] if have else None
-            row[f"{split}: span P / R / F1"] = (" / ".join(_number(r[k]) for k in ("span_precision", "span_recall",
-                                                                                    "span_f1")) if have else "—")
+            row[f"{split}: span P / R / F1"] = (
+                " / ".join(_number(r[k]) for k in ("span_precision", "span_recall", "span_f1")) if have else "—"
+            )
             row[f"{split}: hit rate"] = _number(r["hit_rate"]) if have else "—"
             row[f"{split}: byte F1"] = _number(r["byte_f1"]) if have else "—"
         decoys = mine.loc["test_decoys", "false_alarms_per_mb"] if "test_decoys" in mine.index else math.nan
@@ -196,21 +239,33 @@ def per_format_table(breakdowns: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (split, fmt), group in frame.groupby(["split", "value"], sort=False):
         by_system = group.set_index("system")
-        rows.append({"split": split, "format": fmt, "held out": "yes" if fmt in heldout else "",
-                     "secrets": int(group["true"].max()),
-                     **{name: _interval(*by_system.loc[name, ["recall", "wilson_low", "wilson_high"]])
-                        if name in by_system.index else "—" for name in names}})
+        rows.append(
+            {
+                "split": split,
+                "format": fmt,
+                "held out": "yes" if fmt in heldout else "",
+                "secrets": int(group["true"].max()),
+                **{
+                    name: _interval(*by_system.loc[name, ["recall", "wilson_low", "wilson_high"]])
+                    if name in by_system.index
+                    else "—"
+                    for name in names
+                },
+            }
+        )
     table = pd.DataFrame(rows, columns=["split", "format", "held out", "secrets", *names])
     order = {split: i for i, split in enumerate(SCORED)}
-    return table.sort_values(["split", "format"], key=lambda c: c.map(order) if c.name == "split" else c,
-                             ignore_index=True)
+    return table.sort_values(
+        ["split", "format"], key=lambda c: c.map(order) if c.name == "split" else c, ignore_index=True
+    )
 
 
 def recall_figure(breakdowns: pd.DataFrame, breakdown: str) -> Figure:
     """Span recall against `breakdown` ("by_decile" or "by_length"): a panel per scored split, one
     error-bar line per system (Wilson 95%; dashed: baselines), systems nudged apart along x."""
-    frame = breakdowns[(breakdowns["breakdown"] == breakdown) & breakdowns["split"].isin(SCORED)
-                       & breakdowns["value"].notna()]
+    frame = breakdowns[
+        (breakdowns["breakdown"] == breakdown) & breakdowns["split"].isin(SCORED) & breakdowns["value"].notna()
+    ]
     splits = [s for s in SCORED if s in set(breakdowns["split"])]
     names = systems(breakdowns)
     styles = architecture_styles(names)
@@ -221,19 +276,25 @@ def recall_figure(breakdowns: pd.DataFrame, breakdown: str) -> Figure:
             line = panel[panel["system"] == name].sort_values("value")
             x = line["value"].astype(float)
             nudge = (i - (len(names) - 1) / 2) * 0.08
-            x = x * 2 ** nudge if breakdown == "by_length" else x + nudge
+            x = x * 2**nudge if breakdown == "by_length" else x + nudge
             # Wilson bounds can sit a rounding error inside a recall of 0 or 1: clip, matplotlib rejects < 0
             errors = np.clip([line["recall"] - line["wilson_low"], line["wilson_high"] - line["recall"]], 0, None)
-            ax.errorbar(x, line["recall"], yerr=errors, capsize=2, label=name, **styles[name],
-                        linestyle="--" if line["kind"].iloc[0] == "baseline" else "-")
+            ax.errorbar(
+                x,
+                line["recall"],
+                yerr=errors,
+                capsize=2,
+                label=name,
+                **styles[name],
+                linestyle="--" if line["kind"].iloc[0] == "baseline" else "-",
+            )
         if panel.empty:
             ax.text(0.5, 0.5, "no secrets with this breakdown", ha="center", va="center", transform=ax.transAxes)
         elif breakdown == "by_length":
             log2_axis(ax, panel["value"])
         else:
             ax.set(xticks=range(10), xlim=(-0.5, 9.5))
-        ax.set(ylim=(-0.03, 1.03), title=SPLITS[split], xlabel=FIGURES[breakdown][1],
-               ylabel="span recall (IoU ≥ 0.5)")
+        ax.set(ylim=(-0.03, 1.03), title=SPLITS[split], xlabel=FIGURES[breakdown][1], ylabel="span recall (IoU ≥ 0.5)")
         ax.grid(alpha=0.3)
         if not panel.empty:
             ax.legend(fontsize="x-small", loc="best")
@@ -253,18 +314,21 @@ def comparison_sentence(runs: pd.DataFrame) -> str:
     name = f"**{best['system']}**" + (f" (tied with {', '.join(tied)})" if len(tied) else "")
     gap = best["span_f1"] - cs["span_f1"]
     relation = "the same as" if round(abs(gap), 3) == 0 else f"{abs(gap):.3f} {'above' if gap > 0 else 'below'}"
-    text = (f"On test ({int(best['n_true'])} secrets in in-distribution formats, {int(best['files'])} files) the "
-            f"best tagger, {name}, reaches span F1 {best['span_f1']:.3f} (P {best['span_precision']:.3f}, "
-            f"R {best['span_recall']:.3f}), {relation} CredSweeper's {cs['span_f1']:.3f} "
-            f"(P {cs['span_precision']:.3f}, R {cs['span_recall']:.3f}).")
+    text = (
+        f"On test ({int(best['n_true'])} secrets in in-distribution formats, {int(best['files'])} files) the "
+        f"best tagger, {name}, reaches span F1 {best['span_f1']:.3f} (P {best['span_precision']:.3f}, "
+        f"R {best['span_recall']:.3f}), {relation} CredSweeper's {cs['span_f1']:.3f} "
+        f"(P {cs['span_precision']:.3f}, R {cs['span_recall']:.3f})."
+    )
     if best["n_true"] == 0:
         return text
     ours, theirs = (wilson_interval(int(r["span_tp"]), int(r["n_true"])) for r in (best, cs))
     overlap = ours[0] <= theirs[1] and theirs[0] <= ours[1]
-    verdict = ("overlap: this test split does not separate their recall" if overlap
-               else "do not overlap")
-    return (f"{text} Their span recalls' Wilson 95% intervals, [{ours[0]:.2f}, {ours[1]:.2f}] and "
-            f"[{theirs[0]:.2f}, {theirs[1]:.2f}], {verdict}.")
+    verdict = "overlap: this test split does not separate their recall" if overlap else "do not overlap"
+    return (
+        f"{text} Their span recalls' Wilson 95% intervals, [{ours[0]:.2f}, {ours[1]:.2f}] and "
+        f"[{theirs[0]:.2f}, {theirs[1]:.2f}], {verdict}."
+    )
 
 
 def secret_metrics(runs: pd.DataFrame) -> dict[str, float]:

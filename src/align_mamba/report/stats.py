@@ -19,9 +19,11 @@ import numpy as np
 
 T = TypeVar("T")
 
-VERDICT_RULE = ("**supported**: the whole measured interval lies inside the expected range; **refuted**: the "
-                "interval lies entirely outside it; **inconclusive**: the two overlap in part, or fewer than "
-                "{min_seeds} seeds measured it, or the interval is unbounded on the side that decides.")
+VERDICT_RULE = (
+    "**supported**: the whole measured interval lies inside the expected range; **refuted**: the "
+    "interval lies entirely outside it; **inconclusive**: the two overlap in part, or fewer than "
+    "{min_seeds} seeds measured it, or the interval is unbounded on the side that decides."
+)
 MIN_SEEDS = 2
 # A final training loss within this fraction of ln(#values) is the chance plateau.
 PLATEAU_TOLERANCE = 0.05
@@ -63,6 +65,7 @@ class Estimate:
     def scaled(self, factor: float) -> Estimate:
         def times(x):
             return None if x is None else x * factor
+
         return Estimate(times(self.value), times(self.low), times(self.high), self.n, self.upper_open)
 
     def text(self, digits: int = 3) -> str:
@@ -92,8 +95,9 @@ def bootstrap_mean(values: Sequence[float], samples: int, confidence: float, see
     return Estimate(float(data.mean()), low, high, int(data.size))
 
 
-def capacity_estimate(capacities: Sequence[int | None], largest_tested: int, samples: int, confidence: float,
-                      seed: int = 0) -> Estimate:
+def capacity_estimate(
+    capacities: Sequence[int | None], largest_tested: int, samples: int, confidence: float, seed: int = 0
+) -> Estimate:
     """Mean capacity over seeds (a seed with no capacity counts 0) with a bootstrap interval.
 
     value None when no seed has a capacity. A seed passing the largest num_pairs tested has a
@@ -111,11 +115,12 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
     """Least-squares slope of log y on log x (the exponent b of y = a·x^b)."""
     lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
     lx_centred = lx - lx.mean()
-    return float((lx_centred * (ly - ly.mean())).sum() / (lx_centred ** 2).sum())
+    return float((lx_centred * (ly - ly.mean())).sum() / (lx_centred**2).sum())
 
 
-def slope_estimate(capacities: Mapping[int, Sequence[int | None]], largest_tested: int, samples: int,
-                   confidence: float, seed: int = 0) -> Estimate:
+def slope_estimate(
+    capacities: Mapping[int, Sequence[int | None]], largest_tested: int, samples: int, confidence: float, seed: int = 0
+) -> Estimate:
     """Log-log slope of mean capacity against d_state, with a bootstrap interval.
 
     `capacities`: d_state → per-seed capacities. Each bootstrap draw resamples the seeds of every
@@ -139,7 +144,7 @@ def slope_estimate(capacities: Mapping[int, Sequence[int | None]], largest_teste
     lx = np.log(np.asarray(d_states, dtype=float))
     lx_centred = lx - lx.mean()
     ly = np.log(usable)
-    slopes = ((ly - ly.mean(axis=1, keepdims=True)) * lx_centred).sum(axis=1) / (lx_centred ** 2).sum()
+    slopes = ((ly - ly.mean(axis=1, keepdims=True)) * lx_centred).sum(axis=1) / (lx_centred**2).sum()
     low, high = _percentiles(slopes, confidence)
     return Estimate(point, low, high, n)
 
@@ -168,8 +173,9 @@ def combine_verdicts(verdicts: Iterable[str]) -> str:
     return "supported" if all(v == "supported" for v in verdicts) else "inconclusive"
 
 
-def select_on_validation(runs: Iterable[T], key: Callable[[T], Hashable], validation: Callable[[T], float],
-                         rate: Callable[[T], float]) -> list[T]:
+def select_on_validation(
+    runs: Iterable[T], key: Callable[[T], Hashable], validation: Callable[[T], float], rate: Callable[[T], float]
+) -> list[T]:
     """Per `key` (e.g. architecture, num_pairs, d_state, seed, suffix), the run best on validation.
 
     Ties go to the smaller learning rate. Nothing measured on the test split enters the choice.

@@ -40,17 +40,30 @@ from tqdm import tqdm
 
 from align_mamba.core.atomic import atomic_write_json, atomic_write_text
 from align_mamba.core.cli import OneLineParser, flag_names, parse_with_params, setup_logging
-from align_mamba.secrets.settings import load_secrets
-from align_mamba.secrets.data import SECRET_SPLITS, TEST_SPLITS, load_secret_split
 from align_mamba.core.errors import BackendUnavailableError, DataIntegrityError, run_cli
+from align_mamba.secrets.data import SECRET_SPLITS, TEST_SPLITS, load_secret_split
 from align_mamba.secrets.score import SplitScores, match_spans, merge_spans, score_split
+from align_mamba.secrets.settings import load_secrets
 from align_mamba.secrets.spans import LabelledFile, Span
 
 log = logging.getLogger("align_mamba.secrets.baselines")
 
 INSTALL_HINT = "pip install -e '.[baselines]'"
-SUMMARY_COLUMNS = ["span_precision", "span_recall", "span_f1", "hit_rate", "byte_precision", "byte_recall",
-                   "byte_f1", "false_alarms_per_mb", "n_true", "n_pred", "decoy_hits", "files", "bytes"]
+SUMMARY_COLUMNS = [
+    "span_precision",
+    "span_recall",
+    "span_f1",
+    "hit_rate",
+    "byte_precision",
+    "byte_recall",
+    "byte_f1",
+    "false_alarms_per_mb",
+    "n_true",
+    "n_pred",
+    "decoy_hits",
+    "files",
+    "bytes",
+]
 
 
 @dataclass(frozen=True)
@@ -84,8 +97,9 @@ def _line_starts(data: bytes) -> np.ndarray:
     return np.concatenate(([0], newlines + 1))
 
 
-def locate_value(data: bytes, line_starts: np.ndarray, line_num: int, value: str | None,
-                 column: int | None = None) -> tuple[int, int] | None:
+def locate_value(
+    data: bytes, line_starts: np.ndarray, line_num: int, value: str | None, column: int | None = None
+) -> tuple[int, int] | None:
     """Byte range of `value` (UTF-8) in line `line_num` of `data`, else in the whole file; None if absent.
 
     Several occurrences: the one nearest the anchor, the line's start plus `column` characters
@@ -100,7 +114,7 @@ def locate_value(data: bytes, line_starts: np.ndarray, line_num: int, value: str
     anchor = lo
     if valid and column is not None:
         line = data[lo:hi].decode("utf-8", "surrogateescape")
-        anchor += len(line[:max(column, 0)].encode("utf-8", "surrogateescape"))
+        anchor += len(line[: max(column, 0)].encode("utf-8", "surrogateescape"))
     hits = _occurrences(data, needle, lo, hi) if valid else []
     hits = hits or _occurrences(data, needle, 0, len(data))
     if not hits:
@@ -125,8 +139,9 @@ def _scan_targets(split_dir: Path) -> list[Path]:
     return sorted(p for p in files_dir.rglob("*") if p.is_file())
 
 
-def _to_result(tool: str, version: str, split_dir: Path, findings: list[Finding], wall: float,
-               targets: list[Path]) -> ScanResult:
+def _to_result(
+    tool: str, version: str, split_dir: Path, findings: list[Finding], wall: float, targets: list[Path]
+) -> ScanResult:
     """Locate every finding; identical (start, end, rule) findings collapse to one span."""
     grouped: dict[str, list[Finding]] = {}
     for finding in findings:
@@ -148,10 +163,15 @@ def _to_result(tool: str, version: str, split_dir: Path, findings: list[Finding]
     if unlocated:
         log.warning("%s: %d finding(s) whose value is not in the file", tool, unlocated)
     return ScanResult(
-        tool=tool, version=version, wall_seconds=wall, bytes_scanned=scanned,
-        mb_per_s=scanned / 1e6 / wall if wall > 0 else None, unlocated=unlocated,
-        predictions={p: sorted(Span(s, e, rule, score) for (s, e, rule), score in spans.items())
-                     for p, spans in by_file.items()},
+        tool=tool,
+        version=version,
+        wall_seconds=wall,
+        bytes_scanned=scanned,
+        mb_per_s=scanned / 1e6 / wall if wall > 0 else None,
+        unlocated=unlocated,
+        predictions={
+            p: sorted(Span(s, e, rule, score) for (s, e, rule), score in spans.items()) for p, spans in by_file.items()
+        },
     )
 
 
@@ -191,8 +211,18 @@ def run_credsweeper(split_dir: Path) -> ScanResult:
         report_path = Path(tmp) / "credsweeper.json"
         # Scanned as the relative path "files" from the split directory: its ML validator reads the
         # path, so findings then do not depend on where the dataset lives.
-        command = [sys.executable, "-m", "credsweeper", "--path", "files",
-                   "--save-json", str(report_path), "--no-stdout", "--log", "error"]
+        command = [
+            sys.executable,
+            "-m",
+            "credsweeper",
+            "--path",
+            "files",
+            "--save-json",
+            str(report_path),
+            "--no-stdout",
+            "--log",
+            "error",
+        ]
         start = time.perf_counter()
         proc = subprocess.run(command, cwd=split_dir, capture_output=True, text=True)
         wall = time.perf_counter() - start
@@ -200,10 +230,16 @@ def run_credsweeper(split_dir: Path) -> ScanResult:
             raise RuntimeError(f"credsweeper exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
         report = json.loads(report_path.read_text())
     findings = [
-        Finding(_relpath(split_dir, line["path"]), line["line_num"], line["value"], candidate["rule"],
-                candidate["ml_probability"] if candidate["ml_probability"] is not None else 1.0,
-                line["value_start"])
-        for candidate in report for line in candidate["line_data_list"]
+        Finding(
+            _relpath(split_dir, line["path"]),
+            line["line_num"],
+            line["value"],
+            candidate["rule"],
+            candidate["ml_probability"] if candidate["ml_probability"] is not None else 1.0,
+            line["value_start"],
+        )
+        for candidate in report
+        for line in candidate["line_data_list"]
     ]
     return _to_result("credsweeper", version, split_dir, findings, wall, targets)
 
@@ -221,13 +257,17 @@ class Tool:
     run: Callable[[Path], ScanResult]
 
 
-TOOLS = {"detect-secrets": Tool("detect-secrets", run_detect_secrets),
-         "credsweeper": Tool("credsweeper", run_credsweeper)}
+TOOLS = {
+    "detect-secrets": Tool("detect-secrets", run_detect_secrets),
+    "credsweeper": Tool("credsweeper", run_credsweeper),
+}
 
 
 def _build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="python -m align_mamba.secrets.baselines",
-                           description="Score baseline secret scanners on a secret-span dataset.")
+    parser = OneLineParser(
+        prog="python -m align_mamba.secrets.baselines",
+        description="Score baseline secret scanners on a secret-span dataset.",
+    )
 
     def option(name: str, **kwargs) -> None:
         parser.add_argument(*flag_names(name), dest=name, **kwargs)
@@ -241,15 +281,30 @@ def _build_parser() -> OneLineParser:
     return parser
 
 
-def _write_run(out_dir: Path, files: list[LabelledFile], result: ScanResult, scores: SplitScores,
-               settings: dict) -> dict:
+def _write_run(
+    out_dir: Path, files: list[LabelledFile], result: ScanResult, scores: SplitScores, settings: dict
+) -> dict:
     """scores.json and predictions.jsonl of one tool x split; returns its run fields."""
-    run_info = {"tool": result.tool, "version": result.version, "wall_seconds": result.wall_seconds,
-                "bytes_scanned": result.bytes_scanned, "mb_per_s": result.mb_per_s, "unlocated": result.unlocated}
+    run_info = {
+        "tool": result.tool,
+        "version": result.version,
+        "wall_seconds": result.wall_seconds,
+        "bytes_scanned": result.bytes_scanned,
+        "mb_per_s": result.mb_per_s,
+        "unlocated": result.unlocated,
+    }
     atomic_write_json(out_dir / "scores.json", {**scores.to_dict(), **run_info, **settings})
-    atomic_write_text(out_dir / "predictions.jsonl", "".join(
-        json.dumps({"relpath": f.relpath, "spans": [asdict(s) for s in result.predictions.get(f.relpath, [])]},
-                   sort_keys=True) + "\n" for f in files))
+    atomic_write_text(
+        out_dir / "predictions.jsonl",
+        "".join(
+            json.dumps(
+                {"relpath": f.relpath, "spans": [asdict(s) for s in result.predictions.get(f.relpath, [])]},
+                sort_keys=True,
+            )
+            + "\n"
+            for f in files
+        ),
+    )
     return run_info
 
 
@@ -277,8 +332,14 @@ def main(argv: list[str] | None = None) -> int:
         run_info = _write_run(args.out / name / split, labels[split], result, scores, settings)
         headline = {key: getattr(scores, key) for key in SUMMARY_COLUMNS}
         rows.append({"tool": name, "split": split, **run_info, **headline})
-        log.info("%s on %s: span F1 %.3f, hit rate %.3f, %.2f MB/s", name, split, scores.span_f1,
-                 scores.hit_rate, result.mb_per_s or 0.0)
+        log.info(
+            "%s on %s: span F1 %.3f, hit rate %.3f, %.2f MB/s",
+            name,
+            split,
+            scores.span_f1,
+            scores.hit_rate,
+            result.mb_per_s or 0.0,
+        )
     atomic_write_text(args.out / "summary.csv", pd.DataFrame(rows).to_csv(index=False))
     log.info("wrote %d scan(s) to %s", len(rows), args.out)
     return 0

@@ -30,8 +30,8 @@ import torch
 
 from align_mamba.core.backends import resolve_backend
 from align_mamba.core.checkpoint import load_checkpoint, load_weights, require_finite, save_checkpoint
-from align_mamba.core.params import from_mapping, to_dict
 from align_mamba.core.errors import ConfigError, DataIntegrityError
+from align_mamba.core.params import from_mapping, to_dict
 from align_mamba.secrets.spans import Span
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
 
@@ -76,8 +76,9 @@ def _batches(windows: list[Window], batch_chunks: int) -> Iterator[list[Window]]
         yield batch
 
 
-def _window_batches(model: ByteTagger, data: bytes, device: torch.device, chunk_len: int, overlap: int,
-                    batch_chunks: int) -> Iterator[tuple[list[Window], torch.Tensor]]:
+def _window_batches(
+    model: ByteTagger, data: bytes, device: torch.device, chunk_len: int, overlap: int, batch_chunks: int
+) -> Iterator[tuple[list[Window], torch.Tensor]]:
     """(windows, probs) per batch of equal-length windows: probs (b, window length, C) float32 on `device`.
 
     The file goes to the device once as uint8; windows are cut there, so only bytes cross the bus.
@@ -87,20 +88,26 @@ def _window_batches(model: ByteTagger, data: bytes, device: torch.device, chunk_
     model.eval()
     file_bytes = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device) if data else None
     for batch in _batches(plan_windows(len(data), chunk_len, overlap), batch_chunks):
-        ids = torch.stack([file_bytes[w.start:w.end] for w in batch]).long()  # (b, window length)
+        ids = torch.stack([file_bytes[w.start : w.end] for w in batch]).long()  # (b, window length)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(ids)  # (b, window length, C)
         yield batch, logits.float().softmax(-1)
 
 
 @torch.inference_mode()
-def iter_probabilities(model: ByteTagger, data: bytes, device: torch.device, chunk_len: int = 32768,
-                       overlap: int = 1024, batch_chunks: int = 8) -> Iterator[tuple[int, np.ndarray]]:
+def iter_probabilities(
+    model: ByteTagger,
+    data: bytes,
+    device: torch.device,
+    chunk_len: int = 32768,
+    overlap: int = 1024,
+    batch_chunks: int = 8,
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (offset, probs) in file order: probs (n, C) float32 class probabilities of bytes offset..offset+n."""
     for batch, probs in _window_batches(model, data, device, chunk_len, overlap, batch_chunks):
         probs = probs.cpu().numpy()
         for row, w in zip(probs, batch):
-            yield w.keep_start, row[w.keep_start - w.start:w.keep_end - w.start]
+            yield w.keep_start, row[w.keep_start - w.start : w.keep_end - w.start]
 
 
 # Candidates are picked on the device a hair below the threshold, then checked on the host with the
@@ -109,8 +116,15 @@ _CANDIDATE_MARGIN = 1e-3
 
 
 @torch.inference_mode()
-def iter_candidates(model: ByteTagger, data: bytes, device: torch.device, threshold: float, chunk_len: int = 32768,
-                    overlap: int = 1024, batch_chunks: int = 8) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+def iter_candidates(
+    model: ByteTagger,
+    data: bytes,
+    device: torch.device,
+    threshold: float,
+    chunk_len: int = 32768,
+    overlap: int = 1024,
+    batch_chunks: int = 8,
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """Yield (offset, n, positions, probs) per window in file order, for its kept bytes offset..offset+n:
     positions (k,) int64 file offsets of the bytes whose p(secret) may reach `threshold`, probs (k, C).
 
@@ -130,12 +144,18 @@ def iter_candidates(model: ByteTagger, data: bytes, device: torch.device, thresh
             yield w.keep_start, w.keep_end - w.keep_start, w.start + cols[a:b].astype(np.int64), picked[a:b]
 
 
-def predict_bytes(model: ByteTagger, data: bytes, device: torch.device, chunk_len: int = 32768,
-                  overlap: int = 1024, batch_chunks: int = 8) -> np.ndarray:
+def predict_bytes(
+    model: ByteTagger,
+    data: bytes,
+    device: torch.device,
+    chunk_len: int = 32768,
+    overlap: int = 1024,
+    batch_chunks: int = 8,
+) -> np.ndarray:
     """(len(data), C) float32 class probabilities per byte, computed window by window."""
     out = np.zeros((len(data), model.num_classes), dtype=np.float32)
     for offset, probs in iter_probabilities(model, data, device, chunk_len, overlap, batch_chunks):
-        out[offset:offset + len(probs)] = probs
+        out[offset : offset + len(probs)] = probs
     return out
 
 
@@ -197,8 +217,9 @@ class SpanDecoder:
         return self.spans
 
 
-def decode_spans(probs: np.ndarray, threshold: float = 0.5, min_len: int = 8,
-                 class_names: Sequence[str] | None = None) -> list[Span]:
+def decode_spans(
+    probs: np.ndarray, threshold: float = 0.5, min_len: int = 8, class_names: Sequence[str] | None = None
+) -> list[Span]:
     """Spans of a whole file's (len, C) probabilities; class names default to none, class_1, ..."""
     names = class_names or ["none"] + [f"class_{k}" for k in range(1, probs.shape[1])]
     decoder = SpanDecoder(names, threshold, min_len)
@@ -206,12 +227,21 @@ def decode_spans(probs: np.ndarray, threshold: float = 0.5, min_len: int = 8,
     return decoder.finish()
 
 
-def predict_spans(model: ByteTagger, data: bytes, device: torch.device, chunk_len: int = 32768,
-                  overlap: int = 1024, batch_chunks: int = 8, threshold: float = 0.5, min_len: int = 8) -> list[Span]:
+def predict_spans(
+    model: ByteTagger,
+    data: bytes,
+    device: torch.device,
+    chunk_len: int = 32768,
+    overlap: int = 1024,
+    batch_chunks: int = 8,
+    threshold: float = 0.5,
+    min_len: int = 8,
+) -> list[Span]:
     """The secrets the model finds in `data`, formats named by model.class_names; memory bounded by chunk_len."""
     decoder = SpanDecoder(model.class_names, threshold, min_len)
-    for offset, n, positions, probs in iter_candidates(model, data, device, threshold, chunk_len, overlap,
-                                                      batch_chunks):
+    for offset, n, positions, probs in iter_candidates(
+        model, data, device, threshold, chunk_len, overlap, batch_chunks
+    ):
         decoder.feed_rows(offset, n, positions, probs)
     return decoder.finish()
 
@@ -228,8 +258,16 @@ def save_tagger(path: Path, model: ByteTagger, meta: dict[str, Any], state_dict:
     weights = model.state_dict() if state_dict is None else state_dict
     weights = {k: v.detach().to("cpu", torch.float32) for k, v in weights.items()}
     require_finite(weights, f"tagger {path}")
-    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "tagger_config": to_dict(model.config),
-                           "class_names": list(model.class_names), "state_dict": weights, "meta": meta})
+    save_checkpoint(
+        path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "tagger_config": to_dict(model.config),
+            "class_names": list(model.class_names),
+            "state_dict": weights,
+            "meta": meta,
+        },
+    )
 
 
 def tune_tagger(model: ByteTagger, weights: str = "float32", ssd_chunk_size: int | None = None) -> str:
@@ -301,5 +339,10 @@ def load_tagger(path: Path, device: torch.device, backend: str = "auto") -> tupl
     resolved = model.backend
     load_weights(model, state_dict, path)
     path_name = select_inference_path(model, device)
-    return model.to(device).eval(), {**meta, "class_names": list(class_names), "backend": resolved,
-                                     "device": str(device), "inference_path": path_name}
+    return model.to(device).eval(), {
+        **meta,
+        "class_names": list(class_names),
+        "backend": resolved,
+        "device": str(device),
+        "inference_path": path_name,
+    }

@@ -84,8 +84,17 @@ SHIPPED_CHECKPOINT = "models/bimamba.pt"  # package data of align_mamba.secrets
 _ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(32), 127)}
 # How a quoted path spells each character that needs it (see the module docstring); the rest of
 # U+0000-U+001F and DEL become \xNN, undecodable bytes (surrogateescape U+DC80-U+DCFF) \xNN of the byte.
-_PATH_ESCAPES = {"\\": "\\\\", '"': '\\"', "\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n",
-                 "\v": "\\v", "\f": "\\f", "\r": "\\r"}
+_PATH_ESCAPES = {
+    "\\": "\\\\",
+    '"': '\\"',
+    "\a": "\\a",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\v": "\\v",
+    "\f": "\\f",
+    "\r": "\\r",
+}
 _LINE_BREAKERS = frozenset(map(chr, (*range(0x80, 0xA0), 0x2028, 0x2029)))
 
 
@@ -157,8 +166,11 @@ class ScanReport:
             "findings": [asdict(f) for f in self.findings],
             "skipped": [asdict(s) for s in self.skipped],
             "errors": [asdict(e) for e in self.errors],
-            "scanned_files": self.scanned_files, "scanned_bytes": self.scanned_bytes,
-            "checkpoint": self.checkpoint, "backend": self.backend, "device": self.device,
+            "scanned_files": self.scanned_files,
+            "scanned_bytes": self.scanned_bytes,
+            "checkpoint": self.checkpoint,
+            "backend": self.backend,
+            "device": self.device,
         }
 
 
@@ -239,7 +251,7 @@ def collect_files(paths: list[Path]):
         if not os.path.lexists(root):
             yield root, PathError(str(root), "no such file or directory")
             continue
-        for path, problem in (_walk(root) if root.is_dir() else [(root, None)]):
+        for path, problem in _walk(root) if root.is_dir() else [(root, None)]:
             key = os.path.realpath(path)
             if key not in seen:
                 seen.add(key)
@@ -278,9 +290,18 @@ def findings_for(path: str, data: bytes, spans: list[Span], show: bool) -> list[
     """One Finding per predicted span of the file `data`, in span order."""
     spans = sorted(spans)
     lines = line_numbers(data, [span.start for span in spans])
-    return [Finding(path, line, span.start, span.end, span.format, round(float(span.score), 4),
-                    display_value(data[span.start:span.end], show))
-            for span, line in zip(spans, lines)]
+    return [
+        Finding(
+            path,
+            line,
+            span.start,
+            span.end,
+            span.format,
+            round(float(span.score), 4),
+            display_value(data[span.start : span.end], show),
+        )
+        for span, line in zip(spans, lines)
+    ]
 
 
 def _path_char(char: str) -> str:
@@ -309,12 +330,15 @@ def quote_path(path: str) -> str:
 
 def format_finding(finding: Finding) -> str:
     """`path:line: [start,end) format score=0.97 value`, one line whatever the path or value holds."""
-    return (f"{quote_path(finding.path)}:{finding.line}: [{finding.start},{finding.end}) {finding.format} "
-            f"score={finding.score:.2f} {finding.value.translate(_ESCAPES)}")
+    return (
+        f"{quote_path(finding.path)}:{finding.line}: [{finding.start},{finding.end}) {finding.format} "
+        f"score={finding.score:.2f} {finding.value.translate(_ESCAPES)}"
+    )
 
 
-def scan_paths(paths: list[Path], model, meta: dict, device: torch.device, options: ScanOptions,
-               checkpoint: Path) -> ScanReport:
+def scan_paths(
+    paths: list[Path], model, meta: dict, device: torch.device, options: ScanOptions, checkpoint: Path
+) -> ScanReport:
     """Scan every file under `paths` with the tagger `model` loaded from `checkpoint` (meta: load_tagger's)."""
     report = ScanReport(checkpoint=str(checkpoint), backend=meta["backend"], device=str(device))
     settings = {"threshold": options.threshold, "chunk_len": options.chunk_len, "overlap": options.overlap}
@@ -350,14 +374,21 @@ def json_document(report: ScanReport) -> str:
 
 
 def build_parser(prog: str) -> OneLineParser:
-    parser = OneLineParser(prog=prog, description="Find secrets in files with a trained byte tagger "
-                           "(exit 1 when anything is found, 0 when clean, 2 on error).")
+    parser = OneLineParser(
+        prog=prog,
+        description="Find secrets in files with a trained byte tagger "
+        "(exit 1 when anything is found, 0 when clean, 2 on error).",
+    )
     parser.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="files and directories (recursive)")
 
     def option(name: str, **kwargs) -> None:
         parser.add_argument(*flag_names(name), dest=name, **kwargs)
 
-    option("checkpoint", type=Path, help="tagger checkpoint (default: the project's secrets.scan_tagger if trained, else the shipped one)")
+    option(
+        "checkpoint",
+        type=Path,
+        help="tagger checkpoint (default: the project's secrets.scan_tagger if trained, else the shipped one)",
+    )
     option("device", default="auto", choices=("auto", "cpu", "cuda"))
     option("backend", default="auto", choices=BACKENDS)
     option("threshold", type=float, help="p(secret) a byte needs (default: the checkpoint's)")
@@ -366,11 +397,18 @@ def build_parser(prog: str) -> OneLineParser:
     option("json", action="store_true", help="print one JSON document (schema: see the module docstring)")
     option("show_secrets", action="store_true", help="print secret values in full (masked by default)")
     option("max_bytes", type=int, default=DEFAULT_MAX_BYTES, help="skip larger files (default 64 MiB)")
-    option("weights", default="float32", choices=WEIGHTS,
-           help="bfloat16: run the tagger in bf16, faster on a GPU (default: fp32 weights, bf16 autocast on cuda)")
-    option("ssd_chunk_size", type=int,
-           help="run the Mamba-2 chunked SSD with this block length (default: the CPU's linear-time scan, "
-                "the checkpoint's chunked SSD elsewhere)")
+    option(
+        "weights",
+        default="float32",
+        choices=WEIGHTS,
+        help="bfloat16: run the tagger in bf16, faster on a GPU (default: fp32 weights, bf16 autocast on cuda)",
+    )
+    option(
+        "ssd_chunk_size",
+        type=int,
+        help="run the Mamba-2 chunked SSD with this block length (default: the CPU's linear-time scan, "
+        "the checkpoint's chunked SSD elsewhere)",
+    )
     return parser
 
 
@@ -380,9 +418,11 @@ def _summary(report: ScanReport, seconds: float) -> str:
         kind = skipped.reason.split(" (")[0]
         reasons[kind] = reasons.get(kind, 0) + 1
     detail = f" ({', '.join(f'{k}: {n}' for k, n in sorted(reasons.items()))})" if reasons else ""
-    return (f"scanned {report.scanned_files} files ({report.scanned_bytes} bytes) in {seconds:.1f} s: "
-            f"{len(report.findings)} findings, {len(report.skipped)} skipped{detail}, "
-            f"{len(report.errors)} unreadable")
+    return (
+        f"scanned {report.scanned_files} files ({report.scanned_bytes} bytes) in {seconds:.1f} s: "
+        f"{len(report.findings)} findings, {len(report.skipped)} skipped{detail}, "
+        f"{len(report.errors)} unreadable"
+    )
 
 
 def main(argv: list[str] | None = None, prog: str = "align-mamba scan") -> int:

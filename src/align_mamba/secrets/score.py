@@ -95,14 +95,13 @@ def _candidates(truth: Sequence[Span], predicted: Sequence[Span], threshold: flo
     starts = [predicted[j].start for j in order]
     out = []
     for t in truth:
-        near = [j for j in order[:bisect.bisect_left(starts, t.end)] if predicted[j].end > t.start]
+        near = [j for j in order[: bisect.bisect_left(starts, t.end)] if predicted[j].end > t.start]
         scored = [(iou(t, predicted[j]), j) for j in near]
         out.append([j for value, j in sorted(scored, key=lambda s: (-s[0], s[1])) if value >= threshold])
     return out
 
 
-def match_spans(truth: Sequence[Span], predicted: Sequence[Span],
-                iou_threshold: float = 0.5) -> list[tuple[int, int]]:
+def match_spans(truth: Sequence[Span], predicted: Sequence[Span], iou_threshold: float = 0.5) -> list[tuple[int, int]]:
     """Maximum one-to-one matching of true to predicted spans among pairs with IoU >= threshold.
 
     Returns sorted (truth index, predicted index) pairs. Kuhn's augmenting paths: each true span in
@@ -199,14 +198,16 @@ def _breakdown(records: list[dict], key: str) -> pd.DataFrame:
         hit[rec[key]] += rec["recalled"]
     values = sorted(true, key=lambda v: (v is None, v))
     intervals = [wilson_interval(hit[v], true[v]) for v in values]
-    return pd.DataFrame({
-        key: pd.Series(values, dtype=object),  # object keeps int deciles next to None
-        "true": pd.Series([true[v] for v in values], dtype="int64"),
-        "recalled": pd.Series([hit[v] for v in values], dtype="int64"),
-        "recall": pd.Series([hit[v] / true[v] for v in values], dtype="float64"),
-        "wilson_low": pd.Series([low for low, _ in intervals], dtype="float64"),
-        "wilson_high": pd.Series([high for _, high in intervals], dtype="float64"),
-    })
+    return pd.DataFrame(
+        {
+            key: pd.Series(values, dtype=object),  # object keeps int deciles next to None
+            "true": pd.Series([true[v] for v in values], dtype="int64"),
+            "recalled": pd.Series([hit[v] for v in values], dtype="int64"),
+            "recall": pd.Series([hit[v] / true[v] for v in values], dtype="float64"),
+            "wilson_low": pd.Series([low for low, _ in intervals], dtype="float64"),
+            "wilson_high": pd.Series([high for _, high in intervals], dtype="float64"),
+        }
+    )
 
 
 def _checked_predictions(f: LabelledFile, spans: Sequence[Span]) -> list[Span]:
@@ -216,8 +217,12 @@ def _checked_predictions(f: LabelledFile, spans: Sequence[Span]) -> list[Span]:
     return list(spans)
 
 
-def score_split(files: Sequence[LabelledFile], predictions: Mapping[str, Sequence[Span]],
-                iou_threshold: float = 0.5, merge_gap: int = 2) -> SplitScores:
+def score_split(
+    files: Sequence[LabelledFile],
+    predictions: Mapping[str, Sequence[Span]],
+    iou_threshold: float = 0.5,
+    merge_gap: int = 2,
+) -> SplitScores:
     """Score `predictions` (relpath -> spans; a file not in it predicted nothing) on `files`."""
     if not files:
         raise ConfigError("score_split needs at least one labelled file")
@@ -235,21 +240,46 @@ def score_split(files: Sequence[LabelledFile], predictions: Mapping[str, Sequenc
         hits = _overlapped(f.spans, pred)
         truth_mask = spans_to_mask(f.length, f.spans)  # (L,)
         pred_mask = spans_to_mask(f.length, pred)  # (L,)
-        n.update(bytes=f.length, true=len(f.spans), pred=len(pred), tp=len(matched), hits=sum(hits),
-                 false_alarms=_overlapped(pred, f.spans).count(False), decoys=len(f.decoys),
-                 decoy_hits=sum(_overlapped(f.decoys, pred)), byte_tp=int(np.count_nonzero(truth_mask & pred_mask)),
-                 byte_pred=int(pred_mask.sum()), byte_true=int(truth_mask.sum()))
-        records += [{"format": s.format, "target_decile": f.target_decile, "length_bucket": f.length_bucket,
-                     "recalled": i in matched} for i, s in enumerate(f.spans)]
+        n.update(
+            bytes=f.length,
+            true=len(f.spans),
+            pred=len(pred),
+            tp=len(matched),
+            hits=sum(hits),
+            false_alarms=_overlapped(pred, f.spans).count(False),
+            decoys=len(f.decoys),
+            decoy_hits=sum(_overlapped(f.decoys, pred)),
+            byte_tp=int(np.count_nonzero(truth_mask & pred_mask)),
+            byte_pred=int(pred_mask.sum()),
+            byte_true=int(truth_mask.sum()),
+        )
+        records += [
+            {
+                "format": s.format,
+                "target_decile": f.target_decile,
+                "length_bucket": f.length_bucket,
+                "recalled": i in matched,
+            }
+            for i, s in enumerate(f.spans)
+        ]
     span_p, span_r, span_f1 = _prf(n["tp"], n["pred"], n["true"])
     byte_p, byte_r, byte_f1 = _prf(n["byte_tp"], n["byte_pred"], n["byte_true"])
     return SplitScores(
-        files=len(files), bytes=n["bytes"], n_true=n["true"], n_pred=n["pred"], span_tp=n["tp"],
-        span_precision=span_p, span_recall=span_r, span_f1=span_f1,
+        files=len(files),
+        bytes=n["bytes"],
+        n_true=n["true"],
+        n_pred=n["pred"],
+        span_tp=n["tp"],
+        span_precision=span_p,
+        span_recall=span_r,
+        span_f1=span_f1,
         hit_rate=n["hits"] / n["true"] if n["true"] else 1.0,
-        byte_precision=byte_p, byte_recall=byte_r, byte_f1=byte_f1,
+        byte_precision=byte_p,
+        byte_recall=byte_r,
+        byte_f1=byte_f1,
         false_alarms=n["false_alarms"],
         false_alarms_per_mb=n["false_alarms"] / (n["bytes"] / 1e6) if n["bytes"] else math.nan,
-        n_decoys=n["decoys"], decoy_hits=n["decoy_hits"],
+        n_decoys=n["decoys"],
+        decoy_hits=n["decoy_hits"],
         **{name: _breakdown(records, key) for name, key in BREAKDOWNS.items()},
     )

@@ -8,8 +8,8 @@ Each stage of the study takes its settings from here when run with `--params`: t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from align_mamba.core.errors import ConfigError
@@ -53,8 +53,10 @@ class ThroughputSettings:
     weights: str = "float32"
 
     def __post_init__(self) -> None:
-        require(bool(self.sizes_mb) and all(size > 0 for size in self.sizes_mb),
-                f"sizes_mb must be sizes > 0, got {list(self.sizes_mb)}")
+        require(
+            bool(self.sizes_mb) and all(size > 0 for size in self.sizes_mb),
+            f"sizes_mb must be sizes > 0, got {list(self.sizes_mb)}",
+        )
         for kind in self.kinds:
             require_choice("kinds", kind, CARRIER_KINDS)
         for tool in self.tools:
@@ -94,8 +96,10 @@ def _taggers(entries: Any, model: Mapping[str, Any]) -> tuple[Tagger, ...]:
     require(isinstance(entries, list) and entries, "secrets.taggers must be a non-empty list")
     taggers = []
     for index, entry in enumerate(entries):
-        require(isinstance(entry, Mapping) and isinstance(entry.get("name"), str),
-                f"secrets.taggers[{index}] must be a mapping with a name")
+        require(
+            isinstance(entry, Mapping) and isinstance(entry.get("name"), str),
+            f"secrets.taggers[{index}] must be a mapping with a name",
+        )
         fields = {k: v for k, v in entry.items() if k != "name"}
         try:
             config = from_mapping(TaggerConfig, {**model, **fields}, "model")
@@ -103,16 +107,20 @@ def _taggers(entries: Any, model: Mapping[str, Any]) -> tuple[Tagger, ...]:
             raise ConfigError(f"secrets.taggers[{entry['name']}]: {err}") from None
         taggers.append(Tagger(entry["name"], config))
     names = [t.name for t in taggers]
-    require(len(set(names)) == len(names) and "baselines" not in names,
-            f"secrets.taggers: names must be unique and not 'baselines' (the scanners' folder), got {names}")
+    require(
+        len(set(names)) == len(names) and "baselines" not in names,
+        f"secrets.taggers: names must be unique and not 'baselines' (the scanners' folder), got {names}",
+    )
     return tuple(taggers)
 
 
 def load_secrets(path: Path) -> SecretsSettings:
     """The `secrets:` and `run:` sections of a params file (what each stage of this study reads)."""
     raw = read_yaml(path)
-    require(isinstance(raw, Mapping) and isinstance(raw.get("secrets"), Mapping) and isinstance(raw.get("run"), Mapping),
-            f"{path}: needs `run:` and `secrets:` sections")
+    require(
+        isinstance(raw, Mapping) and isinstance(raw.get("secrets"), Mapping) and isinstance(raw.get("run"), Mapping),
+        f"{path}: needs `run:` and `secrets:` sections",
+    )
     try:
         return load_secrets_settings(raw["secrets"], from_mapping(RunSettings, raw["run"], "run"))
     except ConfigError as err:
@@ -133,14 +141,19 @@ def load_secrets_settings(raw: Mapping[str, Any], run: RunSettings) -> SecretsSe
         raise ConfigError(f"secrets.{err}" if str(err).startswith("data.") else f"secrets.data: {err}") from None
     taggers = _taggers(raw["taggers"], raw["model"])
     names = [t.name for t in taggers]
-    require(raw["scan_tagger"] in names,
-            f"secrets.scan_tagger: {raw['scan_tagger']!r} is not one of secrets.taggers {names}")
-    train = from_mapping(TrainConfig, {**raw["train"], "device": run.device, "backend": run.backend},
-                         "secrets.train")
+    require(
+        raw["scan_tagger"] in names,
+        f"secrets.scan_tagger: {raw['scan_tagger']!r} is not one of secrets.taggers {names}",
+    )
+    train = from_mapping(TrainConfig, {**raw["train"], "device": run.device, "backend": run.backend}, "secrets.train")
     return SecretsSettings(
-        run=run, data=data, taggers=taggers, train=train,
+        run=run,
+        data=data,
+        taggers=taggers,
+        train=train,
         tagger=from_mapping(TaggerTrainConfig, raw["tagger"], "secrets.tagger"),
         evaluate=from_mapping(EvaluateSettings, raw["evaluate"], "secrets.evaluate"),
         baselines=from_mapping(BaselineSettings, raw["baselines"], "secrets.baselines"),
         throughput=from_mapping(ThroughputSettings, raw["throughput"], "secrets.throughput"),
-        scan_tagger=raw["scan_tagger"])
+        scan_tagger=raw["scan_tagger"],
+    )

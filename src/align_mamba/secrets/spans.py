@@ -54,7 +54,7 @@ def spans_to_mask(length: int, spans) -> np.ndarray:
     for span in spans:
         if span.end > length:
             raise ValueError(f"span [{span.start}, {span.end}) runs past the file's {length} bytes")
-        mask[span.start:span.end] = 1
+        mask[span.start : span.end] = 1
     return mask
 
 

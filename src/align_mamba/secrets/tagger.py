@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from align_mamba.core.params import require, require_choice, require_positive
-from align_mamba.mixers.blocks import MLP, BidirectionalBlock
 from align_mamba.mixers import SelfAttention
+from align_mamba.mixers.blocks import MLP, BidirectionalBlock
 from align_mamba.mixers.spec import SSM_MIXERS, MixerSpec, require_headdim_fits
 
 TAGGER_VARIANTS = ("bimamba", "hybrid", "transformer")
@@ -54,21 +54,36 @@ class TaggerConfig:
     def __post_init__(self) -> None:
         require_choice("variant", self.variant, TAGGER_VARIANTS)
         require_choice("ssm", self.ssm, SSM_MIXERS)
-        require_positive(self, "d_model", "n_layers", "d_state", "headdim", "expand", "d_conv", "chunk_size",
-                          "n_heads", "window", "mlp_ratio")
+        require_positive(
+            self,
+            "d_model",
+            "n_layers",
+            "d_state",
+            "headdim",
+            "expand",
+            "d_conv",
+            "chunk_size",
+            "n_heads",
+            "window",
+            "mlp_ratio",
+        )
         self._check_attention_layers()
         if self.variant != "bimamba":
-            require(self.d_model % self.n_heads == 0 and (self.d_model // self.n_heads) % 2 == 0,
-                     f"n_heads: d_model ({self.d_model}) / n_heads ({self.n_heads}) must be an even integer "
-                     f"(rotary embeddings)")
+            require(
+                self.d_model % self.n_heads == 0 and (self.d_model // self.n_heads) % 2 == 0,
+                f"n_heads: d_model ({self.d_model}) / n_heads ({self.n_heads}) must be an even integer "
+                f"(rotary embeddings)",
+            )
         if self.variant != "transformer" and self.ssm == "mamba2":
             require_headdim_fits(self.d_model, self.expand, self.headdim)
 
     def _check_attention_layers(self) -> None:
         layers = self.attention_layers
         if self.variant != "hybrid":
-            require(not layers, f"attention_layers is only for variant hybrid, got {list(layers)} "
-                                 f"with variant {self.variant}")
+            require(
+                not layers,
+                f"attention_layers is only for variant hybrid, got {list(layers)} with variant {self.variant}",
+            )
             return
         require(bool(layers), "variant hybrid needs at least one index in attention_layers (else use bimamba)")
         require(len(set(layers)) == len(layers), f"attention_layers has duplicates: {list(layers)}")
@@ -82,9 +97,18 @@ class TaggerConfig:
 
     def mixer_spec(self, backend: str) -> MixerSpec:
         """What mixers.blocks needs to build this tagger's Mamba mixers on `backend`."""
-        return MixerSpec(d_model=self.d_model, d_state=self.d_state, headdim=self.headdim, expand=self.expand,
-                         d_conv=self.d_conv, chunk_size=self.chunk_size, n_heads=self.n_heads, ssm=self.ssm,
-                         mlp_ratio=self.mlp_ratio, backend=backend)
+        return MixerSpec(
+            d_model=self.d_model,
+            d_state=self.d_state,
+            headdim=self.headdim,
+            expand=self.expand,
+            d_conv=self.d_conv,
+            chunk_size=self.chunk_size,
+            n_heads=self.n_heads,
+            ssm=self.ssm,
+            mlp_ratio=self.mlp_ratio,
+            backend=backend,
+        )
 
 
 class WindowedAttentionBlock(nn.Module):
@@ -138,14 +162,18 @@ class ByteTagger(nn.Module):
     ("sdpa" for the transformer, which has none).
     """
 
-    def __init__(self, config: TaggerConfig, backend: str, num_classes: int,
-                 class_names: Sequence[str] | None = None):
+    def __init__(self, config: TaggerConfig, backend: str, num_classes: int, class_names: Sequence[str] | None = None):
         super().__init__()
         require(num_classes >= 2, f"num_classes must be >= 2 (none + at least one format), got {num_classes}")
-        names = tuple(class_names) if class_names is not None else ("none",) + tuple(
-            f"class_{k}" for k in range(1, num_classes))
-        require(len(names) == num_classes and names[0] == "none",
-                 f"class_names must be {num_classes} names starting with 'none', got {list(names)}")
+        names = (
+            tuple(class_names)
+            if class_names is not None
+            else ("none",) + tuple(f"class_{k}" for k in range(1, num_classes))
+        )
+        require(
+            len(names) == num_classes and names[0] == "none",
+            f"class_names must be {num_classes} names starting with 'none', got {list(names)}",
+        )
         self.config, self.backend, self.class_names = config, backend, names
         self.embedding = nn.Embedding(BYTE_VOCAB, config.d_model)
         nn.init.normal_(self.embedding.weight, std=1 / math.sqrt(config.d_model))

@@ -44,20 +44,33 @@ import align_mamba
 from align_mamba.core.atomic import atomic_write_text
 from align_mamba.core.backends import BACKENDS, resolve_device, runs_fused
 from align_mamba.core.cli import OneLineParser, flag_names, parse_with_params, setup_logging
-from align_mamba.secrets.settings import load_secrets
+from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.secrets.baselines import TOOLS, tool_version
 from align_mamba.secrets.data import CARRIER_KINDS, SecretDataConfig, draw_file
 from align_mamba.secrets.data.config import MAX_LENGTH, MIN_LENGTH
 from align_mamba.secrets.data.generate import SeenValues
-from align_mamba.core.errors import ConfigError, run_cli
-from align_mamba.secrets.baselines import TOOLS, tool_version
 from align_mamba.secrets.infer import WEIGHTS, load_tagger, predict_spans, tune_tagger
 from align_mamba.secrets.scan import default_checkpoint
+from align_mamba.secrets.settings import load_secrets
 
 log = logging.getLogger("align_mamba.secrets.throughput")
 
 MB = 2**20
-COLUMNS = ["system", "version", "device", "backend", "settings", "kind", "size_mb", "bytes", "seconds", "mb_per_s",
-           "vs_credsweeper", "findings", "planted"]
+COLUMNS = [
+    "system",
+    "version",
+    "device",
+    "backend",
+    "settings",
+    "kind",
+    "size_mb",
+    "bytes",
+    "seconds",
+    "mb_per_s",
+    "vs_credsweeper",
+    "findings",
+    "planted",
+]
 REFERENCE_TOOL = "credsweeper"  # vs_credsweeper: a row's mb_per_s over CredSweeper's on the same file
 DEFAULT_KINDS = ("log", "python", "yaml")
 SECRETS_PER_FILE = (4, 8)
@@ -95,8 +108,9 @@ def size_bytes(size_mb: float) -> int:
     """Bytes of a `size_mb` file; ConfigError outside what the generator can draw."""
     n = round(size_mb * MB)
     if not MIN_LENGTH <= n <= MAX_LENGTH:
-        raise ConfigError(f"--sizes-mb: each size must give {MIN_LENGTH}..{MAX_LENGTH} bytes, "
-                          f"got {size_mb} MB ({n} bytes)")
+        raise ConfigError(
+            f"--sizes-mb: each size must give {MIN_LENGTH}..{MAX_LENGTH} bytes, got {size_mb} MB ({n} bytes)"
+        )
     return n
 
 
@@ -105,9 +119,16 @@ def build_files(work_dir: Path, sizes_mb: list[float], kinds: list[str], seed: i
     files, seen = [], SeenValues()
     for index, (size_mb, kind) in enumerate((s, k) for s in sizes_mb for k in kinds):
         n = size_bytes(size_mb)
-        config = SecretDataConfig(seed=seed, length_buckets=(n,), train_max_length=n, length_jitter=0.0,
-                                  kinds=(kind,), secrets_per_file=SECRETS_PER_FILE, heldout_formats=(),
-                                  unseen_files=0)
+        config = SecretDataConfig(
+            seed=seed,
+            length_buckets=(n,),
+            train_max_length=n,
+            length_jitter=0.0,
+            kinds=(kind,),
+            secrets_per_file=SECRETS_PER_FILE,
+            heldout_formats=(),
+            unseen_files=0,
+        )
         labels, data = draw_file(config, "test", index, seen)
         directory = work_dir / f"{kind}-{n}"
         path = directory / labels.relpath  # files/<NNNN>_<name>
@@ -125,12 +146,16 @@ def _synchronize(device: torch.device) -> None:
 def scan_file(model, meta: dict, device: torch.device, path: Path, batch_chunks: int) -> int:
     """Spans found by reading `path` and scanning it through the chunked tagger, as `align-mamba scan` does."""
     settings = {key: meta[key] for key in ("chunk_len", "overlap", "threshold")}
-    return len(predict_spans(model, path.read_bytes(), device, batch_chunks=batch_chunks,
-                             min_len=meta["min_span_len"], **settings))
+    return len(
+        predict_spans(
+            model, path.read_bytes(), device, batch_chunks=batch_chunks, min_len=meta["min_span_len"], **settings
+        )
+    )
 
 
-def time_tagger(model, meta: dict, device: torch.device, path: Path, repeats: int, warmup: int,
-                batch_chunks: int) -> tuple[float, int]:
+def time_tagger(
+    model, meta: dict, device: torch.device, path: Path, repeats: int, warmup: int, batch_chunks: int
+) -> tuple[float, int]:
     """(median seconds, spans found) of `scan_file`."""
     for _ in range(warmup):
         scan_file(model, meta, device, path, batch_chunks)
@@ -168,23 +193,56 @@ def time_baseline(tool: str, directory: Path, repeats: int) -> tuple[float, int,
     return statistics.median(seconds), sum(map(len, result.predictions.values())), result.version
 
 
-def _row(system: str, version: str, device: str, backend: str, settings: str, file: BenchFile, seconds: float,
-         findings: int) -> Row:
+def _row(
+    system: str, version: str, device: str, backend: str, settings: str, file: BenchFile, seconds: float, findings: int
+) -> Row:
     n = file.path.stat().st_size
-    return Row(system, version, device, backend, settings, file.kind, file.size_mb, n, round(seconds, 6),
-               float(f"{n / MB / seconds:.6g}"), float("nan"), findings, file.planted)
+    return Row(
+        system,
+        version,
+        device,
+        backend,
+        settings,
+        file.kind,
+        file.size_mb,
+        n,
+        round(seconds, 6),
+        float(f"{n / MB / seconds:.6g}"),
+        float("nan"),
+        findings,
+        file.planted,
+    )
 
 
 def with_ratios(rows: list[Row]) -> list[Row]:
     """Each row with vs_credsweeper = its throughput / CredSweeper's on the same file (NaN if not timed)."""
     reference = {(r.kind, r.bytes): r.mb_per_s for r in rows if r.system == REFERENCE_TOOL}
-    return [replace(r, vs_credsweeper=round(r.mb_per_s / reference[(r.kind, r.bytes)], 4)
-                    if (r.kind, r.bytes) in reference else float("nan")) for r in rows]
+    return [
+        replace(
+            r,
+            vs_credsweeper=round(r.mb_per_s / reference[(r.kind, r.bytes)], 4)
+            if (r.kind, r.bytes) in reference
+            else float("nan"),
+        )
+        for r in rows
+    ]
 
 
-def measure(files: list[BenchFile], checkpoint: Path | None, device_name: str, backend: str, tools: list[str],
-            repeats: int, warmup: int, baseline_repeats: int, overrides: dict, batch_chunks: int,
-            profile_out: Path | None = None, weights: str = "float32", ssd_chunk_size: int | None = None) -> list[Row]:
+def measure(
+    files: list[BenchFile],
+    checkpoint: Path | None,
+    device_name: str,
+    backend: str,
+    tools: list[str],
+    repeats: int,
+    warmup: int,
+    baseline_repeats: int,
+    overrides: dict,
+    batch_chunks: int,
+    profile_out: Path | None = None,
+    weights: str = "float32",
+    ssd_chunk_size: int | None = None,
+) -> list[Row]:
     """Time every system on every file: the tagger first (unless `checkpoint` is None), then each baseline.
 
     profile_out: also profile one tagger scan of the largest file (after the timed ones) into this file.
@@ -222,8 +280,12 @@ def build_parser() -> OneLineParser:
     def option(name: str, **kwargs) -> None:
         parser.add_argument(*flag_names(name), dest=name, **kwargs)
 
-    option("checkpoint", type=Path, help="tagger checkpoint (default: the one `align-mamba scan` takes: the "
-           "project's secrets.scan_tagger if trained, else the shipped one)")
+    option(
+        "checkpoint",
+        type=Path,
+        help="tagger checkpoint (default: the one `align-mamba scan` takes: the "
+        "project's secrets.scan_tagger if trained, else the shipped one)",
+    )
     option("no_tagger", action="store_true", help="time the baselines alone (on files another run gave the tagger)")
     option("out", type=Path, required=True, help="CSV to write")
     option("sizes_mb", type=float, nargs="+", default=[1 / 32, 1.0, 8.0], help="file sizes in MB (2**20 bytes)")
@@ -248,9 +310,15 @@ def build_parser() -> OneLineParser:
 def _settings(args) -> dict:
     settings = load_secrets(args.params)
     throughput = settings.throughput
-    return {"sizes_mb": list(throughput.sizes_mb), "kinds": list(throughput.kinds), "repeats": throughput.repeats,
-            "tools": list(throughput.tools), "weights": throughput.weights, "device": settings.run.device,
-            "backend": settings.run.backend}
+    return {
+        "sizes_mb": list(throughput.sizes_mb),
+        "kinds": list(throughput.kinds),
+        "repeats": throughput.repeats,
+        "tools": list(throughput.tools),
+        "weights": throughput.weights,
+        "device": settings.run.device,
+        "backend": settings.run.backend,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,10 +347,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
         work_dir = args.work_dir or Path(tmp)
         files = build_files(work_dir, args.sizes_mb, list(dict.fromkeys(args.kinds)), args.seed)
-        rows = measure(files, args.checkpoint, args.device, args.backend, list(dict.fromkeys(args.tools)),
-                       args.repeats, args.warmup, args.baseline_repeats,
-                       {"chunk_len": args.chunk_len, "overlap": args.overlap}, args.batch_chunks, args.profile,
-                       args.weights, args.ssd_chunk_size)
+        rows = measure(
+            files,
+            args.checkpoint,
+            args.device,
+            args.backend,
+            list(dict.fromkeys(args.tools)),
+            args.repeats,
+            args.warmup,
+            args.baseline_repeats,
+            {"chunk_len": args.chunk_len, "overlap": args.overlap},
+            args.batch_chunks,
+            args.profile,
+            args.weights,
+            args.ssd_chunk_size,
+        )
     table = pd.DataFrame([asdict(row) for row in rows], columns=COLUMNS)
     atomic_write_text(args.out, table.to_csv(index=False))
     print(table.to_string(index=False))

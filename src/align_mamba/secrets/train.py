@@ -19,21 +19,35 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from align_mamba.core.cli import (OneLineParser, add_dataclass_arguments, flag_names, load_sections, parse_with_params,
-                                  setup_logging)
-from align_mamba.core.params import require, require_positive, to_dict
-from align_mamba.secrets.data import load_secret_split, read_file_bytes, read_secret_manifest
+from align_mamba.core.cli import (
+    OneLineParser,
+    add_dataclass_arguments,
+    flag_names,
+    load_sections,
+    parse_with_params,
+    setup_logging,
+)
 from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
-from align_mamba.core.loop import Loop, check_out_dir, prepare_out_dir, resolve_run_device
-from align_mamba.core.train_config import TrainConfig
 from align_mamba.core.lock import output_lock
+from align_mamba.core.loop import Loop, check_out_dir, prepare_out_dir, resolve_run_device
+from align_mamba.core.params import require, require_positive, to_dict
+from align_mamba.core.train_config import TrainConfig
+from align_mamba.secrets.data import load_secret_split, read_file_bytes, read_secret_manifest
 from align_mamba.secrets.infer import predict_spans, save_tagger
 from align_mamba.secrets.score import SplitScores, score_split
 from align_mamba.secrets.spans import LabelledFile, mask_to_ranges
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
 
-HISTORY_COLUMNS = ["step", "loss", "lr", "grad_norm", "val_span_f1", "val_span_precision", "val_span_recall",
-                   "val_byte_f1"]
+HISTORY_COLUMNS = [
+    "step",
+    "loss",
+    "lr",
+    "grad_norm",
+    "val_span_f1",
+    "val_span_precision",
+    "val_span_recall",
+    "val_byte_f1",
+]
 IGNORE = -100  # label of the padding after a file shorter than crop_len
 
 
@@ -105,14 +119,15 @@ class CropSampler:
         classes = np.full((self.batch_size, self.crop_len), IGNORE, dtype=np.int64)
         for row in range(self.batch_size):
             index, start = self._start(rng)
-            crop = self.files[index][start:start + self.crop_len]
-            ids[row, :len(crop)] = crop
-            classes[row, :len(crop)] = self.labels[index][start:start + self.crop_len]
+            crop = self.files[index][start : start + self.crop_len]
+            ids[row, : len(crop)] = crop
+            classes[row, : len(crop)] = self.labels[index][start : start + self.crop_len]
         return torch.from_numpy(ids), torch.from_numpy(classes)
 
 
-def load_labelled(data_dir: Path, split: str,
-                  class_names: tuple[str, ...]) -> tuple[list[LabelledFile], list[bytes], list[np.ndarray]]:
+def load_labelled(
+    data_dir: Path, split: str, class_names: tuple[str, ...]
+) -> tuple[list[LabelledFile], list[bytes], list[np.ndarray]]:
     """(labelled files, their bytes, their (len,) int64 class per byte) of one split; 0 = none."""
     index = {name: k for k, name in enumerate(class_names)}
     files = load_secret_split(data_dir, split)
@@ -122,9 +137,10 @@ def load_labelled(data_dir: Path, split: str,
         classes = np.zeros(len(data), dtype=np.int64)
         for span in lf.spans:
             if span.format not in index:
-                raise DataIntegrityError(f"{split}/{lf.relpath}: span format {span.format!r} is not in the "
-                                         f"manifest's formats")
-            classes[span.start:span.end] = index[span.format]
+                raise DataIntegrityError(
+                    f"{split}/{lf.relpath}: span format {span.format!r} is not in the manifest's formats"
+                )
+            classes[span.start : span.end] = index[span.format]
         contents.append(data)
         labels.append(classes)
     return files, contents, labels
@@ -132,8 +148,11 @@ def load_labelled(data_dir: Path, split: str,
 
 def fingerprint(run: TaggerRun, manifest: dict) -> dict:
     """What a resume checkpoint must match: the same settings on the same train/validation files."""
-    data = {name: entry["sha256"] for name, entry in sorted(manifest["files"].items())
-            if name.split("/")[0] in ("train", "validation")}
+    data = {
+        name: entry["sha256"]
+        for name, entry in sorted(manifest["files"].items())
+        if name.split("/")[0] in ("train", "validation")
+    }
     return {"run": {section: to_dict(getattr(run, section)) for section in SECTIONS}, "data": data}
 
 
@@ -172,37 +191,61 @@ class TaggerTask:
         ids, classes = (t.to(self.device, non_blocking=True) for t in self.sampler.batch(step))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             logits = self.model(ids)  # (B, L, C)
-        return F.cross_entropy(logits.float().flatten(0, 1), classes.flatten(), weight=self.class_weights,
-                               ignore_index=IGNORE)
+        return F.cross_entropy(
+            logits.float().flatten(0, 1), classes.flatten(), weight=self.class_weights, ignore_index=IGNORE
+        )
 
     def validation_scores(self) -> SplitScores:
         """score_split of the model's chunked predictions on every validation file."""
         t = self.run_config.tagger
-        predictions = {lf.relpath: predict_spans(self.model, data, self.device, t.chunk_len, t.overlap,
-                                                 self.cfg.eval_batch_size, t.threshold, t.min_span_len)
-                       for lf, data in zip(self.val_files, self.val_bytes)}
+        predictions = {
+            lf.relpath: predict_spans(
+                self.model,
+                data,
+                self.device,
+                t.chunk_len,
+                t.overlap,
+                self.cfg.eval_batch_size,
+                t.threshold,
+                t.min_span_len,
+            )
+            for lf, data in zip(self.val_files, self.val_bytes)
+        }
         return score_split(self.val_files, predictions)
 
     def validate(self) -> dict[str, float]:
         scores = self.validation_scores()
-        return {"val_span_f1": scores.span_f1, "val_span_precision": scores.span_precision,
-                "val_span_recall": scores.span_recall, "val_byte_f1": scores.byte_f1}
+        return {
+            "val_span_f1": scores.span_f1,
+            "val_span_precision": scores.span_precision,
+            "val_span_recall": scores.span_recall,
+            "val_byte_f1": scores.byte_f1,
+        }
 
     def summary(self) -> dict[str, Any]:
         run = self.run_config
-        return {"name": self.name, "variant": run.model.variant, "class_names": list(self.class_names),
-                "formats": self.formats, **{section: to_dict(getattr(run, section)) for section in SECTIONS}}
+        return {
+            "name": self.name,
+            "variant": run.model.variant,
+            "class_names": list(self.class_names),
+            "formats": self.formats,
+            **{section: to_dict(getattr(run, section)) for section in SECTIONS},
+        }
 
     def save_model(self, path: Path, weights: dict[str, torch.Tensor], summary: dict[str, Any]) -> None:
         inference = self.run_config.tagger
-        meta = {**{k: summary[k] for k in ("name", "variant", "seed", "best_step", "best_val_span_f1", "formats")},
-                **{k: getattr(inference, k) for k in ("threshold", "min_span_len", "chunk_len", "overlap")},
-                "train_backend": self.backend, "train_device": str(self.device)}
+        meta = {
+            **{k: summary[k] for k in ("name", "variant", "seed", "best_step", "best_val_span_f1", "formats")},
+            **{k: getattr(inference, k) for k in ("threshold", "min_span_len", "chunk_len", "overlap")},
+            "train_backend": self.backend,
+            "train_device": str(self.device),
+        }
         save_tagger(path, self.model, meta, weights)
 
 
-def train_tagger(run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path | None = None,
-                 name: str | None = None) -> dict:
+def train_tagger(
+    run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path | None = None, name: str | None = None
+) -> dict:
     """Train one tagger end to end (resuming if a matching checkpoint exists); returns train.json's summary."""
     check_out_dir(out_dir)
     task = TaggerTask(run, data_dir, name or out_dir.name)  # validates the data before anything is written
@@ -218,7 +261,9 @@ def _settings(args) -> dict:
 
     settings = load_secrets(args.params)
     sections = {"model": settings.tagger_named(args.tagger).model, "train": settings.train, "tagger": settings.tagger}
-    values = {f"{section}__{key}": value for section, config in sections.items() for key, value in to_dict(config).items()}
+    values = {
+        f"{section}__{key}": value for section, config in sections.items() for key, value in to_dict(config).items()
+    }
     return {**values, "name": args.tagger}
 
 
@@ -226,8 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m align_mamba.secrets.train", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="secret-span dataset directory (manifest.json)")
     parser.add_argument("--out", type=Path, required=True, help="output directory of this tagger")
-    parser.add_argument(*flag_names("resume_dir"), dest="resume_dir", type=Path,
-                        help="where resume checkpoints live (default OUT/resume)")
+    parser.add_argument(
+        *flag_names("resume_dir"),
+        dest="resume_dir",
+        type=Path,
+        help="where resume checkpoints live (default OUT/resume)",
+    )
     parser.add_argument("--config", type=Path, help="YAML with model:, train:, tagger: sections; flags override it")
     parser.add_argument("--name", help="the tagger's name in logs and reports (default: the --out folder's name)")
     parser.add_argument("--tagger", help="with --params: the secrets.taggers entry to train")

@@ -57,5 +57,13 @@ def state_size_floats(config: ModelConfig, context_len: int) -> dict[str, int]:
     return {"ssm": ssm, "attention": attention, "total": ssm + attention}
 
 
-__all__ = ["ARCHITECTURES", "DecoderLM", "HybridEncoderDecoder", "PolarMemEncoderDecoder", "RecallModel", "ZambaLM",
-           "build_model", "state_size_floats"]
+__all__ = [
+    "ARCHITECTURES",
+    "DecoderLM",
+    "HybridEncoderDecoder",
+    "PolarMemEncoderDecoder",
+    "RecallModel",
+    "ZambaLM",
+    "build_model",
+    "state_size_floats",
+]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from align_mamba.recall.config import ModelConfig
 from align_mamba.core.errors import ConfigError
 from align_mamba.mixers.blocks import BidirectionalBlock, HybridDecoderBlock
+from align_mamba.recall.config import ModelConfig
 from align_mamba.recall.models.recall_model import RecallModel
 
 

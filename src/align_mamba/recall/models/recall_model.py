@@ -28,8 +28,9 @@ class RecallModel(nn.Module):
     def hidden_states(self, inputs: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, inputs: torch.Tensor, queries: torch.Tensor | slice,
-                context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, inputs: torch.Tensor, queries: torch.Tensor | slice, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits at the scored positions only.
 
         inputs: (B, L) token ids; context: (B, Lc) encoder token ids (hybrid) or None.

@@ -24,8 +24,9 @@ class ZambaLM(RecallModel):
         self.layers = nn.ModuleList(MixerBlock(spec, config.mixer) for _ in range(config.n_layers))
         self.shared = SharedAttentionBlock(spec)
         self.shared_layers = config.shared_attention_layers
-        self.shared_out = nn.ModuleList(nn.Linear(config.d_model, config.d_model, bias=False)
-                                        for _ in self.shared_layers)
+        self.shared_out = nn.ModuleList(
+            nn.Linear(config.d_model, config.d_model, bias=False) for _ in self.shared_layers
+        )
 
     def hidden_states(self, inputs: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """inputs: (B, L) → (B, L, D)."""
