@@ -164,31 +164,18 @@ def _validate(name, d_model, d_state, headdim, expand, d_conv, chunk_size):
         raise ConfigError(f"{name}: expand*d_model = {expand * d_model} must be divisible by headdim={headdim}")
 
 
+def _build(name: str, gated: bool, d_model, d_state, headdim, expand, d_conv, chunk_size, backend) -> DeltaNetMixer:
+    _validate(name, d_model, d_state, headdim, expand, d_conv, chunk_size)
+    mixer = "gated_deltanet" if gated else "deltanet"
+    resolved = resolve_backend(backend, mixer=mixer)
+    return DeltaNetMixer(d_model, d_state, headdim, expand, d_conv, chunk_size, gated=gated, backend=resolved)
+
+
 def GatedDeltaNet(d_model, d_state=64, headdim=32, expand=2, d_conv=4, chunk_size=64, backend="auto") -> DeltaNetMixer:
     """A Gated DeltaNet mixer on the resolved backend ("auto", "kernels" or "reference")."""
-    _validate("GatedDeltaNet", d_model, d_state, headdim, expand, d_conv, chunk_size)
-    return DeltaNetMixer(
-        d_model,
-        d_state,
-        headdim,
-        expand,
-        d_conv,
-        chunk_size,
-        gated=True,
-        backend=resolve_backend(backend, mixer="gated_deltanet"),
-    )
+    return _build("GatedDeltaNet", True, d_model, d_state, headdim, expand, d_conv, chunk_size, backend)
 
 
 def DeltaNet(d_model, d_state=64, headdim=32, expand=2, d_conv=4, chunk_size=64, backend="auto") -> DeltaNetMixer:
     """A DeltaNet mixer (no decay gate) on the resolved backend."""
-    _validate("DeltaNet", d_model, d_state, headdim, expand, d_conv, chunk_size)
-    return DeltaNetMixer(
-        d_model,
-        d_state,
-        headdim,
-        expand,
-        d_conv,
-        chunk_size,
-        gated=False,
-        backend=resolve_backend(backend, mixer="deltanet"),
-    )
+    return _build("DeltaNet", False, d_model, d_state, headdim, expand, d_conv, chunk_size, backend)

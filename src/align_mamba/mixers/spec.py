@@ -8,7 +8,8 @@ backend resolved for this run, so the blocks depend on no study's config.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from align_mamba.core.params import require
 
@@ -48,3 +49,8 @@ class MixerSpec:
     ssm: str = "mamba2"
     mlp_ratio: int = 4
     backend: str = "reference"
+
+    @classmethod
+    def of(cls, settings: Any, backend: str) -> MixerSpec:
+        """The spec of a study's validated config: its fields of these names, and the run's backend."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls) if f.name != "backend"}, backend=backend)

@@ -195,18 +195,7 @@ class ModelConfig:
 
     def mixer_spec(self, backend: str) -> MixerSpec:
         """What the blocks need to build this model's mixers on `backend`."""
-        return MixerSpec(
-            d_model=self.d_model,
-            d_state=self.d_state,
-            headdim=self.headdim,
-            expand=self.expand,
-            d_conv=self.d_conv,
-            chunk_size=self.chunk_size,
-            n_heads=self.n_heads,
-            ssm=self.ssm,
-            mlp_ratio=self.mlp_ratio,
-            backend=backend,
-        )
+        return MixerSpec.of(self, backend)
 
     @property
     def layout(self) -> str:

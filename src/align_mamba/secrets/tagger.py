@@ -97,18 +97,7 @@ class TaggerConfig:
 
     def mixer_spec(self, backend: str) -> MixerSpec:
         """What mixers.blocks needs to build this tagger's Mamba mixers on `backend`."""
-        return MixerSpec(
-            d_model=self.d_model,
-            d_state=self.d_state,
-            headdim=self.headdim,
-            expand=self.expand,
-            d_conv=self.d_conv,
-            chunk_size=self.chunk_size,
-            n_heads=self.n_heads,
-            ssm=self.ssm,
-            mlp_ratio=self.mlp_ratio,
-            backend=backend,
-        )
+        return MixerSpec.of(self, backend)
 
 
 class WindowedAttentionBlock(nn.Module):
