@@ -39,7 +39,7 @@ LOCAL_ACCOUNT = "local"
 
 
 def _tiny_params(dest: Path) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "workflow" / "presets" / "tiny.yaml").read_text())
     names = [arch["name"] for arch in params["architectures"][:2]]
     params["experiments"] = {
         "tiny": {
