@@ -11,6 +11,20 @@ from align_mamba.mixers.delta import DeltaNet, GatedDeltaNet
 from align_mamba.mixers.mamba3 import Mamba3
 from align_mamba.mixers.spec import MixerSpec
 
+
+def _delta_rule(build, spec: MixerSpec) -> nn.Module:
+    """A DeltaNet-family mixer (GatedDeltaNet or DeltaNet: the same settings, one decay gate apart)."""
+    return build(
+        spec.d_model,
+        spec.d_state,
+        headdim=spec.headdim,
+        expand=spec.expand,
+        d_conv=spec.d_conv,
+        chunk_size=spec.chunk_size,
+        backend=spec.backend,
+    )
+
+
 MIXERS = {
     "mamba2": lambda spec: Mamba2(
         spec.d_model,
@@ -32,24 +46,8 @@ MIXERS = {
         chunk_size=spec.chunk_size,
         backend=spec.backend,
     ),
-    "gated_deltanet": lambda spec: GatedDeltaNet(
-        spec.d_model,
-        spec.d_state,
-        headdim=spec.headdim,
-        expand=spec.expand,
-        d_conv=spec.d_conv,
-        chunk_size=spec.chunk_size,
-        backend=spec.backend,
-    ),
-    "deltanet": lambda spec: DeltaNet(
-        spec.d_model,
-        spec.d_state,
-        headdim=spec.headdim,
-        expand=spec.expand,
-        d_conv=spec.d_conv,
-        chunk_size=spec.chunk_size,
-        backend=spec.backend,
-    ),
+    "gated_deltanet": lambda spec: _delta_rule(GatedDeltaNet, spec),
+    "deltanet": lambda spec: _delta_rule(DeltaNet, spec),
     "attention": lambda spec: SelfAttention(spec.d_model, spec.n_heads),
 }
 

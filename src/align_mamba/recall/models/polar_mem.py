@@ -18,6 +18,7 @@ from align_mamba.core.errors import ConfigError
 from align_mamba.mixers.blocks import BidirectionalBlock
 from align_mamba.mixers.polar import GatedShortcutAttention, MemoryPool, PolarizedMixer
 from align_mamba.recall.config import ModelConfig
+from align_mamba.recall.models.encoder_decoder import HybridEncoderDecoder
 from align_mamba.recall.models.recall_model import RecallModel
 
 
@@ -32,12 +33,8 @@ class PolarMemEncoderDecoder(RecallModel):
         self.memory = MemoryPool(config.d_model, config.mem_pool_size, config.mem_summary_dim)
         self.gsa = nn.ModuleDict({str(i): GatedShortcutAttention(spec) for i in config.hybrid_positions})
 
-    def encode(self, context: torch.Tensor) -> torch.Tensor:
-        """context: (B, Lc) → memory (B, Lc, D)."""
-        x = self.embedding(context)
-        for layer in self.encoder:
-            x = layer(x)
-        return self.encoder_norm(x)
+    # The hybrid's encoder, run the same way on the same parameter names (embedding, encoder, encoder_norm)
+    encode = HybridEncoderDecoder.encode
 
     def hidden_states(self, inputs: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """inputs: (B, Lq) decoder ids, context: (B, Lc) encoder ids → (B, Lq, D)."""
