@@ -3,7 +3,8 @@
 # profile in the background, so a caller whose commands are capped (a lent GPU, an interactive
 # session) can poll between calls; then pack what comes back (metrics, histories, logs, never
 # checkpoints). Run from the project root on the GPU machine, with mamba-ssm and snakemake importable.
-#   tools/gpu_allocation.sh start PRESET SLOTS CELL_ID...   start the cells (ids: pipeline check lists them)
+#   tools/gpu_allocation.sh start PRESET SLOTS CELL_ID...   start the cells (ids: pipeline check lists them);
+#                                                           the first SLOTS ids take the first slots
 #   tools/gpu_allocation.sh wait SECONDS                    wait up to SECONDS for the run; print progress
 #   tools/gpu_allocation.sh pack OUT_DIR                    OUT_DIR/allocation.tgz + allocation.log
 set -euo pipefail
@@ -18,8 +19,9 @@ case "$command" in
     targets=()
     for id in "$@"; do targets+=("results/cells/$id.json"); done
     # setsid: the run outlives the command that started it
-    # targets first: --resources takes every word after it
-    setsid nohup python3 -m snakemake "${targets[@]}" --profile workflow/profiles/gpu-node \
+    # targets first, and a flag after each list: --prioritize and --resources take every word after them
+    setsid nohup python3 -m snakemake "${targets[@]}" --prioritize "${targets[@]:0:$slots}" \
+      --profile workflow/profiles/gpu-node \
       --resources gpu_slots="$slots" > logs/allocation.log 2>&1 < /dev/null &
     echo $! > logs/allocation.pid
     echo "started $(( $# )) cells, snakemake pid $(cat logs/allocation.pid)"
