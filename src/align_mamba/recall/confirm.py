@@ -2,8 +2,8 @@
 
 A cell that ends below the capacity threshold on VALIDATION might only have been short of steps (a
 cosine schedule can decay the rate before recall starts). With the experiment's `confirm: edge`,
-when a neighbour succeeded (the same architecture, d_state and seed at another num_pairs or another
-rate: the cell sits at a cliff's or a rate window's edge), this stage trains the cell again from
+when a neighbour succeeded (the same architecture, d_state and seed at the adjacent num_pairs or the
+adjacent rate of the grid: the cell sits at a cliff's or a rate window's edge), this stage trains the cell again from
 scratch with twice the steps and evaluates it; with `confirm: all`, every failed cell. Otherwise it records why no rerun was needed. Either way it writes
 results/cells/ARCH/STEM.confirm.json: {"needed": false, "reason": ...} or {"needed": true, ...the
 rerun's metrics}. Only validation accuracy decides; the test split is read by the rerun's evaluate.
@@ -20,7 +20,6 @@ from align_mamba.core.atomic import atomic_write_json
 from align_mamba.core.cli import OneLineParser, setup_logging
 from align_mamba.core.errors import DataIntegrityError, run_cli
 from align_mamba.recall.config import CellConfig
-from align_mamba.recall.evaluate import evaluate_cell
 from align_mamba.recall.params import (
     Cell,
     RecallParams,
@@ -29,15 +28,16 @@ from align_mamba.recall.params import (
     cell_record,
     load_recall_params,
 )
-from align_mamba.recall.train import train_cell
 
 log = logging.getLogger("align_mamba.recall.confirm")
 BUDGET_FACTOR = 2
 
 
 def row(params: RecallParams, cell: Cell) -> list[Cell]:
-    """The cells next to `cell`: the same architecture, settings and seed at another num_pairs (same
-    rate: a cliff's edge) or at another rate (same num_pairs: a learning-rate window's edge)."""
+    """The cells next to `cell` in its grid: the same architecture, settings and seed at the adjacent
+    num_pairs (same rate: a cliff's edge) or at the adjacent rate (same num_pairs: a learning-rate
+    window's edge). Adjacent, not any: a failure two grid points past the last success sits beyond
+    the cliff, and its rerun would only say so again at twice the cost."""
 
     def same(c: Cell) -> bool:
         return (c.architecture, c.suffix, c.model.d_state, c.train.seed) == (
@@ -47,13 +47,23 @@ def row(params: RecallParams, cell: Cell) -> list[Cell]:
             cell.train.seed,
         )
 
+    kin = [c for c in params.cells if same(c)]
+    pairs = sorted({c.num_pairs for c in kin if c.train.lr == cell.train.lr})
+    rates = sorted({c.train.lr for c in kin if c.num_pairs == cell.num_pairs})
+    near_pairs = set(_adjacent(pairs, cell.num_pairs))
+    near_rates = set(_adjacent(rates, cell.train.lr))
     return [
-        other
-        for other in params.cells
-        if same(other)
-        and other is not cell
-        and (other.num_pairs == cell.num_pairs) != (other.train.lr == cell.train.lr)
+        c
+        for c in kin
+        if (c.train.lr == cell.train.lr and c.num_pairs in near_pairs)
+        or (c.num_pairs == cell.num_pairs and c.train.lr in near_rates)
     ]
+
+
+def _adjacent(values: list, value) -> list:
+    """The values either side of `value` in the sorted list `values` (which holds it)."""
+    i = values.index(value)
+    return values[max(i - 1, 0) : i] + values[i + 1 : i + 2]
 
 
 def best_validation(cell: Cell) -> float:
@@ -74,7 +84,7 @@ def decide(params: RecallParams, cell: Cell) -> tuple[bool, str]:
         return True, f"validation accuracy {own:.4f} below {threshold}: rerun at {BUDGET_FACTOR}x the steps"
     successes = [c.id for c in row(params, cell) if best_validation(c) >= threshold]
     if not successes:
-        return False, f"validation accuracy {own:.4f}; no neighbouring cell succeeded (not at an edge)"
+        return False, f"validation accuracy {own:.4f}; no adjacent cell succeeded (not at an edge)"
     return True, (
         f"validation accuracy {own:.4f} below {threshold} while {', '.join(successes)} succeeded: "
         f"rerun at {BUDGET_FACTOR}x the steps"
@@ -86,6 +96,10 @@ def confirm_cell(params: RecallParams, cell: Cell) -> dict:
     log.info("%s: %s", cell.id, reason)
     if not needed:
         return {"needed": False, "reason": reason, "cell": cell_record(cell)}
+    # Imported here: most cells need no rerun, and their decision should not pay for torch's start-up
+    from align_mamba.recall.evaluate import evaluate_cell
+    from align_mamba.recall.train import train_cell
+
     longer = dataclasses.replace(cell.train, steps=cell.train.steps * BUDGET_FACTOR)
     out = Path(cell.run_dir) / "confirm"
     train_cell(CellConfig(model=cell.model, train=longer), Path(cell.data_dir), out)

@@ -1,0 +1,74 @@
+"""Which failed cells the `confirm` stage reruns at twice the budget, decided from validation alone."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from align_mamba.recall.confirm import decide, row
+from align_mamba.recall.params import load_recall_params
+
+TINY = Path(__file__).resolve().parents[1] / "workflow" / "presets" / "tiny.yaml"
+
+
+@pytest.fixture
+def grid(tmp_path, monkeypatch):
+    """mamba2 at num_pairs 2, 8, 16 x rates 1e-3, 3e-3, 1e-2, one d_state and seed, confirm edge."""
+    raw = yaml.safe_load(TINY.read_text())
+    raw["experiments"] = {
+        "cliff": {
+            "question": "q",
+            "architectures": ["mamba2"],
+            "num_pairs": [2, 8, 16],
+            "d_state": [4],
+            "seeds": [0],
+            "lrs": [1.0e-3, 3.0e-3, 1.0e-2],
+            "confirm": "edge",
+        }
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    return load_recall_params(path)
+
+
+def cell(params, num_pairs, lr):
+    return next(c for c in params.cells if c.num_pairs == num_pairs and c.train.lr == lr)
+
+
+def trained(params, accuracies):
+    """Write each cell's train.json with its best validation accuracy: {(num_pairs, lr): accuracy}."""
+    for (num_pairs, lr), accuracy in accuracies.items():
+        run = Path(cell(params, num_pairs, lr).run_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "train.json").write_text(json.dumps({"best_val_accuracy": accuracy}))
+
+
+def test_row_is_the_adjacent_grid_points(grid):
+    def around(num_pairs, lr):
+        return sorted((c.num_pairs, c.train.lr) for c in row(grid, cell(grid, num_pairs, lr)))
+
+    assert around(2, 1.0e-3) == [(2, 3.0e-3), (8, 1.0e-3)]
+    assert around(8, 3.0e-3) == [(2, 3.0e-3), (8, 1.0e-3), (8, 1.0e-2), (16, 3.0e-3)]
+    assert around(16, 1.0e-2) == [(8, 1.0e-2), (16, 3.0e-3)]
+
+
+def test_a_failure_next_to_a_success_reruns_one_beyond_it_does_not(grid):
+    # At every rate: 2 pairs learned, 8 and 16 failed
+    trained(grid, {(n, lr): (0.99 if n == 2 else 0.2) for n in (2, 8, 16) for lr in (1.0e-3, 3.0e-3, 1.0e-2)})
+    rerun, why = decide(grid, cell(grid, 8, 3.0e-3))
+    assert rerun and "mamba2/np2-" in why
+    rerun, why = decide(grid, cell(grid, 16, 3.0e-3))
+    assert not rerun and "no adjacent cell succeeded" in why
+    assert decide(grid, cell(grid, 2, 3.0e-3)) == (False, "validation accuracy 0.9900 reached the threshold 0.9")
+
+
+def test_a_rate_window_edge_reruns(grid):
+    # 16 pairs learned only at 3e-3: its failing neighbours in rate are at an edge
+    accuracies = {(n, lr): 0.2 for n in (2, 8, 16) for lr in (1.0e-3, 3.0e-3, 1.0e-2)}
+    accuracies[(16, 3.0e-3)] = 0.95
+    trained(grid, accuracies)
+    assert decide(grid, cell(grid, 16, 1.0e-2))[0]
+    assert decide(grid, cell(grid, 8, 3.0e-3))[0]
+    assert not decide(grid, cell(grid, 8, 1.0e-2))[0]  # diagonal to the success: not adjacent
