@@ -298,3 +298,9 @@ def test_a_foreign_resume_point_is_moved_aside(mqar4, tmp_path, caplog):
     assert "other parameters or data" in caplog.text and "starting afresh" in caplog.text
     assert len(list((out / "resume").glob("last.pt.foreign-*"))) == 1
     assert (out / "model.pt").is_file() and not (out / "resume" / "last.pt").exists()
+
+
+def test_metrics_name_the_device():
+    from align_mamba.core.backends import describe_device
+
+    assert describe_device(torch.device("cpu")) == "cpu"

@@ -69,7 +69,7 @@ def test_a_gpu_cell_trains_with_kernels_and_evaluates_on_the_cpu_reference(tmp_p
         TrainConfig(steps=20, batch_size=32, eval_every=10, checkpoint_every=10, device="cuda", backend="kernels"),
     )
     summary = train_cell(cell, tmp_path / "data", tmp_path / "run")
-    assert summary["backend"] == "kernels" and summary["device"] == "cuda"
+    assert summary["backend"] == "kernels" and summary["device"] == f"cuda:0 ({torch.cuda.get_device_name(0)})"
     on_gpu = evaluate_cell(tmp_path / "run" / "model.pt", [tmp_path / "data"], "kernels", "cuda", 64)
     on_cpu = evaluate_cell(tmp_path / "run" / "model.pt", [tmp_path / "data"], "reference", "cpu", 64)
     assert on_cpu["backend"] == "reference" and on_cpu["train"]["backend"] == "kernels"

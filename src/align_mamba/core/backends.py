@@ -127,6 +127,14 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def describe_device(device: torch.device) -> str:
+    """The device as metrics record it: "cpu", or "cuda:0 (NVIDIA H200)" so a result names its card."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
 def kernel_module(name: str, build, d_conv: int, **kwargs):
     """Build a mamba-ssm mixer with `build(fused=..., **kwargs)` and record what runs.
 

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from align_mamba.core.atomic import atomic_write_json, atomic_write_text
-from align_mamba.core.backends import resolve_backend, resolve_device
+from align_mamba.core.backends import describe_device, resolve_backend, resolve_device
 from align_mamba.core.checkpoint import load_resume, non_finite, require_finite, save_checkpoint, set_aside
 from align_mamba.core.errors import ConfigError, DataIntegrityError, NonFiniteLossError
 from align_mamba.core.gpu_slots import select_gpu
@@ -300,7 +300,7 @@ class Loop:
             f"best_{task.selection}": s.best_val,
             "stop_reason": s.stop_reason,
             "backend": task.backend,
-            "device": str(task.device),
+            "device": describe_device(task.device),
             "wall_seconds_this_run": round(seconds, 2),
             "parameters": sum(p.numel() for p in task.model.parameters()),
         }

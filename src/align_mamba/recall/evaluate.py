@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from align_mamba.core.atomic import atomic_write_json
-from align_mamba.core.backends import BACKENDS, resolve_device
+from align_mamba.core.backends import BACKENDS, describe_device, resolve_device
 from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
 from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
 from align_mamba.core.gpu_slots import select_gpu
@@ -170,7 +170,7 @@ def evaluate_cell(checkpoint: Path, data_dirs: list[Path], backend: str, device_
         state_size=StateSize(**state_size_floats(model.config, context_len)),
         parameters=sum(p.numel() for p in model.parameters()),
         backend=model.backend,
-        device=str(device),
+        device=describe_device(device),
         train_backend=str(meta["backend"]),
         train_device=str(meta["device"]),
         wall_seconds=round(time.time() - started, 2),
