@@ -235,7 +235,10 @@ def test_json_schema_binary_and_unreadable(checkpoint, tmp_path, capsys):
         "checkpoint",
         "backend",
         "device",
+        "gate",
     }
+    # --threshold 0 is below the checkpoint's 0.5: the automatic gate stays off, every byte is read
+    assert doc["gate"] == {"enabled": False, "margin": 256, "model_bytes": doc["scanned_bytes"]}
     types = {"path": str, "line": int, "start": int, "end": int, "format": str, "score": float, "value": str}
     for finding in doc["findings"]:
         assert {k: type(v) for k, v in finding.items()} == types
