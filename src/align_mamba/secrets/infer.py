@@ -81,9 +81,12 @@ def _batches(windows: list[Window], batch_chunks: int) -> Iterator[list[Window]]
 REGION_BUCKET = 256
 
 
-def _widen(window: Window, length: int) -> Window:
-    """`window` with its input grown to a multiple of REGION_BUCKET (at most the file), kept range unchanged."""
-    size = min(length, -(-(window.end - window.start) // REGION_BUCKET) * REGION_BUCKET)
+def _widen(window: Window, length: int, cap: int) -> Window:
+    """`window` with its input grown to a multiple of REGION_BUCKET, but to at most `cap` bytes (the
+    ungated window) and the file, inside the file; kept range unchanged."""
+    size = max(
+        window.end - window.start, min(length, cap, -(-(window.end - window.start) // REGION_BUCKET) * REGION_BUCKET)
+    )
     start = max(0, min(window.start - (size - (window.end - window.start)) // 2, length - size))
     return Window(start, start + size, window.keep_start, window.keep_end)
 
@@ -91,12 +94,12 @@ def _widen(window: Window, length: int) -> Window:
 def plan_region_windows(regions: Sequence[tuple[int, int]], length: int, chunk_len: int, overlap: int) -> list[Window]:
     """Windows reading only `regions` (sorted, disjoint (start, end) of a `length`-byte file): each region
     is planned as a file of its own (plan_windows), then widened (_widen); kept ranges tile the regions.
-    A single region [0, length) gives plan_windows(length, ...) itself."""
+    A single region [0, length) gives plan_windows(length, ...) itself (its windows are full-size, or the file)."""
     windows = []
     for start, end in regions:
         for w in plan_windows(end - start, chunk_len, overlap):
             shifted = Window(w.start + start, w.end + start, w.keep_start + start, w.keep_end + start)
-            windows.append(_widen(shifted, length))
+            windows.append(_widen(shifted, length, chunk_len + 2 * overlap))
     return windows
 
 
