@@ -15,7 +15,8 @@ from align_mamba.secrets.data import FORMATS, SecretDataConfig, generate_split
 from align_mamba.secrets.data.generate import SeenValues
 from align_mamba.secrets.data.text import BASE62, Pool
 from align_mamba.secrets.gate import candidate_regions, candidate_spans, merge_regions
-from align_mamba.secrets.infer import plan_region_windows, plan_windows, predict_spans, save_tagger
+from align_mamba.secrets.infer import plan_region_windows, plan_windows, predict_spans, save_tagger, torch_threads
+from align_mamba.secrets.scan import ScanOptions
 from align_mamba.secrets.spans import Span
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
 
@@ -173,3 +174,16 @@ def test_scan_gate_is_on_by_default_on_the_cpu(tmp_path, capsys):
     cli_main(["scan", str(path), "--checkpoint", str(checkpoint), "--json", "--gate-margin", "8"])
     doc = json.loads(capsys.readouterr().out)
     assert doc["gate"]["model_bytes"] == (148 - 70) + (197 - 164)
+
+
+def test_a_gated_cpu_scan_runs_on_one_thread_and_puts_the_count_back():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert ScanOptions().threads_for(cpu, gate=True) == 1
+    assert ScanOptions().threads_for(cpu, gate=False) is None and ScanOptions().threads_for(cuda, gate=True) is None
+    assert ScanOptions(threads=2).threads_for(cpu, gate=True) == 2
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == before

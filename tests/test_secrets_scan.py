@@ -458,5 +458,5 @@ def test_tagger_settings_label_the_csv_rows_and_bf16_casts_the_weights(checkpoin
     ]
     assert run_cli(throughput_main, argv) == 0
     # the scan's candidate gate is on by default on the CPU, and named beside the other settings
-    assert pd.read_csv(out).settings.tolist() == ["ssd chunk 8, candidate gate (margin 256)"]
+    assert pd.read_csv(out).settings.tolist() == ["ssd chunk 8, candidate gate (margin 256), 1 thread"]
     assert run_cli(throughput_main, [*argv[:-1], "0"]) == 2

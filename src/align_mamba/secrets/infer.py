@@ -21,6 +21,7 @@ back just the rows that may be secret, so a GPU scan moves bytes in and a few ro
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,27 @@ def tune_tagger(model: ByteTagger, weights: str = "float32", ssd_chunk_size: int
 # Steps per block of the CPU inference path's SSD scan (mixers.ssd_scan.ssd_scan): 16 and 32 time about the
 # same on a 2-core CPU; shorter blocks mean less quadratic work per block, longer fewer Python steps.
 CPU_SCAN_BLOCK = 16
+
+
+# Intra-op threads of a gated CPU scan. Its forwards are small (a few regions of <= 1 KB), so each op
+# lasts tens of microseconds: a second thread gains 1.2-1.7x on an idle 2-core machine, but when another
+# process holds one core every op waits at OpenMP's barrier for a descheduled thread, 12-26x slower
+# (results/probes/scan_speed). One thread never waits.
+GATED_CPU_THREADS = 1
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` intra-op threads (None: as they are), then put the old count back."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def select_inference_path(model: ByteTagger, device: torch.device) -> str:

@@ -51,7 +51,14 @@ from align_mamba.secrets.data import CARRIER_KINDS, SecretDataConfig, draw_file
 from align_mamba.secrets.data.config import MAX_LENGTH, MIN_LENGTH
 from align_mamba.secrets.data.generate import SeenValues
 from align_mamba.secrets.gate import DEFAULT_MARGIN, candidate_regions
-from align_mamba.secrets.infer import WEIGHTS, load_tagger, predict_spans, tune_tagger
+from align_mamba.secrets.infer import (
+    GATED_CPU_THREADS,
+    WEIGHTS,
+    load_tagger,
+    predict_spans,
+    torch_threads,
+    tune_tagger,
+)
 from align_mamba.secrets.scan import default_checkpoint
 from align_mamba.secrets.settings import load_secrets
 
@@ -252,12 +259,14 @@ def measure(
     ssd_chunk_size: int | None = None,
     gate: bool | None = None,
     gate_margin: int = DEFAULT_MARGIN,
+    threads: int | None = None,
 ) -> list[Row]:
     """Time every system on every file: the tagger first (unless `checkpoint` is None), then each baseline.
 
     profile_out: also profile one tagger scan of the largest file (after the timed ones) into this file.
     weights, ssd_chunk_size: the tagger's inference settings (`tune_tagger`). gate: the scan's candidate
-    gate with `gate_margin` bytes of context (None: on on the CPU, as `align-mamba scan`).
+    gate with `gate_margin` bytes of context (None: on on the CPU, as `align-mamba scan`); threads: torch's
+    intra-op threads for the tagger (None: as `align-mamba scan`, one for a gated CPU scan).
     """
     if checkpoint is not None:
         device = resolve_device(device_name)
@@ -266,7 +275,10 @@ def measure(
         inference = "" if ssd_chunk_size is not None else meta["inference_path"]  # "ssd chunk N" says it
         gated = device.type == "cpu" if gate is None else gate
         gate_label = f"candidate gate (margin {gate_margin})" if gated else ""
-        settings = ", ".join(label for label in (inference, tuned, gate_label) if label)
+        if threads is None and gated and device.type == "cpu":
+            threads = GATED_CPU_THREADS
+        thread_label = "" if threads is None else f"{threads} thread{'s' * (threads > 1)}"
+        settings = ", ".join(label for label in (inference, tuned, gate_label, thread_label) if label)
         backend_label = f"{meta['backend']} (fused)" if runs_fused(model) else meta["backend"]
         meta = {**meta, **{k: v for k, v in overrides.items() if v is not None}, "gate_margin": None}
         if gated:
@@ -276,7 +288,8 @@ def measure(
     cases = [(system, f) for system in ["tagger"] * (checkpoint is not None) + tools for f in files]
     for system, file in tqdm(cases, desc="throughput", unit="scan", disable=None):
         if system == "tagger":
-            seconds, found = time_tagger(model, meta, device, file.path, repeats, warmup, batch_chunks)
+            with torch_threads(threads):
+                seconds, found = time_tagger(model, meta, device, file.path, repeats, warmup, batch_chunks)
             rows.append(_row("tagger", tagger, str(device), backend_label, settings, file, seconds, found))
         else:
             seconds, found, version = time_baseline(system, file.directory, baseline_repeats)
@@ -284,7 +297,8 @@ def measure(
         log.info("%s on %s (%d bytes): %.3f s, %d findings", system, file.path.name, rows[-1].bytes, seconds, found)
     if checkpoint is not None and profile_out is not None:
         largest = max(files, key=lambda f: f.path.stat().st_size)
-        profile_tagger(model, meta, device, largest.path, batch_chunks, profile_out)
+        with torch_threads(threads):
+            profile_tagger(model, meta, device, largest.path, batch_chunks, profile_out)
         log.info("profile of one scan of %s written to %s", largest.path.name, profile_out)
     return with_ratios(rows)
 
@@ -327,6 +341,7 @@ def build_parser() -> OneLineParser:
         help="the tagger on every byte (default: the gate on the CPU, as `align-mamba scan`)",
     )
     option("gate_margin", type=int, default=DEFAULT_MARGIN, help="the gate's context bytes each side")
+    option("threads", type=int, help="the tagger's torch threads (default: as `align-mamba scan`)")
     option("work_dir", type=Path, help="keep the generated files here (default: a temporary directory)")
     option("profile", type=Path, help="also write torch.profiler's operator table of one tagger scan here")
     return parser
@@ -349,11 +364,13 @@ def _settings(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_with_params(build_parser(), argv, _settings)
     setup_logging(args.log)
-    for name in ("repeats", "baseline_repeats", "batch_chunks", "ssd_chunk_size"):
+    for name in ("repeats", "baseline_repeats", "batch_chunks", "ssd_chunk_size", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
         raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.gate_margin < 0:
+        raise ConfigError(f"--gate-margin must be >= 0, got {args.gate_margin}")
     for size in args.sizes_mb:
         size_bytes(size)
     if args.no_tagger:
@@ -388,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             args.ssd_chunk_size,
             args.gate,
             args.gate_margin,
+            args.threads,
         )
     table = pd.DataFrame([asdict(row) for row in rows], columns=COLUMNS)
     atomic_write_text(args.out, table.to_csv(index=False))
