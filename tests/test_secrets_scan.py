@@ -235,7 +235,10 @@ def test_json_schema_binary_and_unreadable(checkpoint, tmp_path, capsys):
         "checkpoint",
         "backend",
         "device",
+        "gate",
     }
+    # --threshold 0 is below the checkpoint's 0.5: the automatic gate stays off, every byte is read
+    assert doc["gate"] == {"enabled": False, "margin": 256, "model_bytes": doc["scanned_bytes"]}
     types = {"path": str, "line": int, "start": int, "end": int, "format": str, "score": float, "value": str}
     for finding in doc["findings"]:
         assert {k: type(v) for k, v in finding.items()} == types
@@ -454,5 +457,6 @@ def test_tagger_settings_label_the_csv_rows_and_bf16_casts_the_weights(checkpoin
         "8",
     ]
     assert run_cli(throughput_main, argv) == 0
-    assert pd.read_csv(out).settings.tolist() == ["ssd chunk 8"]
+    # the scan's candidate gate is on by default on the CPU, and named beside the other settings
+    assert pd.read_csv(out).settings.tolist() == ["ssd chunk 8, candidate gate (margin 256), 1 thread"]
     assert run_cli(throughput_main, [*argv[:-1], "0"]) == 2

@@ -25,6 +25,7 @@ from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.core.gpu_slots import select_gpu
 from align_mamba.core.lock import output_lock
 from align_mamba.secrets.data import SECRET_SPLITS, TEST_SPLITS, load_secret_split, read_file_bytes
+from align_mamba.secrets.gate import candidate_regions
 from align_mamba.secrets.infer import INFERENCE_KEYS, load_tagger, predict_spans
 from align_mamba.secrets.score import score_split
 from align_mamba.secrets.settings import load_secrets
@@ -51,18 +52,28 @@ HEADLINE = (
 
 
 def evaluate_split(
-    model: ByteTagger, data_dir: Path, split: str, device: torch.device, settings: dict, batch_chunks: int
+    model: ByteTagger,
+    data_dir: Path,
+    split: str,
+    device: torch.device,
+    settings: dict,
+    batch_chunks: int,
+    gate_margin: int | None = None,
 ) -> tuple[dict, list[dict]]:
     """(scores.json's content, predictions.jsonl's records) of one split.
 
     settings: threshold, min_span_len, chunk_len, overlap. wall_seconds and mb_per_s time the
-    predictions only (files are read before the clock starts).
+    predictions only (files are read before the clock starts), the gate included. gate_margin: read
+    only the scan gate's candidate regions with this context (gate.candidate_regions), None: every byte;
+    model_bytes counts the bytes scored either way.
     """
     files = load_secret_split(data_dir, split)
     contents = [read_file_bytes(data_dir, split, lf) for lf in files]
     started = time.perf_counter()
-    predictions = {}
+    predictions, model_bytes = {}, 0
     for lf, data in tqdm(list(zip(files, contents)), desc=split, dynamic_ncols=True, disable=None):
+        regions = [(0, len(data))] if gate_margin is None else candidate_regions(data, gate_margin)
+        model_bytes += sum(end - start for start, end in regions)
         predictions[lf.relpath] = predict_spans(
             model,
             data,
@@ -72,6 +83,7 @@ def evaluate_split(
             batch_chunks,
             settings["threshold"],
             settings["min_span_len"],
+            regions,
         )
     seconds = time.perf_counter() - started
     total = sum(len(data) for data in contents)
@@ -85,6 +97,8 @@ def evaluate_split(
         "device": str(device),
         "wall_seconds": round(seconds, 3),
         "mb_per_s": round(total / 1e6 / seconds, 4) if seconds > 0 else None,
+        "gate_margin": gate_margin,
+        "model_bytes": model_bytes,
     }
     lines = [
         {
@@ -117,11 +131,12 @@ def evaluate_tagger(
     backend: str = "auto",
     overrides: dict | None = None,
     batch_chunks: int = 8,
+    gate_margin: int | None = None,
 ) -> dict:
     """Evaluate `checkpoint` on `splits`, write the per-split files and summary.json; returns the summary.
 
     overrides: inference settings (chunk_len, overlap, threshold, min_span_len) replacing the
-    checkpoint's; None values are ignored.
+    checkpoint's; None values are ignored. gate_margin: score only the scan gate's regions (evaluate_split).
     """
     unknown = [s for s in splits if s not in SECRET_SPLITS]
     if unknown:
@@ -141,15 +156,16 @@ def evaluate_tagger(
         "train_backend": meta.get("train_backend"),
         "train_device": meta.get("train_device"),
         **settings,
+        "gate_margin": gate_margin,
         "splits": {},
     }
     for split in splits:
-        record, lines = evaluate_split(model, data_dir, split, device, settings, batch_chunks)
+        record, lines = evaluate_split(model, data_dir, split, device, settings, batch_chunks, gate_margin)
         atomic_write_json(out_dir / split / "scores.json", record)
         atomic_write_text(
             out_dir / split / "predictions.jsonl", "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines)
         )
-        summary["splits"][split] = {key: record[key] for key in HEADLINE + ("wall_seconds", "mb_per_s")}
+        summary["splits"][split] = {key: record[key] for key in HEADLINE + ("wall_seconds", "mb_per_s", "model_bytes")}
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
 
@@ -174,12 +190,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         *flag_names("batch_chunks"), dest="batch_chunks", type=int, default=8, help="windows per forward pass"
     )
+    parser.add_argument(
+        *flag_names("gate_margin"),
+        dest="gate_margin",
+        type=int,
+        help="score only the scan gate's candidate regions with this much context (default: every byte)",
+    )
     args = parse_with_params(parser, argv, _settings)
     setup_logging(args.log)
     overrides = {k: getattr(args, k) for k in ("chunk_len", "overlap", "threshold", "min_span_len")}
     with output_lock(args.out):
         evaluate_tagger(
-            args.checkpoint, args.data, args.out, args.splits, args.device, args.backend, overrides, args.batch_chunks
+            args.checkpoint,
+            args.data,
+            args.out,
+            args.splits,
+            args.device,
+            args.backend,
+            overrides,
+            args.batch_chunks,
+            args.gate_margin,
         )
     return 0
 

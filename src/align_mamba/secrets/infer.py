@@ -21,6 +21,7 @@ back just the rows that may be secret, so a GPU scan moves bytes in and a few ro
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,18 +77,46 @@ def _batches(windows: list[Window], batch_chunks: int) -> Iterator[list[Window]]
         yield batch
 
 
+# Gated windows are widened to a multiple of this many bytes (more context, inside the file), so the
+# many short regions of a file fall into a few input lengths and run as batches, not one by one.
+REGION_BUCKET = 256
+
+
+def _widen(window: Window, length: int, cap: int) -> Window:
+    """`window` with its input grown to a multiple of REGION_BUCKET, but to at most `cap` bytes (the
+    ungated window) and the file, inside the file; kept range unchanged."""
+    size = max(
+        window.end - window.start, min(length, cap, -(-(window.end - window.start) // REGION_BUCKET) * REGION_BUCKET)
+    )
+    start = max(0, min(window.start - (size - (window.end - window.start)) // 2, length - size))
+    return Window(start, start + size, window.keep_start, window.keep_end)
+
+
+def plan_region_windows(regions: Sequence[tuple[int, int]], length: int, chunk_len: int, overlap: int) -> list[Window]:
+    """Windows reading only `regions` (sorted, disjoint (start, end) of a `length`-byte file): each region
+    is planned as a file of its own (plan_windows), then widened (_widen); kept ranges tile the regions.
+    A single region [0, length) gives plan_windows(length, ...) itself (its windows are full-size, or the file)."""
+    windows = []
+    for start, end in regions:
+        for w in plan_windows(end - start, chunk_len, overlap):
+            shifted = Window(w.start + start, w.end + start, w.keep_start + start, w.keep_end + start)
+            windows.append(_widen(shifted, length, chunk_len + 2 * overlap))
+    return windows
+
+
 def _window_batches(
-    model: ByteTagger, data: bytes, device: torch.device, chunk_len: int, overlap: int, batch_chunks: int
+    model: ByteTagger, data: bytes, device: torch.device, windows: list[Window], batch_chunks: int
 ) -> Iterator[tuple[list[Window], torch.Tensor]]:
     """(windows, probs) per batch of equal-length windows: probs (b, window length, C) float32 on `device`.
 
-    The file goes to the device once as uint8; windows are cut there, so only bytes cross the bus.
+    Windows are grouped by length (stable: plan_windows' equal windows keep file order). The file goes
+    to the device once as uint8; windows are cut there, so only bytes cross the bus.
     """
     if batch_chunks < 1:
         raise ConfigError(f"batch_chunks must be >= 1, got {batch_chunks}")
     model.eval()
     file_bytes = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device) if data else None
-    for batch in _batches(plan_windows(len(data), chunk_len, overlap), batch_chunks):
+    for batch in _batches(sorted(windows, key=lambda w: w.end - w.start), batch_chunks):
         ids = torch.stack([file_bytes[w.start : w.end] for w in batch]).long()  # (b, window length)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(ids)  # (b, window length, C)
@@ -104,7 +133,8 @@ def iter_probabilities(
     batch_chunks: int = 8,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (offset, probs) in file order: probs (n, C) float32 class probabilities of bytes offset..offset+n."""
-    for batch, probs in _window_batches(model, data, device, chunk_len, overlap, batch_chunks):
+    windows = plan_windows(len(data), chunk_len, overlap)
+    for batch, probs in _window_batches(model, data, device, windows, batch_chunks):
         probs = probs.cpu().numpy()
         for row, w in zip(probs, batch):
             yield w.keep_start, row[w.keep_start - w.start : w.keep_end - w.start]
@@ -124,13 +154,20 @@ def iter_candidates(
     chunk_len: int = 32768,
     overlap: int = 1024,
     batch_chunks: int = 8,
+    regions: Sequence[tuple[int, int]] | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """Yield (offset, n, positions, probs) per window in file order, for its kept bytes offset..offset+n:
-    positions (k,) int64 file offsets of the bytes whose p(secret) may reach `threshold`, probs (k, C).
+    """Yield (offset, n, positions, probs) per window, for its kept bytes offset..offset+n: positions (k,)
+    int64 file offsets of the bytes whose p(secret) may reach `threshold`, probs (k, C).
 
     Secrets are a sliver of a file, so only these rows leave the device instead of n × C probabilities.
+    regions: read only these (start, end) ranges (gate.candidate_regions), else the whole file; windows
+    come grouped by length, so in file order only without regions (predict_spans sorts them).
     """
-    for batch, probs in _window_batches(model, data, device, chunk_len, overlap, batch_chunks):
+    if regions is None:
+        windows = plan_windows(len(data), chunk_len, overlap)
+    else:
+        windows = plan_region_windows(regions, len(data), chunk_len, overlap)
+    for batch, probs in _window_batches(model, data, device, windows, batch_chunks):
         columns = torch.arange(probs.shape[1], device=probs.device)  # (window length,)
         keep_start = torch.tensor([w.keep_start - w.start for w in batch], device=probs.device)[:, None]
         keep_end = torch.tensor([w.keep_end - w.start for w in batch], device=probs.device)[:, None]
@@ -236,12 +273,18 @@ def predict_spans(
     batch_chunks: int = 8,
     threshold: float = 0.5,
     min_len: int = 8,
+    regions: Sequence[tuple[int, int]] | None = None,
 ) -> list[Span]:
-    """The secrets the model finds in `data`, formats named by model.class_names; memory bounded by chunk_len."""
+    """The secrets the model finds in `data`, formats named by model.class_names; memory bounded by chunk_len.
+
+    regions: read only these sorted, disjoint (start, end) ranges (the scan's candidate gate); bytes
+    outside them are "none". None reads the whole file.
+    """
     decoder = SpanDecoder(model.class_names, threshold, min_len)
-    for offset, n, positions, probs in iter_candidates(
-        model, data, device, threshold, chunk_len, overlap, batch_chunks
-    ):
+    rows = iter_candidates(model, data, device, threshold, chunk_len, overlap, batch_chunks, regions)
+    if regions is not None:  # batched by length: back to file order for the streaming decoder
+        rows = sorted(rows, key=lambda row: row[0])
+    for offset, n, positions, probs in rows:
         decoder.feed_rows(offset, n, positions, probs)
     return decoder.finish()
 
@@ -302,6 +345,27 @@ def tune_tagger(model: ByteTagger, weights: str = "float32", ssd_chunk_size: int
 # Steps per block of the CPU inference path's SSD scan (mixers.ssd_scan.ssd_scan): 16 and 32 time about the
 # same on a 2-core CPU; shorter blocks mean less quadratic work per block, longer fewer Python steps.
 CPU_SCAN_BLOCK = 16
+
+
+# Intra-op threads of a gated CPU scan. Its forwards are small (a few regions of <= 1 KB), so each op
+# lasts tens of microseconds: a second thread gains 1.2-1.7x on an idle 2-core machine, but when another
+# process holds one core every op waits at OpenMP's barrier for a descheduled thread, 12-26x slower
+# (results/probes/scan_speed). One thread never waits.
+GATED_CPU_THREADS = 1
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` intra-op threads (None: as they are), then put the old count back."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def select_inference_path(model: ByteTagger, device: torch.device) -> str:

@@ -37,7 +37,14 @@ finding stays one line. A summary line goes to stderr.
      "skipped": [{"path": str, "reason": str}],           # binary, too large, not a regular file
      "errors": [{"path": str, "message": str}],           # unreadable paths
      "scanned_files": int, "scanned_bytes": int,
-     "checkpoint": str, "backend": str, "device": str}
+     "checkpoint": str, "backend": str, "device": str,
+     "gate": {"enabled": bool, "margin": int, "model_bytes": int}}  # model_bytes: bytes the tagger scored
+With the gate (on by default on the CPU unless --threshold is below the checkpoint's, --no-gate /
+--gate to choose; secrets/gate.py) the tagger
+reads only candidate tokens (mixed-case or digit-bearing runs of >= 20 key-alphabet bytes, PEM and
+URL-password markers) with --gate-margin bytes of context each side; other bytes are not secrets.
+A gated CPU scan runs torch on one thread (--threads to change): its small forwards gain little from a
+second thread and stall at every op when another process holds a core.
 Values are the span's bytes decoded as UTF-8 (invalid bytes as \\xNN escapes). Paths are the names as
 given and as listed; a file name that is not UTF-8 keeps its odd bytes as \\udcNN escapes (Python's
 surrogateescape: `os.fsencode(path)` gives the bytes back).
@@ -69,7 +76,15 @@ from tqdm import tqdm
 from align_mamba.core.backends import BACKENDS, resolve_device
 from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
 from align_mamba.core.errors import ConfigError, run_cli
-from align_mamba.secrets.infer import WEIGHTS, load_tagger, predict_spans, tune_tagger
+from align_mamba.secrets.gate import DEFAULT_MARGIN, candidate_regions
+from align_mamba.secrets.infer import (
+    GATED_CPU_THREADS,
+    WEIGHTS,
+    load_tagger,
+    predict_spans,
+    torch_threads,
+    tune_tagger,
+)
 from align_mamba.secrets.spans import Span
 
 log = logging.getLogger("align_mamba.secrets.scan")
@@ -107,6 +122,9 @@ class ScanOptions:
     overlap: int | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
     show_secrets: bool = False
+    gate: bool | None = None  # read only candidate regions (gate.py); None: see gate_on
+    gate_margin: int = DEFAULT_MARGIN
+    threads: int | None = None  # torch intra-op threads; None: GATED_CPU_THREADS with the gate on the CPU
 
     def __post_init__(self):
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -117,6 +135,25 @@ class ScanOptions:
             raise ConfigError(f"--overlap must be >= 0, got {self.overlap}")
         if self.max_bytes < 1:
             raise ConfigError(f"--max-bytes must be >= 1, got {self.max_bytes}")
+        if self.gate_margin < 0:
+            raise ConfigError(f"--gate-margin must be >= 0, got {self.gate_margin}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+
+    def threads_for(self, device: torch.device, gate: bool) -> int | None:
+        """Intra-op threads for the scan: as asked, else one for a gated CPU scan (infer.GATED_CPU_THREADS),
+        else torch's default (None)."""
+        if self.threads is not None:
+            return self.threads
+        return GATED_CPU_THREADS if gate and device.type == "cpu" else None
+
+    def gate_on(self, device: torch.device, checkpoint_threshold: float) -> bool:
+        """Whether the candidate gate runs: as asked, else on the CPU (where the model is the cost) unless
+        --threshold is below the checkpoint's. The gate was checked to lose no span at the checkpoint's
+        threshold; a higher one flags a subset of those bytes, a lower one may flag bytes it never shows."""
+        if self.gate is not None:
+            return self.gate
+        return device.type == "cpu" and (self.threshold is None or self.threshold >= checkpoint_threshold)
 
 
 @dataclass(frozen=True)
@@ -154,6 +191,9 @@ class ScanReport:
     errors: list[PathError] = field(default_factory=list)
     scanned_files: int = 0
     scanned_bytes: int = 0
+    gate: bool = False
+    gate_margin: int = DEFAULT_MARGIN
+    model_bytes: int = 0  # bytes whose scores the model computed (all scanned bytes without the gate)
 
     @property
     def exit_code(self) -> int:
@@ -171,6 +211,7 @@ class ScanReport:
             "checkpoint": self.checkpoint,
             "backend": self.backend,
             "device": self.device,
+            "gate": {"enabled": self.gate, "margin": self.gate_margin, "model_bytes": self.model_bytes},
         }
 
 
@@ -340,28 +381,39 @@ def scan_paths(
     paths: list[Path], model, meta: dict, device: torch.device, options: ScanOptions, checkpoint: Path
 ) -> ScanReport:
     """Scan every file under `paths` with the tagger `model` loaded from `checkpoint` (meta: load_tagger's)."""
-    report = ScanReport(checkpoint=str(checkpoint), backend=meta["backend"], device=str(device))
+    gate = options.gate_on(device, meta["threshold"])
+    report = ScanReport(str(checkpoint), meta["backend"], str(device), gate=gate, gate_margin=options.gate_margin)
     settings = {"threshold": options.threshold, "chunk_len": options.chunk_len, "overlap": options.overlap}
     settings = {key: meta[key] if value is None else value for key, value in settings.items()}
     settings["min_len"] = meta["min_span_len"]
     targets = list(collect_files(paths))
-    for path, outcome in tqdm(targets, desc="scan", unit="file", disable=None):
-        if outcome is None:  # a file to read: its bytes, or why not
-            try:
-                outcome = read_text_file(path, options.max_bytes)
-            except OSError as err:
-                outcome = PathError(str(path), _os_message(path, err))
-        if isinstance(outcome, PathError):
-            log.warning("cannot read %s: %s", quote_path(outcome.path), outcome.message)
-            report.errors.append(outcome)
-        elif isinstance(outcome, Skipped):
-            report.skipped.append(outcome)
-        else:
-            spans = predict_spans(model, outcome, device, **settings) if outcome else []
-            report.findings.extend(findings_for(str(path), outcome, spans, options.show_secrets))
-            report.scanned_files += 1
-            report.scanned_bytes += len(outcome)
+    with torch_threads(options.threads_for(device, gate)):
+        for path, outcome in tqdm(targets, desc="scan", unit="file", disable=None):
+            _scan_one(report, path, outcome, model, device, options, settings)
     return report
+
+
+def _scan_one(
+    report: ScanReport, path: Path, outcome, model, device: torch.device, options: ScanOptions, settings: dict
+):
+    """Read and scan one collected path into `report` (outcome: collect_files' None | Skipped | PathError)."""
+    if outcome is None:  # a file to read: its bytes, or why not
+        try:
+            outcome = read_text_file(path, options.max_bytes)
+        except OSError as err:
+            outcome = PathError(str(path), _os_message(path, err))
+    if isinstance(outcome, PathError):
+        log.warning("cannot read %s: %s", quote_path(outcome.path), outcome.message)
+        report.errors.append(outcome)
+    elif isinstance(outcome, Skipped):
+        report.skipped.append(outcome)
+    else:
+        regions = candidate_regions(outcome, options.gate_margin) if report.gate else [(0, len(outcome))]
+        spans = predict_spans(model, outcome, device, **settings, regions=regions) if regions else []
+        report.model_bytes += sum(end - start for start, end in regions)
+        report.findings.extend(findings_for(str(path), outcome, spans, options.show_secrets))
+        report.scanned_files += 1
+        report.scanned_bytes += len(outcome)
 
 
 def json_document(report: ScanReport) -> str:
@@ -397,6 +449,28 @@ def build_parser(prog: str) -> OneLineParser:
     option("json", action="store_true", help="print one JSON document (schema: see the module docstring)")
     option("show_secrets", action="store_true", help="print secret values in full (masked by default)")
     option("max_bytes", type=int, default=DEFAULT_MAX_BYTES, help="skip larger files (default 64 MiB)")
+    gate = parser.add_mutually_exclusive_group()
+    gate.add_argument(
+        "--gate",
+        dest="gate",
+        action="store_const",
+        const=True,
+        help="run the tagger only around candidate tokens (default on the CPU; see secrets/gate.py)",
+    )
+    gate.add_argument(
+        *flag_names("no_gate"), dest="gate", action="store_const", const=False, help="run the tagger on every byte"
+    )
+    option(
+        "gate_margin",
+        type=int,
+        default=DEFAULT_MARGIN,
+        help=f"context bytes the gate keeps on each side of a candidate (default {DEFAULT_MARGIN})",
+    )
+    option(
+        "threads",
+        type=int,
+        help=f"torch intra-op threads (default: {GATED_CPU_THREADS} for a gated CPU scan, else torch's own)",
+    )
     option(
         "weights",
         default="float32",
@@ -428,7 +502,16 @@ def _summary(report: ScanReport, seconds: float) -> str:
 def main(argv: list[str] | None = None, prog: str = "align-mamba scan") -> int:
     args = build_parser(prog).parse_args(argv)
     setup_logging(args.log)
-    options = ScanOptions(args.threshold, args.chunk_len, args.overlap, args.max_bytes, args.show_secrets)
+    options = ScanOptions(
+        args.threshold,
+        args.chunk_len,
+        args.overlap,
+        args.max_bytes,
+        args.show_secrets,
+        args.gate,
+        args.gate_margin,
+        args.threads,
+    )
     checkpoint = args.checkpoint
     if checkpoint is None:
         checkpoint, why = default_checkpoint(Path.cwd())
@@ -439,7 +522,14 @@ def main(argv: list[str] | None = None, prog: str = "align-mamba scan") -> int:
     model, meta = load_tagger(checkpoint, device, backend=args.backend)
     tuned = tune_tagger(model, args.weights, args.ssd_chunk_size)
     inference = "chunked SSD" if args.ssd_chunk_size is not None else meta["inference_path"]
-    log.info("inference: %s on %s, %s%s", meta["backend"], device, inference, f", {tuned}" if tuned else "")
+    gated = options.gate_on(device, meta["threshold"])
+    threads = options.threads_for(device, gated) or torch.get_num_threads()
+    gate = (
+        f"candidate gate (margin {options.gate_margin}), {threads} thread(s)"
+        if gated
+        else f"no gate, {threads} thread(s)"
+    )
+    log.info("inference: %s on %s, %s, %s%s", meta["backend"], device, inference, gate, f", {tuned}" if tuned else "")
     started = time.perf_counter()
     report = scan_paths(args.paths, model, meta, device, options, checkpoint)
     if args.json:

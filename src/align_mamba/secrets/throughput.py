@@ -8,7 +8,8 @@ same bytes.
 
 Timing (median of repeats, the tools read the same files):
   tagger     loaded once (not timed); per file `--warmup` untimed scans (CUDA/Triton start-up),
-             then `--repeats` timed ones: read the file + `predict_spans` (the chunked path of
+             then `--repeats` timed ones: read the file + the candidate gate (on the CPU by default, as
+             `align-mamba scan`; --no-gate / --gate) + `predict_spans` (the chunked path of
              `align-mamba scan`), with torch.cuda.synchronize before each clock read.
   baselines  `--baseline-repeats` calls of the adapter in align_mamba.secrets.baselines, each a
              fresh scan as its users run it (CredSweeper: its CLI, start-up included;
@@ -49,7 +50,15 @@ from align_mamba.secrets.baselines import TOOLS, tool_version
 from align_mamba.secrets.data import CARRIER_KINDS, SecretDataConfig, draw_file
 from align_mamba.secrets.data.config import MAX_LENGTH, MIN_LENGTH
 from align_mamba.secrets.data.generate import SeenValues
-from align_mamba.secrets.infer import WEIGHTS, load_tagger, predict_spans, tune_tagger
+from align_mamba.secrets.gate import DEFAULT_MARGIN, candidate_regions
+from align_mamba.secrets.infer import (
+    GATED_CPU_THREADS,
+    WEIGHTS,
+    load_tagger,
+    predict_spans,
+    torch_threads,
+    tune_tagger,
+)
 from align_mamba.secrets.scan import default_checkpoint
 from align_mamba.secrets.settings import load_secrets
 
@@ -144,11 +153,17 @@ def _synchronize(device: torch.device) -> None:
 
 
 def scan_file(model, meta: dict, device: torch.device, path: Path, batch_chunks: int) -> int:
-    """Spans found by reading `path` and scanning it through the chunked tagger, as `align-mamba scan` does."""
+    """Spans found by reading `path` and scanning it through the chunked tagger, as `align-mamba scan` does:
+    only the candidate gate's regions when meta["gate_margin"] is set (gate.candidate_regions), else every byte."""
     settings = {key: meta[key] for key in ("chunk_len", "overlap", "threshold")}
+    data = path.read_bytes()
+    margin = meta.get("gate_margin")
+    regions = None if margin is None else candidate_regions(data, margin)
+    if regions == []:
+        return 0
     return len(
         predict_spans(
-            model, path.read_bytes(), device, batch_chunks=batch_chunks, min_len=meta["min_span_len"], **settings
+            model, data, device, batch_chunks=batch_chunks, min_len=meta["min_span_len"], regions=regions, **settings
         )
     )
 
@@ -242,26 +257,39 @@ def measure(
     profile_out: Path | None = None,
     weights: str = "float32",
     ssd_chunk_size: int | None = None,
+    gate: bool | None = None,
+    gate_margin: int = DEFAULT_MARGIN,
+    threads: int | None = None,
 ) -> list[Row]:
     """Time every system on every file: the tagger first (unless `checkpoint` is None), then each baseline.
 
     profile_out: also profile one tagger scan of the largest file (after the timed ones) into this file.
-    weights, ssd_chunk_size: the tagger's inference settings (`tune_tagger`).
+    weights, ssd_chunk_size: the tagger's inference settings (`tune_tagger`). gate: the scan's candidate
+    gate with `gate_margin` bytes of context (None: on on the CPU, as `align-mamba scan`); threads: torch's
+    intra-op threads for the tagger (None: as `align-mamba scan`, one for a gated CPU scan).
     """
     if checkpoint is not None:
         device = resolve_device(device_name)
         model, meta = load_tagger(checkpoint, device, backend=backend)
         tuned = tune_tagger(model, weights, ssd_chunk_size)
         inference = "" if ssd_chunk_size is not None else meta["inference_path"]  # "ssd chunk N" says it
-        settings = ", ".join(label for label in (inference, tuned) if label)
+        gated = device.type == "cpu" if gate is None else gate
+        gate_label = f"candidate gate (margin {gate_margin})" if gated else ""
+        if threads is None and gated and device.type == "cpu":
+            threads = GATED_CPU_THREADS
+        thread_label = "" if threads is None else f"{threads} thread{'s' * (threads > 1)}"
+        settings = ", ".join(label for label in (inference, tuned, gate_label, thread_label) if label)
         backend_label = f"{meta['backend']} (fused)" if runs_fused(model) else meta["backend"]
-        meta = {**meta, **{k: v for k, v in overrides.items() if v is not None}}
+        meta = {**meta, **{k: v for k, v in overrides.items() if v is not None}, "gate_margin": None}
+        if gated:
+            meta["gate_margin"] = gate_margin
         tagger = f"align-mamba {align_mamba.__version__} ({checkpoint.parent.name})"
     rows = []
     cases = [(system, f) for system in ["tagger"] * (checkpoint is not None) + tools for f in files]
     for system, file in tqdm(cases, desc="throughput", unit="scan", disable=None):
         if system == "tagger":
-            seconds, found = time_tagger(model, meta, device, file.path, repeats, warmup, batch_chunks)
+            with torch_threads(threads):
+                seconds, found = time_tagger(model, meta, device, file.path, repeats, warmup, batch_chunks)
             rows.append(_row("tagger", tagger, str(device), backend_label, settings, file, seconds, found))
         else:
             seconds, found, version = time_baseline(system, file.directory, baseline_repeats)
@@ -269,7 +297,8 @@ def measure(
         log.info("%s on %s (%d bytes): %.3f s, %d findings", system, file.path.name, rows[-1].bytes, seconds, found)
     if checkpoint is not None and profile_out is not None:
         largest = max(files, key=lambda f: f.path.stat().st_size)
-        profile_tagger(model, meta, device, largest.path, batch_chunks, profile_out)
+        with torch_threads(threads):
+            profile_tagger(model, meta, device, largest.path, batch_chunks, profile_out)
         log.info("profile of one scan of %s written to %s", largest.path.name, profile_out)
     return with_ratios(rows)
 
@@ -302,6 +331,17 @@ def build_parser() -> OneLineParser:
     option("batch_chunks", type=int, default=8, help="chunks per forward pass")
     option("weights", default="float32", choices=WEIGHTS, help="the tagger's weight dtype (see above)")
     option("ssd_chunk_size", type=int, help="block length of the Mamba-2 chunked scan (default: the checkpoint's)")
+    gate = parser.add_mutually_exclusive_group()
+    gate.add_argument("--gate", dest="gate", action="store_const", const=True, help="the scan's candidate gate")
+    gate.add_argument(
+        *flag_names("no_gate"),
+        dest="gate",
+        action="store_const",
+        const=False,
+        help="the tagger on every byte (default: the gate on the CPU, as `align-mamba scan`)",
+    )
+    option("gate_margin", type=int, default=DEFAULT_MARGIN, help="the gate's context bytes each side")
+    option("threads", type=int, help="the tagger's torch threads (default: as `align-mamba scan`)")
     option("work_dir", type=Path, help="keep the generated files here (default: a temporary directory)")
     option("profile", type=Path, help="also write torch.profiler's operator table of one tagger scan here")
     return parser
@@ -324,11 +364,13 @@ def _settings(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_with_params(build_parser(), argv, _settings)
     setup_logging(args.log)
-    for name in ("repeats", "baseline_repeats", "batch_chunks", "ssd_chunk_size"):
+    for name in ("repeats", "baseline_repeats", "batch_chunks", "ssd_chunk_size", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
         raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.gate_margin < 0:
+        raise ConfigError(f"--gate-margin must be >= 0, got {args.gate_margin}")
     for size in args.sizes_mb:
         size_bytes(size)
     if args.no_tagger:
@@ -361,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
             args.profile,
             args.weights,
             args.ssd_chunk_size,
+            args.gate,
+            args.gate_margin,
+            args.threads,
         )
     table = pd.DataFrame([asdict(row) for row in rows], columns=COLUMNS)
     atomic_write_text(args.out, table.to_csv(index=False))
