@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from align_mamba import kernel_cache
-from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.core.errors import ConfigError, NonFiniteLossError, run_cli
 from align_mamba.core.fast_step import GraphStep, check_levers, refill, use_tensor_lr
 from align_mamba.core.loop import Loop
 from align_mamba.core.params import from_mapping
@@ -163,6 +163,22 @@ def test_the_static_buffer_step_gives_todays_losses(mqar, tmp_path, layout):
     static = _losses(loop, STEPS)
     assert loop.graph.warmed == 3 and loop.graph.inputs is not None
     torch.testing.assert_close(static, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_a_non_finite_loss_on_the_static_buffer_step_still_stops_the_run(mqar, tmp_path):
+    """Read every SYNC_EVERY steps, a NaN from a replayed step still names its first step."""
+    loop = _loop(mqar, tmp_path, "decoder", _train(steps=40, eval_every=40, checkpoint_every=40))
+    calls = []
+
+    def nan_from_the_6th_call(batch):
+        calls.append(1)
+        loss = loop.task.inputs_loss(batch)
+        return loss * torch.tensor(float("nan")) if len(calls) > 5 else loss
+
+    loop.graph = GraphStep(CPU, nan_from_the_6th_call, loop.update, capture=_replay_by_rerunning)
+    with pytest.raises(NonFiniteLossError, match=r"cell mamba2-np6-ds8-s0: loss is nan at step 5;"):
+        loop.run()
+    assert not (tmp_path / "model.pt").exists()
 
 
 @pytest.mark.slow  # inductor compiles for 1-2 minutes on 2 CPU cores
