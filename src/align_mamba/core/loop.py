@@ -66,6 +66,8 @@ class Task(Protocol):
     selection: the validation column that picks the best weights and stops training (higher is
     better), e.g. "val_accuracy"; selection_label its words in logs, e.g. "validation accuracy".
     validation_columns: every column `validate` returns, in history.csv order.
+    A task may also offer step_inputs(step) and inputs_loss(inputs), its loss in two parts, which
+    the speed levers need (TrainConfig.cuda_graph, TrainConfig.compile; see core.fast_step).
     """
 
     kind: str
