@@ -7,6 +7,10 @@
 #                                                           the first SLOTS ids take the first slots
 #   tools/gpu_allocation.sh wait SECONDS                    wait up to SECONDS for the run; print progress
 #   tools/gpu_allocation.sh pack OUT_DIR                    OUT_DIR/allocation.tgz + allocation.log
+# MPS=1 before `start`: the cells share the GPU through a CUDA MPS daemon (tools/mps.sh), started
+# where the machine allows it (else one line, and the run goes on without it) and stopped when the
+# run ends. Compiled and autotuned kernels are cached in ALIGN_MAMBA_CACHE_DIR (default
+# .cache/kernels here): carry that folder to the next machine to start warm.
 set -euo pipefail
 command=${1:?usage: tools/gpu_allocation.sh start|wait|pack ...}
 shift
@@ -18,9 +22,16 @@ case "$command" in
     python3 -m align_mamba.pipeline dvc > /dev/null
     targets=()
     for id in "$@"; do targets+=("results/cells/$id.json"); done
-    # setsid: the run outlives the command that started it
+    export ALIGN_MAMBA_CACHE_DIR=${ALIGN_MAMBA_CACHE_DIR:-$PWD/.cache/kernels}
+    stop_mps=true
+    if [ "${MPS:-0}" = 1 ]; then
+      eval "$(tools/mps.sh start)"
+      stop_mps="tools/mps.sh stop"
+    fi
+    # setsid: the run outlives the command that started it (and stops MPS when it ends)
     # targets first, and a flag after each list: --prioritize and --resources take every word after them
-    setsid nohup python3 -m snakemake "${targets[@]}" --prioritize "${targets[@]:0:$slots}" \
+    setsid nohup bash -c '"$@"; status=$?; '"$stop_mps"'; exit $status' run \
+      python3 -m snakemake "${targets[@]}" --prioritize "${targets[@]:0:$slots}" \
       --profile workflow/profiles/gpu-node \
       --resources gpu_slots="$slots" > logs/allocation.log 2>&1 < /dev/null &
     echo $! > logs/allocation.pid

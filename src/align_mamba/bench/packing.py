@@ -15,6 +15,12 @@ time one run each, e.g. in two calls on a machine with a per-command time limit:
 go into OUT/packing.json as soon as it ends, merged with what an earlier invocation for the same
 grid, slots and cores wrote there; the speedup appears once both are in. The runs' Snakemake output
 is in OUT/serial.log and OUT/packed.log, the warm-ups' in OUT/warmup.log.
+
+With `--levers`, it measures instead the packed throughput of each training speed lever (eager,
+cuda_graph, compile, mps, combined) at the study's 18-layer and 2-layer shapes, SLOTS processes
+side by side, into OUT/levers.json (align_mamba.bench.levers; no params file needed):
+    python -m align_mamba.bench.packing --levers eager cuda_graph compile mps combined --shapes 18 2 \
+        --slots 8 --out results/gpu/packing
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from align_mamba.bench.levers import LEVERS, SHAPES, measure_levers
 from align_mamba.core.atomic import atomic_write_json
 from align_mamba.core.cli import OneLineParser, flag_names, setup_logging
 from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.core.params import to_dict
+from align_mamba.core.train_config import COMPILE_MODES
 from align_mamba.recall.params import Cell, RecallParams, load_recall_params
 
 log = logging.getLogger("align_mamba.bench.packing")
@@ -173,18 +181,27 @@ def main(argv: list[str] | None = None) -> int:
     def option(name: str, **kwargs) -> None:
         parser.add_argument(*flag_names(name), dest=name, **kwargs)
 
-    option("params", type=Path, required=True, help="the grid to time (a params.yaml, e.g. a preset)")
+    option("params", type=Path, help="the grid to time (a params.yaml, e.g. a preset); not with --levers")
     option("out", type=Path, required=True, help="folder for packing.json and the runs' logs")
     option("slots", type=int, default=8, help="cells sharing the GPU in the packed run")
     option("cores", type=int, default=os.cpu_count() or 1, help="Snakemake --cores for both runs")
     option("work_dir", type=Path, help="where the scratch projects go (default: a temporary directory)")
     option("modes", nargs="+", choices=MODES, default=list(MODES), help="which runs to time (default both)")
+    option("levers", nargs="+", choices=LEVERS, help="time these speed levers packed instead of the grid")
+    option("shapes", nargs="+", type=int, choices=sorted(SHAPES), default=sorted(SHAPES, reverse=True))
+    option("steps", type=int, default=100, help="--levers: timed steps per worker")
+    option("warmup_steps", type=int, default=6, help="--levers: untimed steps per worker (compile, capture)")
+    option("compile_mode", choices=COMPILE_MODES[1:], default="default", help="--levers: the compile lever's mode")
     args = parser.parse_args(argv)
     setup_logging(args.log)
     if args.slots < 2 or args.cores < 1:
         raise ConfigError(f"--slots must be >= 2 and --cores >= 1, got {args.slots} and {args.cores}")
     if not (Path.cwd() / "Snakefile").is_file():
         raise ConfigError("run from the project root (no Snakefile here)")
+    if args.levers:
+        return _main_levers(args)
+    if args.params is None:
+        raise ConfigError("--params is required (the grid to time), unless --levers is given")
     with tempfile.TemporaryDirectory(prefix="packing-") as tmp:
         work = args.work_dir or Path(tmp)
         result = measure_packing(
@@ -194,6 +211,29 @@ def main(argv: list[str] | None = None) -> int:
         ", ".join(f"{mode} {result[f'{mode}_seconds']} s" for mode in MODES if f"{mode}_seconds" in result)
         + (f": {result['speedup']}x over {result['cells']} cells" if "speedup" in result else "")
     )
+    return 0
+
+
+def _main_levers(args) -> int:
+    if args.steps < 1 or args.warmup_steps < 1:
+        raise ConfigError(f"--steps and --warmup-steps must be >= 1, got {args.steps} and {args.warmup_steps}")
+    with tempfile.TemporaryDirectory(prefix="levers-") as tmp:
+        result = measure_levers(
+            Path.cwd(),
+            args.out,
+            args.work_dir or Path(tmp),
+            args.slots,
+            tuple(dict.fromkeys(args.shapes)),
+            tuple(dict.fromkeys(args.levers)),
+            args.steps,
+            args.warmup_steps,
+            args.compile_mode,
+        )
+    for row in result["rows"]:
+        print(
+            f"{row['n_layers']:>2} layers {row['lever']:<10} {row['status']:<7} "
+            f"{row.get('cell_steps_per_s')} cell-steps/s, x{row['speedup_vs_eager']} vs eager {row['reason']}"
+        )
     return 0
 
 

@@ -48,10 +48,21 @@ def flag_names(field_name: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def parse_bool(text: str) -> bool:
+    """A flag's true/false (argparse's `type=bool` would take "false" as True)."""
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, sections: dict[str, type]) -> None:
     """One flag per field of every config section; unset flags stay None so the YAML value wins.
 
-    A tuple field (hybrid_positions) takes zero or more integers: `--hybrid-positions 0 2`.
+    A tuple field (hybrid_positions) takes zero or more integers: `--hybrid-positions 0 2`; a bool
+    field true or false: `--cuda-graph true`.
     """
     for section, cls in sections.items():
         group = parser.add_argument_group(f"{section} settings")
@@ -62,7 +73,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, sections: dict[str,
                 *flag_names(f.name),
                 dest=f"{section}__{f.name}",
                 default=None,
-                type=int if is_list else hints[f.name],
+                type=int if is_list else parse_bool if hints[f.name] is bool else hints[f.name],
                 nargs="*" if is_list else None,
                 help=f"default {f.default!r}",
             )

@@ -13,6 +13,10 @@ The step reads no device value: loss and gradient norm stay on the device and ar
 host together every SYNC_EVERY steps and at every evaluation, resume point and the end, where a
 non-finite value stops the run with NonFiniteLossError naming the first bad step. A non-finite
 weight stops it there too, and nothing is written unless every saved weight is finite.
+
+The speed levers (TrainConfig.cuda_graph, TrainConfig.compile; core.fast_step) change how the
+step runs, never what it computes; with both off the step is the eager one above. train.json
+records which path trained the model (`train_path`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,15 @@ from align_mamba.core.atomic import atomic_write_json, atomic_write_text
 from align_mamba.core.backends import describe_device, resolve_backend, resolve_device
 from align_mamba.core.checkpoint import load_resume, non_finite, require_finite, save_checkpoint, set_aside
 from align_mamba.core.errors import ConfigError, DataIntegrityError, NonFiniteLossError
+from align_mamba.core.fast_step import (
+    GraphStep,
+    check_levers,
+    compiled_loss,
+    make_optimizer,
+    set_learning_rate,
+    train_path,
+    use_tensor_lr,
+)
 from align_mamba.core.gpu_slots import select_gpu
 from align_mamba.core.train_config import TrainConfig
 
@@ -53,6 +66,8 @@ class Task(Protocol):
     selection: the validation column that picks the best weights and stops training (higher is
     better), e.g. "val_accuracy"; selection_label its words in logs, e.g. "validation accuracy".
     validation_columns: every column `validate` returns, in history.csv order.
+    A task may also offer step_inputs(step) and inputs_loss(inputs), its loss in two parts, which
+    the speed levers need (TrainConfig.cuda_graph, TrainConfig.compile; see core.fast_step).
     """
 
     kind: str
@@ -126,12 +141,13 @@ class Loop:
         self.task, self.cfg = task, cfg
         self.out_dir, self.resume_path = out_dir, resume_dir / "last.pt"
         self.what = f"{task.kind} {task.name}"
-        self.optimizer = torch.optim.AdamW(
-            parameter_groups(task.model, cfg.weight_decay),
-            lr=cfg.lr,
-            betas=(0.9, 0.95),
-            fused=task.device.type == "cuda",
+        check_levers(cfg.cuda_graph, cfg.compile, task)
+        self.optimizer = make_optimizer(
+            parameter_groups(task.model, cfg.weight_decay), cfg.lr, task.device, cfg.cuda_graph
         )
+        # compile: the task's loss traced once; cuda_graph: the whole update replayed from one capture
+        self.loss_fn = compiled_loss(task, cfg.compile) if cfg.compile != "none" else None
+        self.graph = GraphStep(task.device, self.loss_fn or task.inputs_loss, self.update) if cfg.cuda_graph else None
         self.fingerprint = task.fingerprint()
         self.state = TrainState()
         self.columns = STEP_COLUMNS + list(task.validation_columns)
@@ -164,6 +180,8 @@ class Loop:
                 moved.name,
             )
             return
+        if self.cfg.cuda_graph:  # the loaded groups hold the saved learning rate, not the device tensor
+            use_tensor_lr(self.optimizer, self.task.device)
         log.info("%s: resumed at step %d from %s", self.task.name, self.state.step, self.resume_path)
 
     def save_resume(self) -> None:
@@ -183,15 +201,24 @@ class Loop:
     def train_step(self, step: int) -> tuple[dict, torch.Tensor]:
         """One update. Returns the history row (host values) and (2,) [loss, grad norm] on the device."""
         lr = learning_rate(step, self.cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(self.optimizer, lr)
         self.task.model.train()
-        loss = self.task.step_loss(step)
+        if self.graph is not None:
+            values = self.graph(self.task.step_inputs(step))
+        elif self.loss_fn is not None:
+            values = self.update(self.loss_fn(self.task.step_inputs(step)))
+        else:
+            values = self.update(self.task.step_loss(step))
+        return {"step": step + 1, "lr": lr}, values
+
+    def update(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backward, clip, optimizer step; (2,) [loss, grad norm] on the device. Reads no device
+        value, so it can be captured (zero_grad is a no-op at capture: the grads are None there)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.task.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
-        return {"step": step + 1, "lr": lr}, torch.stack([loss.detach().float(), grad_norm.detach().float()])
+        return torch.stack([loss.detach().float(), grad_norm.detach().float()])
 
     def sync(self) -> None:
         """Bring the pending losses and gradient norms to the host (one transfer) and check them and
@@ -301,6 +328,7 @@ class Loop:
             "stop_reason": s.stop_reason,
             "backend": task.backend,
             "device": describe_device(task.device),
+            "train_path": train_path(self.cfg.cuda_graph, self.cfg.compile),
             "wall_seconds_this_run": round(seconds, 2),
             "parameters": sum(p.numel() for p in task.model.parameters()),
         }

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from align_mamba.core.backends import BACKENDS
 from align_mamba.core.params import DEVICES, require, require_choice, require_positive
 
+# torch.compile modes of the `compile` setting. "none": eager (today's step). CUDA graphs come from
+# `cuda_graph`, which captures the whole step, so inductor's own graphs (reduce-overhead) are not offered.
+COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -17,6 +21,12 @@ class TrainConfig:
 
     target_accuracy is the value of the task's validation selection metric (MQAR: query accuracy;
     the tagger: span F1) at which training stops.
+
+    Speed levers (align_mamba.core.fast_step; both off by default, the eager step):
+    cuda_graph: capture the whole step (forward, backward, clipping, fused AdamW) in one CUDA graph
+    after warm-up steps and replay it; CUDA only: on a CPU it is refused, never silently dropped.
+    compile: torch.compile mode of the model's glue (norms, gates, residuals, loss); mamba-ssm's
+    Triton kernels stay outside the compiled graphs. Runs on the CPU too.
     """
 
     steps: int = 2000
@@ -34,6 +44,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     backend: str = "auto"
+    cuda_graph: bool = False
+    compile: str = "none"
 
     def __post_init__(self) -> None:
         require_positive(
@@ -46,3 +58,8 @@ class TrainConfig:
         require(0 < self.target_accuracy <= 1, f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
         require_choice("device", self.device, DEVICES)
         require_choice("backend", self.backend, BACKENDS)
+        require_choice("compile", self.compile, COMPILE_MODES)
+        require(
+            not (self.cuda_graph and self.device == "cpu"),
+            "cuda_graph: true needs device cuda (it captures GPU kernels); set run.device to cuda or cuda_graph to false",
+        )

@@ -42,6 +42,7 @@ __all__ = [
     "cell_name",
     "learning_rate",
     "parameter_groups",
+    "query_loss",
     "train_cell",
 ]
 
@@ -77,8 +78,22 @@ def batch_loss(model: RecallModel, split: MQARSplit, idx: torch.Tensor, device: 
     The queries are a fixed slice (seq2seq) or host-computed positions (decoder layout), never a
     boolean mask, so nothing here waits for the device.
     """
-    inputs, queries, targets, context = split.query_batch(idx, device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    return query_loss(model, *split.query_batch(idx, device))
+
+
+def query_loss(
+    model: RecallModel,
+    inputs: torch.Tensor,
+    queries: torch.Tensor | slice,
+    targets: torch.Tensor,
+    context: torch.Tensor | None,
+    autocast_cache: bool = True,
+) -> torch.Tensor:
+    """Cross-entropy of the (B·M,) `targets` against the model's logits at `queries` (see
+    MQARSplit.query_batch). autocast_cache=False: every cast is a kernel of this call, which a
+    CUDA graph needs (a cached cast made during capture is not refreshed by a replay)."""
+    device = inputs.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda", cache_enabled=autocast_cache):
         logits = model(inputs, queries, context)  # (B·M, V)
     return F.cross_entropy(logits.float(), targets)
 
@@ -118,6 +133,15 @@ class RecallTask:
 
     def step_loss(self, step: int) -> torch.Tensor:
         return batch_loss(self.model, self.train_split, self.sampler.indices(step), self.device)
+
+    def step_inputs(self, step: int) -> tuple:
+        """(inputs, queries, targets, context) of batch `step` on the device, for the speed levers:
+        tensors of one shape every step, queries a fixed slice (seq2seq) or (B, M) positions."""
+        return self.train_split.query_batch(self.sampler.indices(step), self.device)
+
+    def inputs_loss(self, batch: tuple) -> torch.Tensor:
+        """step_loss of a step_inputs batch (what core.fast_step compiles and captures)."""
+        return query_loss(self.model, *batch, autocast_cache=False)
 
     def validate(self) -> dict[str, float]:
         correct = query_correctness(self.model, self.val_split, self.cell.train.eval_batch_size, self.device)

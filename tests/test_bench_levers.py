@@ -1,0 +1,101 @@
+"""The packed lever benchmark (bench.levers through bench.packing --levers): what each row runs,
+how throughput and speedups are computed, and what a failure or a machine without MPS records."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from align_mamba.bench import levers, packing
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FakeWorkers:
+    """Stands in for the shell: each worker 'trains' at `rate[lever]` steps/s, all in one span."""
+
+    def __init__(self, rate: dict[str, float], fail: str = ""):
+        self.rate, self.fail, self.calls = rate, fail, []
+
+    def __call__(self, commands: list[str], cwd: Path, log_path: Path) -> None:
+        self.calls.append(commands)
+        for command in commands:
+            words = shlex.split(command)
+            first = words.index("align_mamba.bench.levers") + 1  # after any VAR=value prefix
+            args = dict(zip(words[first::2], words[first + 1 :: 2]))
+            lever = args["--lever"]
+            if lever == self.fail:
+                raise levers.ConfigError(f"`{command}` failed with exit status 1 in {cwd}; see {log_path}")
+            seconds = int(args["--steps"]) / self.rate[lever]
+            result = {"start": 100.0, "end": 100.0 + seconds, "steps": int(args["--steps"])}
+            result.update(ms_per_step=1e3 * seconds / result["steps"], first_step_seconds=12.5, captured=False)
+            Path(args["--result"]).write_text(json.dumps(result))
+
+
+def _measure(tmp_path, run, lever_names=levers.LEVERS, **kw):
+    return levers.measure_levers(
+        ROOT, tmp_path / "out", tmp_path / "work", 4, (2,), lever_names, steps=10, run=run, device="fake", **kw
+    )
+
+
+def test_every_lever_runs_slots_workers_and_compares_with_eager(tmp_path, monkeypatch):
+    monkeypatch.setattr(levers, "start_mps", lambda root: ({"CUDA_MPS_PIPE_DIRECTORY": "/tmp/p"}, ""))
+    monkeypatch.setattr(levers, "stop_mps", lambda root: None)
+    run = FakeWorkers({"eager": 10, "cuda_graph": 20, "compile": 12, "mps": 13, "combined": 30})
+    result = _measure(tmp_path, run)
+    rows = {row["lever"]: row for row in result["rows"]}
+    assert list(rows) == list(levers.LEVERS) and all(len(commands) == 4 for commands in run.calls)
+    assert rows["eager"]["cell_steps_per_s"] == pytest.approx(40.0)  # 4 workers x 10 steps/s
+    assert rows["combined"]["speedup_vs_eager"] == pytest.approx(3.0)
+    assert rows["cuda_graph"]["cuda_graph"] and rows["compile"]["compile"] == "default"
+    assert rows["combined"]["mps"] and rows["combined"]["cuda_graph"] and not rows["cuda_graph"]["mps"]
+    assert run.calls[3][0].startswith("CUDA_MPS_PIPE_DIRECTORY=/tmp/p ")  # the mps lever's workers
+    assert all(" --shape 2 " in c and "--index 0 " in c for c in (calls[0] for calls in run.calls))
+    saved = json.loads((tmp_path / "out" / "levers.json").read_text())
+    assert saved["rows"] == result["rows"] and {"n_layers", "lever", "cell_steps_per_s", "speedup_vs_eager"} <= set(
+        saved["rows"][0]
+    )
+
+
+def test_without_mps_and_with_a_failing_lever_the_rows_say_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(levers, "start_mps", lambda root: ({}, "mps: nvidia-cuda-mps-control not found"))
+    run = FakeWorkers({"eager": 10, "cuda_graph": 20}, fail="compile")
+    rows = {row["lever"]: row for row in _measure(tmp_path, run)["rows"]}
+    assert rows["mps"]["status"] == "skipped" and "not found" in rows["mps"]["reason"]
+    assert rows["compile"]["status"] == "failed" and "exit status 1" in rows["compile"]["reason"]
+    assert rows["compile"]["speedup_vs_eager"] is None and rows["cuda_graph"]["speedup_vs_eager"] == 2.0
+
+
+def test_a_later_invocation_adds_its_rows_to_the_same_file(tmp_path):
+    _measure(tmp_path, FakeWorkers({"eager": 10}), ("eager",))
+    result = _measure(tmp_path, FakeWorkers({"cuda_graph": 25}), ("cuda_graph",))
+    assert [(r["lever"], r["speedup_vs_eager"]) for r in result["rows"]] == [("eager", 1.0), ("cuda_graph", 2.5)]
+
+
+def test_the_lever_settings_are_the_train_settings():
+    assert levers.lever_train("eager", "default") == {"cuda_graph": False, "compile": "none"}
+    assert levers.lever_train("combined", "max-autotune-no-cudagraphs") == {
+        "cuda_graph": True,
+        "compile": "max-autotune-no-cudagraphs",
+    }
+
+
+def test_packing_without_params_or_levers_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code = packing.run_cli(packing.main, ["--out", str(tmp_path)])
+    assert code == 2 and "--params is required (the grid to time), unless --levers is given" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_two_workers_train_the_2_layer_cell_eager_and_graph_captured(tmp_path, monkeypatch):
+    """On a GPU: the real workers, 3 timed steps each; both rows ok, the graph captured."""
+    monkeypatch.chdir(ROOT)
+    result = levers.measure_levers(
+        ROOT, tmp_path / "out", tmp_path / "work", 2, (2,), ("eager", "cuda_graph"), steps=3, warmup=5
+    )
+    rows = {row["lever"]: row for row in result["rows"]}
+    assert rows["eager"]["status"] == "ok" and rows["cuda_graph"]["status"] == "ok", rows
+    assert rows["cuda_graph"]["captured"] and rows["cuda_graph"]["speedup_vs_eager"] > 0
