@@ -93,7 +93,9 @@ def test_the_cli_reads_true_and_false(mqar, tmp_path, capsys):
     assert code == 2 and "expected true or false, got 'maybe'" in capsys.readouterr().err
 
 
-def test_train_json_records_which_path_trained_the_cell(mqar, tmp_path):
+def test_train_json_records_which_path_trained_the_cell(mqar, tmp_path, monkeypatch):
+    # other tests (the packing tool run in-process) may have set the cache folder for this process
+    monkeypatch.delenv("ALIGN_MAMBA_CACHE_DIR", raising=False)
     summary = train_cell(
         CellConfig(CELLS["decoder"], _train(steps=2, eval_every=2, checkpoint_every=2)), mqar, tmp_path
     )
