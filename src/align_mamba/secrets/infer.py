@@ -354,6 +354,14 @@ CPU_SCAN_BLOCK = 16
 GATED_CPU_THREADS = 1
 
 
+def scan_threads(asked: int | None, gated: bool, device: torch.device) -> int | None:
+    """Intra-op threads for a scan: as asked, else GATED_CPU_THREADS for a gated CPU scan, else torch's
+    default (None)."""
+    if asked is not None:
+        return asked
+    return GATED_CPU_THREADS if gated and device.type == "cpu" else None
+
+
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """Run the block with `threads` intra-op threads (None: as they are), then put the old count back."""

@@ -82,6 +82,7 @@ from align_mamba.secrets.infer import (
     WEIGHTS,
     load_tagger,
     predict_spans,
+    scan_threads,
     torch_threads,
     tune_tagger,
 )
@@ -141,11 +142,8 @@ class ScanOptions:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}")
 
     def threads_for(self, device: torch.device, gate: bool) -> int | None:
-        """Intra-op threads for the scan: as asked, else one for a gated CPU scan (infer.GATED_CPU_THREADS),
-        else torch's default (None)."""
-        if self.threads is not None:
-            return self.threads
-        return GATED_CPU_THREADS if gate and device.type == "cpu" else None
+        """Intra-op threads for the scan (infer.scan_threads)."""
+        return scan_threads(self.threads, gate, device)
 
     def gate_on(self, device: torch.device, checkpoint_threshold: float) -> bool:
         """Whether the candidate gate runs: as asked, else on the CPU (where the model is the cost) unless

@@ -52,10 +52,10 @@ from align_mamba.secrets.data.config import MAX_LENGTH, MIN_LENGTH
 from align_mamba.secrets.data.generate import SeenValues
 from align_mamba.secrets.gate import DEFAULT_MARGIN, candidate_regions
 from align_mamba.secrets.infer import (
-    GATED_CPU_THREADS,
     WEIGHTS,
     load_tagger,
     predict_spans,
+    scan_threads,
     torch_threads,
     tune_tagger,
 )
@@ -275,8 +275,7 @@ def measure(
         inference = "" if ssd_chunk_size is not None else meta["inference_path"]  # "ssd chunk N" says it
         gated = device.type == "cpu" if gate is None else gate
         gate_label = f"candidate gate (margin {gate_margin})" if gated else ""
-        if threads is None and gated and device.type == "cpu":
-            threads = GATED_CPU_THREADS
+        threads = scan_threads(threads, gated, device)
         thread_label = "" if threads is None else f"{threads} thread{'s' * (threads > 1)}"
         settings = ", ".join(label for label in (inference, tuned, gate_label, thread_label) if label)
         backend_label = f"{meta['backend']} (fused)" if runs_fused(model) else meta["backend"]
