@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from step_helpers import CELLS, write_tiny_mqar
 
 from align_mamba.core.errors import NonFiniteLossError
 from align_mamba.core.loop import SYNC_EVERY, Loop
-from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
-from align_mamba.recall.mqar import IGNORE_INDEX, MQARConfig
-from align_mamba.recall.storage import write_mqar
+from align_mamba.recall.config import CellConfig, TrainConfig
+from align_mamba.recall.mqar import IGNORE_INDEX
 from align_mamba.recall.train import RecallTask, batch_loss, train_cell
 
 CPU = torch.device("cpu")
@@ -23,26 +23,7 @@ HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
 
 @pytest.fixture(scope="module")
 def mqar(tmp_path_factory) -> Path:
-    return write_mqar(
-        MQARConfig(num_pairs=6, seq_len=40, num_queries=4, train_size=64, val_size=16, test_size=16, seed=0),
-        tmp_path_factory.mktemp("data") / "np6",
-    )
-
-
-CELLS = {
-    "decoder": ModelConfig(variant="mamba2", d_model=32, n_layers=1, d_state=8, headdim=16, chunk_size=8),
-    "seq2seq": ModelConfig(
-        variant="hybrid",
-        hybrid_positions=(0,),
-        d_model=32,
-        n_layers=1,
-        encoder_layers=1,
-        d_state=8,
-        headdim=16,
-        chunk_size=8,
-        n_heads=2,
-    ),
-}
+    return write_tiny_mqar(tmp_path_factory.mktemp("data"))
 
 
 def _train(**kw) -> TrainConfig:
