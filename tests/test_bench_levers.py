@@ -14,6 +14,13 @@ from align_mamba.bench import levers, packing
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def kernel_cache_in_tmp(tmp_path, monkeypatch):
+    """measure_levers points its workers' kernel cache through the process environment: give it a
+    folder of the test's own, undone after the test, so the setting never reaches later tests."""
+    monkeypatch.setenv(levers.CACHE_ENV, str(tmp_path / "kernels"))
+
+
 class FakeWorkers:
     """Stands in for the shell: each worker 'trains' at `rate[lever]` steps/s, all in one span."""
 
