@@ -29,10 +29,11 @@ case "$command" in
       stop_mps="tools/mps.sh stop"
     fi
     # setsid: the run outlives the command that started it (and stops MPS when it ends)
-    # targets first, and a flag after each list: --prioritize and --resources take every word after them
+    # targets first, and a flag after each list: --prioritize and --resources take every word after them.
+    # --keep-going: one cell that fails (a diverged rate) must not stop the others in a paid allocation
     setsid nohup bash -c '"$@"; status=$?; '"$stop_mps"'; exit $status' run \
       python3 -m snakemake "${targets[@]}" --prioritize "${targets[@]:0:$slots}" \
-      --profile workflow/profiles/gpu-node \
+      --profile workflow/profiles/gpu-node --keep-going \
       --resources gpu_slots="$slots" > logs/allocation.log 2>&1 < /dev/null &
     echo $! > logs/allocation.pid
     echo "started $(( $# )) cells, snakemake pid $(cat logs/allocation.pid)"
