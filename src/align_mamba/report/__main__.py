@@ -3,7 +3,8 @@
 
 With --params the report reads exactly the cells of its experiments (CELLS/<id>.json, and
 <id>.confirm.json of a 2x-budget rerun beside it) and opens each experiment's section with its
-hypotheses; without it, --cells is searched recursively for metrics files of
+hypotheses (--partial: a study under way, whose missing cells are listed as not run, never
+filled in); without it, --cells is searched recursively for metrics files of
 `python -m align_mamba.recall.evaluate` (other JSON files are skipped). --bench (outputs of `python -m align_mamba.bench`, and
 scan_throughput.csv of `python -m align_mamba.secrets.throughput`) and --secrets (DIR/<tagger>/ of
 `python -m align_mamba.secrets.evaluate`, DIR/baselines/ of `python -m align_mamba.secrets.baselines`)
@@ -32,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--params", type=Path, help="params.yaml: report exactly its experiments' cells (CELLS/<id>.json)"
     )
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="with --params: a study under way; cells without a metrics file are listed as not run",
+    )
     # both spellings: DVC unpacks params.yaml's `report: {capacity_threshold: ...}` as --capacity_threshold
     parser.add_argument(
         *flag_names("capacity_threshold"),
@@ -54,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     setup_logging(args.log)
+    if args.partial and args.params is None:
+        parser.error("--partial needs --params (the study whose missing cells it lists)")
     recall = taggers = None
     if args.params is not None:
         params = load_params(args.params)
@@ -66,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_dir=args.bench,
         secrets_dir=args.secrets,
         taggers=taggers,
+        partial=args.partial,
     )
     log.info("report of %d cells written to %s (report.md, report.html)", metrics["cells"], args.out)
     return 0

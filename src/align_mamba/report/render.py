@@ -99,9 +99,18 @@ def _header(runs: list[experiments.Run], results: list[experiments.ExperimentRes
     return Section("What this run shows", tuple(lines))
 
 
-def _experiment(result: experiments.ExperimentResult, runs: list[experiments.Run]) -> Section:
+def _experiment(result: experiments.ExperimentResult, runs: list[experiments.Run], not_run: list[str]) -> Section:
     exp, t = result.experiment, result.threshold
     blocks: list = [Text(exp.question)] if exp.question else []
+    if not_run:
+        ran = sum(len(p.kept) for p in result.points)
+        blocks.append(
+            Text(
+                f"Partial: {len(not_run)} cell(s) of this experiment have not run yet (listed in not_run.txt); "
+                f"what follows rests on the {ran} kept seed-run(s) that have. A missing cell is never filled in.",
+                loud=True,
+            )
+        )
     if exp.expect:
         blocks += [
             Text("Hypotheses (from params.yaml, not results) against what was measured:"),
@@ -369,6 +378,7 @@ def build_sections(
     bench_dir: Path | None = None,
     secrets_dir: Path | None = None,
     taggers: list[str] | None = None,
+    not_run: dict[str, list[str]] | None = None,
 ) -> tuple[list[Section], dict]:
     """The report's sections in order, and the headline metrics (rounded; None: no capacity).
 
@@ -376,13 +386,30 @@ def build_sections(
     bench_dir / secrets_dir (None: that section is left out) add the benchmark and secret-span
     sections; a directory without results gives its section one line saying how to produce them.
     taggers: the tagger folders of secrets_dir to report (None: every one with a summary.json).
+    not_run: per experiment, the ids of its cells that have no metrics file yet (a partial study).
     """
+    not_run = not_run or {}
     results = [
         experiments.ExperimentResult(exp, runs, settings, recorded=any(r.metrics.cell.experiments for r in runs))
         for exp in experiments.experiments_of(runs, recall)
     ]
-    sections = [_header(runs, results, command), *(_experiment(result, runs) for result in results), _provenance(runs)]
+    header = _header(runs, results, command)
+    if not_run:
+        missing = len({cell_id for ids in not_run.values() for cell_id in ids})
+        warning = Text(
+            f"A study under way: {missing} cell(s) of params.yaml have not run yet; every verdict below "
+            f"rests only on the cells that have (each section says how many).",
+            loud=True,
+        )
+        header = dataclasses.replace(header, blocks=(warning, *header.blocks))
+    sections = [
+        header,
+        *(_experiment(result, runs, not_run.get(result.experiment.name, [])) for result in results),
+        _provenance(runs),
+    ]
     metrics: dict = {"cells": len(runs)}
+    if not_run:
+        metrics["cells_not_run"] = len({cell_id for ids in not_run.values() for cell_id in ids})
     for result in results:
         metrics.update(result.headline())
     extras = [_benchmark(Path(bench_dir))] if bench_dir is not None else []
@@ -462,11 +489,14 @@ def write_report(
     bench_dir: Path | None = None,
     secrets_dir: Path | None = None,
     taggers: list[str] | None = None,
+    partial: bool = False,
 ) -> dict:
     """Load the metrics files under `cells_dir` (exactly the cells of `recall`, if given) and write the
     report, with the benchmark and secret-span sections when `bench_dir` / `secrets_dir` are given.
 
     threshold: the capacity threshold (default: recall's report settings, else 0.9).
+    partial: with `recall`, a study still under way: cells without a metrics file are listed as not
+    run (each experiment's section says how many; not_run.txt names them), never filled in.
     Writes report.md, report.html, figures/*.png, cells.csv and metrics.json; returns the metrics.
     """
     settings = recall.report if recall is not None else ReportSettings()
@@ -479,10 +509,21 @@ def write_report(
     extra = "".join(
         f" --{flag} {value}" for flag, value in (("bench", bench_dir), ("secrets", secrets_dir)) if value is not None
     )
+    extra += " --partial" if partial else ""
     command = command or f"python -m align_mamba.report {params}--cells {cells_dir} --out {out_dir}{extra}"
     expected = [Path(cells_dir) / f"{cell.id}.json" for cell in recall.cells] if recall is not None else None
+    not_run: dict[str, list[str]] = {}
+    if partial and recall is not None:
+        for cell in recall.cells:
+            if not (Path(cells_dir) / f"{cell.id}.json").is_file():
+                for name in cell.experiments:
+                    not_run.setdefault(name, []).append(cell.id)
+        expected = [p for p in expected if p.is_file()]
     runs = experiments.load_runs(cells_dir, expected)
-    sections, metrics = build_sections(runs, recall, command, settings, bench_dir, secrets_dir, taggers)
+    sections, metrics = build_sections(runs, recall, command, settings, bench_dir, secrets_dir, taggers, not_run)
+    if partial:
+        listing = "".join(f"{name}\t{cell_id}\n" for name, ids in sorted(not_run.items()) for cell_id in ids)
+        atomic_write_text(out_dir / "not_run.txt", listing)
     for block in (b for s in sections for b in s.blocks if isinstance(b, Image)):
         atomic_write_bytes(out_dir / "figures" / f"{block.name}.png", block.png)
     atomic_write_text(out_dir / "cells.csv", cells_frame(runs, settings.capacity_threshold).to_csv(index=False))
