@@ -1,0 +1,46 @@
+"""tools/gpu_allocation.sh on the CPU: one tiny cell, started, waited for and packed.
+
+The property that matters on a lent GPU, whose every call re-sends the project's working tree: the
+run lives in its own scratch copy, so the project folder gains nothing the next sync could delete
+(data, cells, checkpoints), and what `pack` carries off is whole."""
+
+from __future__ import annotations
+
+import tarfile
+
+from pipeline_helpers import ROOT, project_copy, run
+
+CELL = "hybrid-0/np4-ds8-lr0.003-s0"
+
+
+def _tree(project):
+    """The project's files, less the kernel cache (.cache/, ignored by git: kept on purpose)."""
+    return sorted(p.relative_to(project) for p in project.rglob("*") if p.relative_to(project).parts[0] != ".cache")
+
+
+def test_an_allocation_runs_outside_the_project_and_packs_its_cell(tmp_path):
+    project = project_copy(tmp_path / "project")
+    (project / "tools").mkdir()
+    (project / "tools" / "gpu_allocation.sh").write_bytes((ROOT / "tools" / "gpu_allocation.sh").read_bytes())
+    (project / "tools" / "mps.sh").write_bytes((ROOT / "tools" / "mps.sh").read_bytes())
+    before = _tree(project)
+    script = ["bash", "tools/gpu_allocation.sh"]
+    env = f"ALLOCATION_DIR={tmp_path / 'allocation'}"
+
+    def allocation(*args: str) -> str:
+        return run(["env", env, *script, *args], project).stdout
+
+    assert "started 1 cells" in allocation("start", "workflow/presets/tiny.yaml", "1", CELL)
+    waited = allocation("wait", "600")
+    assert "finished" in waited and "metrics files: 1" in waited
+    allocation("pack", str(tmp_path / "out"))
+
+    assert _tree(project) == before
+    with tarfile.open(tmp_path / "out" / "allocation.tgz") as packed:
+        names = packed.getnames()
+    assert f"results/cells/{CELL}.json" in names and f"runs/{CELL}/history.csv" in names
+    assert not any(name.endswith(".pt") for name in names)  # never checkpoints
+    assert "4 of 4 steps (100%) done" in (tmp_path / "out" / "allocation.log").read_text()
+    # a second start refuses to run over the first allocation's outputs
+    refused = run(["env", env, *script, "start", "workflow/presets/tiny.yaml", "1", CELL], project, check=False)
+    assert refused.returncode == 2 and "exists (an earlier allocation)" in refused.stderr
