@@ -23,6 +23,7 @@ from align_mamba.recall.metrics import (
 from align_mamba.recall.params import build_recall_params, cell_record
 from align_mamba.report import write_report
 from align_mamba.report.__main__ import main
+from align_mamba.report.experiments import ExperimentResult, load_runs
 
 CHANCE_LOSS = math.log(4096)  # the full vocabulary's 4096 values
 
@@ -351,3 +352,31 @@ def test_a_partial_study_lists_its_missing_cells_and_fills_none_in(cells_dir, re
 def test_partial_without_params_is_one_line(cells_dir, tmp_path):
     with pytest.raises(ConfigError, match="--partial needs --params"):
         main(["--cells", str(cells_dir), "--out", str(tmp_path / "out"), "--partial"])
+
+
+def test_a_hypothesis_finds_its_architecture_under_the_experiments_override_suffix(tmp_path):
+    """An experiment with model overrides (blind_start's 18 layers) gives its cells an `-x<hash>`
+    id suffix; the expectation names the bare architecture and must still find them."""
+    root = tmp_path / "cells"
+    for seed, accuracy in enumerate((1.0, 0.98, 0.99)):
+        metrics = metrics_json("hybrid-0", 8, 8, seed, accuracy, experiments=("blind_start",))
+        metrics["cell"]["id"] += "-x123456"
+        write_cell(root, metrics)
+    params = copy.deepcopy(PARAMS)
+    params["experiments"] = {
+        "blind_start": {
+            "architectures": ["hybrid-0"],
+            "num_pairs": [8],
+            "d_state": [8],
+            "seeds": [0, 1, 2],
+            "lrs": [3.0e-3],
+            "expect": [
+                {"kind": "accuracy", "architecture": "hybrid-0", "num_pairs": 8, "d_state": 8, "range": [0.9, 1.0]}
+            ],
+        }
+    }
+    recall = build_recall_params(params, "p.yaml")
+    result = ExperimentResult(recall.experiments[0], load_runs(root), recall.report, recorded=True)
+    (row,) = result.hypothesis_rows()
+    assert row["architecture"] == "hybrid-0" and row["measured"].endswith("3/3 seeds learned")
+    assert row["estimate"].value == pytest.approx((1.0 + 0.98 + 0.99) / 3)

@@ -201,8 +201,15 @@ class ExperimentResult:
             rows += self._rows(h, i)
         return rows
 
+    def series_of(self, architecture: str) -> str:
+        """The series an expectation's architecture runs as here: its name plus the experiment's
+        override hash (one per architecture within an experiment), or the bare name if none ran."""
+        named = {p.series for p in self.points for r in p.kept if r.metrics.architecture == architecture}
+        return named.pop() if len(named) == 1 else architecture
+
     def _rows(self, h: Expectation, index: int) -> list[dict]:
         s = cfg = self.settings
+        arch = self.series_of(h.architecture)
         claim = (
             h.claim
             or {
@@ -219,7 +226,7 @@ class ExperimentResult:
             "expected": f"[{h.low:g}, {h.high:g}]",
         }
         if h.kind == "accuracy":
-            point = self.point(h.architecture, h.num_pairs, h.d_state)
+            point = self.point(arch, h.num_pairs, h.d_state)
             values = point.accuracies() if point else []
             est = stats.bootstrap_mean(values, s.bootstrap_samples, cfg.confidence, seed=index)
             learned = sum(r.learned(self.threshold) for r in point.kept) if point else 0
@@ -236,8 +243,8 @@ class ExperimentResult:
         if h.kind == "capacity_ratio":
             rows = []
             for d_state in self.d_states:
-                est = self.capacity_estimate(h.architecture, d_state).scaled(1 / d_state)
-                caps, _ = self.capacities(h.architecture, d_state)
+                est = self.capacity_estimate(arch, d_state).scaled(1 / d_state)
+                caps, _ = self.capacities(arch, d_state)
                 if not caps:
                     continue
                 rows.append(
@@ -261,9 +268,9 @@ class ExperimentResult:
                     "verdict": "inconclusive",
                 }
             ]
-        caps = {d: list(self.capacities(h.architecture, d)[0].values()) for d in self.d_states}
+        caps = {d: list(self.capacities(arch, d)[0].values()) for d in self.d_states}
         caps = {d: c for d, c in caps.items() if c}
-        largest = max((p.num_pairs for p in self.points if p.series == h.architecture), default=0)
+        largest = max((p.num_pairs for p in self.points if p.series == arch), default=0)
         est = stats.slope_estimate(caps, largest, s.bootstrap_samples, cfg.confidence, seed=index)
         measured = (
             "no slope (fewer than 2 d_state with a capacity)"

@@ -118,6 +118,9 @@ def _experiment(result: experiments.ExperimentResult, runs: list[experiments.Run
         ]
     else:
         blocks.append(Text("No hypothesis rows in params.yaml for this experiment (`expect:`)."))
+    if not result.points:  # a study under way: nothing of this experiment to tabulate or plot yet
+        blocks.append(Text("No cell of this experiment has run yet."))
+        return Section(f"Experiment {exp.name}", tuple(blocks))
     blocks += [
         Text(
             f"Every grid point. Per (architecture, num_pairs, d_state, seed) the learning rate best on "
