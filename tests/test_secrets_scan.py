@@ -22,7 +22,7 @@ import torch
 import align_mamba.secrets.throughput as throughput_module
 from align_mamba.cli import main as cli_main
 from align_mamba.core.errors import ConfigError, run_cli
-from align_mamba.secrets.baselines import TOOLS
+from align_mamba.secrets.baselines import TOOLS, ScanResult
 from align_mamba.secrets.infer import load_tagger, predict_bytes, save_tagger, tune_tagger
 from align_mamba.secrets.scan import (
     binary_reason,
@@ -319,6 +319,22 @@ def test_throughput_files_exact_size_deterministic(tmp_path):
     assert other[0].path.read_bytes() != first[0].path.read_bytes()
     with pytest.raises(ConfigError, match="--sizes-mb"):
         size_bytes(0.0001)
+
+
+def test_throughput_counts_a_key_reported_line_by_line_as_one_finding(tmp_path, monkeypatch):
+    """Findings are merged as the scoring merges them (gap <= 2 bytes): a PEM block that a
+    scanner reports per line is one finding; two secrets 10 bytes apart stay two."""
+    pem_lines = [Span(0, 64, "pem"), Span(65, 129, "pem"), Span(130, 160, "pem")]  # "\n" between lines
+    separate = [Span(200, 220, "aws"), Span(230, 250, "aws")]
+
+    class Tool:
+        def run(self, directory):
+            predictions = {"files/a.py": pem_lines + separate}
+            return ScanResult("fake", "1.0", predictions, 0.1, 300, 0.003, 0)
+
+    monkeypatch.setitem(throughput_module.TOOLS, "fake", Tool())
+    seconds, found, version = throughput_module.time_baseline("fake", tmp_path, repeats=1)
+    assert (found, version) == (3, "1.0")
 
 
 def test_throughput_cli_writes_csv(checkpoint, tmp_path, capsys):

@@ -23,7 +23,8 @@ Mamba-2 mixer's chunked scan (default: the checkpoint's). Each run names its non
 
 Writes --out (CSV, atomically): system, version, device, backend, settings, kind, size_mb, bytes,
 seconds, mb_per_s, vs_credsweeper (mb_per_s over CredSweeper's on the same file: >= 1 is as fast or
-faster), findings (spans reported), planted (secrets in the file); prints the same table. Default:
+faster), findings (spans reported, merged as the scoring merges them: any two at most 2 bytes apart,
+so one PEM block tagged line by line is one finding), planted (secrets in the file); prints the same table. Default:
 files of 32 KB, 1 MB and 8 MB, the checkpoint `align-mamba scan` would take, the tagger on the CPU
 through its automatically selected CPU path (named in `settings`).
 """
@@ -60,6 +61,7 @@ from align_mamba.secrets.infer import (
     tune_tagger,
 )
 from align_mamba.secrets.scan import default_checkpoint
+from align_mamba.secrets.score import merge_spans
 from align_mamba.secrets.settings import load_secrets
 
 log = logging.getLogger("align_mamba.secrets.throughput")
@@ -153,7 +155,7 @@ def _synchronize(device: torch.device) -> None:
 
 
 def scan_file(model, meta: dict, device: torch.device, path: Path, batch_chunks: int) -> int:
-    """Spans found by reading `path` and scanning it through the chunked tagger, as `align-mamba scan` does:
+    """Findings (merged spans) of reading `path` and scanning it through the chunked tagger, as `align-mamba scan` does:
     only the candidate gate's regions when meta["gate_margin"] is set (gate.candidate_regions), else every byte."""
     settings = {key: meta[key] for key in ("chunk_len", "overlap", "threshold")}
     data = path.read_bytes()
@@ -161,11 +163,10 @@ def scan_file(model, meta: dict, device: torch.device, path: Path, batch_chunks:
     regions = None if margin is None else candidate_regions(data, margin)
     if regions == []:
         return 0
-    return len(
-        predict_spans(
-            model, data, device, batch_chunks=batch_chunks, min_len=meta["min_span_len"], regions=regions, **settings
-        )
+    spans = predict_spans(
+        model, data, device, batch_chunks=batch_chunks, min_len=meta["min_span_len"], regions=regions, **settings
     )
+    return len(merge_spans(spans))
 
 
 def time_tagger(
@@ -205,7 +206,8 @@ def time_baseline(tool: str, directory: Path, repeats: int) -> tuple[float, int,
         start = time.perf_counter()
         result = TOOLS[tool].run(directory)
         seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), sum(map(len, result.predictions.values())), result.version
+    found = sum(len(merge_spans(spans)) for spans in result.predictions.values())
+    return statistics.median(seconds), found, result.version
 
 
 def _row(
