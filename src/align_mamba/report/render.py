@@ -397,8 +397,8 @@ def build_sections(
         for exp in experiments.experiments_of(runs, recall)
     ]
     header = _header(runs, results, command)
-    if not_run:
-        missing = len({cell_id for ids in not_run.values() for cell_id in ids})
+    missing = len({cell_id for ids in not_run.values() for cell_id in ids})  # a cell may be in two experiments
+    if missing:
         warning = Text(
             f"A study under way: {missing} cell(s) of params.yaml have not run yet; every verdict below "
             f"rests only on the cells that have (each section says how many).",
@@ -411,8 +411,8 @@ def build_sections(
         _provenance(runs),
     ]
     metrics: dict = {"cells": len(runs)}
-    if not_run:
-        metrics["cells_not_run"] = len({cell_id for ids in not_run.values() for cell_id in ids})
+    if missing:
+        metrics["cells_not_run"] = missing
     for result in results:
         metrics.update(result.headline())
     extras = [_benchmark(Path(bench_dir))] if bench_dir is not None else []
