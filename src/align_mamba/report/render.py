@@ -517,11 +517,14 @@ def write_report(
     expected = [Path(cells_dir) / f"{cell.id}.json" for cell in recall.cells] if recall is not None else None
     not_run: dict[str, list[str]] = {}
     if partial and recall is not None:
-        for cell in recall.cells:
-            if not (Path(cells_dir) / f"{cell.id}.json").is_file():
+        present = []
+        for cell, path in zip(recall.cells, expected):
+            if path.is_file():
+                present.append(path)
+            else:
                 for name in cell.experiments:
                     not_run.setdefault(name, []).append(cell.id)
-        expected = [p for p in expected if p.is_file()]
+        expected = present
     runs = experiments.load_runs(cells_dir, expected)
     sections, metrics = build_sections(runs, recall, command, settings, bench_dir, secrets_dir, taggers, not_run)
     if partial:
