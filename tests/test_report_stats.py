@@ -104,7 +104,9 @@ def test_learning_rate_selection_follows_validation_and_ignores_test():
 
 def test_failure_kind_tells_the_chance_plateau_from_partial_recall():
     chance = math.log(4096)
-    assert failure_kind(chance, chance) == "chance plateau"
-    assert failure_kind(0.97 * chance, chance) == "chance plateau"  # within 5%
-    assert failure_kind(0.9 * chance, chance) == "partial recall"
-    assert failure_kind(1.2, chance) == "partial recall"
+    assert failure_kind(chance, chance, 0.0002) == "chance plateau"
+    assert failure_kind(0.97 * chance, chance, 0.0002) == "chance plateau"  # within 5%
+    assert failure_kind(0.9 * chance, chance, 0.30) == "partial recall"
+    assert failure_kind(1.2, chance, 0.60) == "partial recall"
+    # the loss left the plateau (7.84 of 8.32, seen on the GPU) but recall stayed at 0.004: no recall
+    assert failure_kind(7.84, chance, 0.004) == "no recall"

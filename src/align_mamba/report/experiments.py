@@ -60,8 +60,8 @@ class Run:
         if self.rerun is not None:
             if self.learned(threshold):
                 return "learned at 2× budget"
-            return f"failed at 1× and 2× ({stats.failure_kind(self.rerun.final_train_loss, self.rerun.chance_loss)})"
-        kind = stats.failure_kind(m.final_train_loss, m.chance_loss)
+            return f"failed at 1× and 2× ({stats.failure_kind(self.rerun.final_train_loss, self.rerun.chance_loss, self.rerun.accuracy)})"
+        kind = stats.failure_kind(m.final_train_loss, m.chance_loss, m.accuracy)
         if self.confirm is not None:
             return f"failed ({kind}; no 2× rerun: {self.confirm.reason or 'not needed'})"
         return f"failed ({kind}; 2× rerun not run)"

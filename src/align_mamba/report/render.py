@@ -128,7 +128,8 @@ def _experiment(result: experiments.ExperimentResult, runs: list[experiments.Run
             f"test accuracy is ≥ {t:g}; a failed seed counts as failed only if its rerun at twice the step "
             f"budget failed too. A failure is a **chance plateau** when its final training loss is within "
             f"{stats.PLATEAU_TOLERANCE:.0%} of ln(#values), the loss of a uniform guess (optimisation never "
-            f"started), else **partial recall**. Steps to learn: the first validation step at ≥ {t:g}."
+            f"started), **no recall** when the loss left it but accuracy stayed below "
+            f"{stats.PARTIAL_RECALL_MIN:g}, else **partial recall**. Steps to learn: the first validation step at ≥ {t:g}."
         ),
         Table(experiments.points_table(result)),
         Text(

@@ -27,6 +27,9 @@ VERDICT_RULE = (
 MIN_SEEDS = 2
 # A final training loss within this fraction of ln(#values) is the chance plateau.
 PLATEAU_TOLERANCE = 0.05
+# A failure recalls "partially" only from this accuracy up: below it, a loss that left the plateau
+# bought no recall (e.g. the model learned which values occur, not which key holds which).
+PARTIAL_RECALL_MIN = 0.05
 
 
 def z_value(confidence: float) -> float:
@@ -188,7 +191,10 @@ def select_on_validation(
     return list(best.values())
 
 
-def failure_kind(final_loss: float, chance_loss: float, tolerance: float = PLATEAU_TOLERANCE) -> str:
+def failure_kind(final_loss: float, chance_loss: float, accuracy: float, tolerance: float = PLATEAU_TOLERANCE) -> str:
     """A failed seed: "chance plateau" when its final training loss is within `tolerance` of the
-    chance loss (it never left the uniform guess over values), else "partial recall"."""
-    return "chance plateau" if final_loss >= (1 - tolerance) * chance_loss else "partial recall"
+    chance loss (it never left the uniform guess over values); "no recall" when the loss left it
+    but accuracy stayed below PARTIAL_RECALL_MIN; else "partial recall"."""
+    if final_loss >= (1 - tolerance) * chance_loss:
+        return "chance plateau"
+    return "partial recall" if accuracy >= PARTIAL_RECALL_MIN else "no recall"
