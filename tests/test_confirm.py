@@ -72,3 +72,13 @@ def test_a_rate_window_edge_reruns(grid):
     assert decide(grid, cell(grid, 16, 1.0e-2))[0]
     assert decide(grid, cell(grid, 8, 3.0e-3))[0]
     assert not decide(grid, cell(grid, 8, 1.0e-2))[0]  # diagonal to the success: not adjacent
+
+
+def test_deciding_that_no_rerun_is_needed_never_imports_torch():
+    """Most confirm jobs only read train.json files: each would otherwise pay torch's 2 s import."""
+    import subprocess
+    import sys
+
+    probe = "import sys, align_mamba.recall.confirm, align_mamba.mixers.spec; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -21,7 +21,11 @@ from align_mamba.bench.config import BenchConfig, dtype_name
 from align_mamba.bench.decode import architecture_decode, autocast, mixer_decode
 from align_mamba.bench.timing import CaseSkipped, Workload
 from align_mamba.core.backends import has_causal_conv1d, mamba_ssm_status, runs_fused
-from align_mamba.mixers import DeltaNet, GatedDeltaNet, Mamba, Mamba2, Mamba3, SelfAttention
+from align_mamba.mixers.attention import SelfAttention
+from align_mamba.mixers.delta import DeltaNet, GatedDeltaNet
+from align_mamba.mixers.mamba1 import Mamba
+from align_mamba.mixers.mamba2 import Mamba2
+from align_mamba.mixers.mamba3 import Mamba3
 from align_mamba.recall.models import RecallModel, build_model
 
 

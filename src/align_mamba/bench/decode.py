@@ -18,7 +18,7 @@ from torch import nn
 
 from align_mamba.bench.timing import CaseSkipped, Workload
 from align_mamba.core.errors import ConfigError
-from align_mamba.mixers import CrossAttention, SelfAttention
+from align_mamba.mixers.attention import CrossAttention, SelfAttention
 from align_mamba.recall.models import DecoderLM, HybridEncoderDecoder, RecallModel
 
 

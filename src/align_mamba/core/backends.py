@@ -18,6 +18,7 @@ from functools import lru_cache
 import torch
 
 from align_mamba.core.errors import BackendUnavailableError, ConfigError
+from align_mamba.core.params import BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 # asked, so a grid's cells reuse them. Read when a kernel first runs, so setting it here suffices.
 os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
 
-BACKENDS = ("auto", "kernels", "reference")
 KERNELS_INSTALL = (
     "pip install -e '.[cuda]'  (mamba-ssm, causal-conv1d and flash-linear-attention; on a machine without "
     "internet: MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE pip install --no-build-isolation mamba-ssm)"

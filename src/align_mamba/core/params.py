@@ -111,6 +111,8 @@ def read_yaml(path: Path, what: str = "params file") -> Any:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+# Mamba implementations: mamba-ssm kernels, the pure-PyTorch reference, or auto (kernels when they can run)
+BACKENDS = ("auto", "kernels", "reference")
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,5 @@ class RunSettings:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
-        from align_mamba.core.backends import BACKENDS
-
         require_choice("device", self.device, DEVICES)
         require_choice("backend", self.backend, BACKENDS)

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from align_mamba.core.backends import BACKENDS
-from align_mamba.core.params import DEVICES, require, require_choice, require_positive
+from align_mamba.core.params import BACKENDS, DEVICES, require, require_choice, require_positive
 
 # torch.compile modes of the `compile` setting. "none": eager (today's step). CUDA graphs come from
 # `cuda_graph`, which captures the whole step, so inductor's own graphs (reduce-overhead) are not offered.

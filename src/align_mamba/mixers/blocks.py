@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from align_mamba.core.errors import ConfigError
-from align_mamba.mixers import CrossAttention, Mamba, Mamba2, SelfAttention
+from align_mamba.mixers.attention import CrossAttention, SelfAttention
 from align_mamba.mixers.delta import DeltaNet, GatedDeltaNet
+from align_mamba.mixers.mamba1 import Mamba
+from align_mamba.mixers.mamba2 import Mamba2
 from align_mamba.mixers.mamba3 import Mamba3
 from align_mamba.mixers.spec import MixerSpec
 

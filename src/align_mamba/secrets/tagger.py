@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from align_mamba.core.params import require, require_choice, require_positive
-from align_mamba.mixers import SelfAttention
+from align_mamba.mixers.attention import SelfAttention
 from align_mamba.mixers.blocks import MLP, BidirectionalBlock
 from align_mamba.mixers.spec import SSM_MIXERS, MixerSpec, require_headdim_fits
 
