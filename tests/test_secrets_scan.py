@@ -476,3 +476,16 @@ def test_tagger_settings_label_the_csv_rows_and_bf16_casts_the_weights(checkpoin
     # the scan's candidate gate is on by default on the CPU, and named beside the other settings
     assert pd.read_csv(out).settings.tolist() == ["ssd chunk 8, candidate gate (margin 256), 1 thread"]
     assert run_cli(throughput_main, [*argv[:-1], "0"]) == 2
+
+
+def test_bridge_joins_a_dip_inside_a_secret_body_and_keeps_neighbours_apart():
+    from align_mamba.secrets.infer import bridge_spans
+    from align_mamba.secrets.spans import Span
+
+    data = b'k="' + b"A" * 20 + b"x+y" + b"B" * 20 + b'" v="' + b"C" * 10 + b'"'
+    a, b, c = Span(3, 23, "pem", 0.9), Span(26, 46, "pem", 0.6), Span(51, 61, "jwt", 0.8)
+    # the dip "x+y" is body bytes: one span, score weighted by tagged bytes (20 and 20)
+    assert bridge_spans([a, b, c], data) == [Span(3, 46, "pem", 0.75), c]  # '" v="' keeps c apart
+    assert bridge_spans([a, b], data, max_gap=2) == [a, b]  # a 3-byte gap is past a 2-byte limit
+    # the longer part names the joined span
+    assert bridge_spans([Span(3, 8, "jwt", 1.0), b], data)[0].format == "pem"

@@ -14,7 +14,9 @@ little).
 
 Spans are decoded in a stream: runs of bytes with p(secret) = 1 - p(none) >= threshold, of at
 least `min_len` bytes; a run's format is the argmax of the class probabilities averaged over it,
-its score the mean p(secret). Only one batch of windows is held; scanning (`predict_spans`) copies
+its score the mean p(secret). Two spans at most BRIDGE_GAP bytes apart whose gap holds only
+secret-body bytes (base64, hex, line breaks) are one span (`bridge_spans`): a long PEM body where
+the tagger's p(secret) dips for a few bytes is one finding, not a dozen. Only one batch of windows is held; scanning (`predict_spans`) copies
 back just the rows that may be secret, so a GPU scan moves bytes in and a few rows out.
 """
 
@@ -254,6 +256,36 @@ class SpanDecoder:
         return self.spans
 
 
+# What a secret's body is made of: base64 and hex digits and the line breaks of a PEM body. Two
+# neighbouring secrets are separated by something else in practice (a quote, a space, "=", ":", ","),
+# so a gap of only these bytes is the tagger dipping inside one secret.
+BODY_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/\r\n")
+# A PEM body line is 64 bytes: a dip longer than a line is not bridged
+BRIDGE_GAP = 64
+
+
+def bridge_spans(spans: Sequence[Span], data: bytes, max_gap: int = BRIDGE_GAP) -> list[Span]:
+    """Spans (sorted, disjoint) with each two joined whose gap is at most `max_gap` bytes of BODY_BYTES.
+
+    The joined span takes the format of the longer part and the length-weighted mean score of the
+    parts (the gap's bytes count for neither). E.g. over b'k="' + b"A" * 20 + b"x+y" + b"B" * 20 + b'"',
+    spans [3, 23) and [26, 46) become [3, 46); had the gap been b'" "' they would stay two.
+    """
+    out: list[Span] = []
+    tagged: list[int] = []  # per span of out, its bytes the tagger flagged (gaps excluded)
+    for span in spans:
+        last = out[-1] if out else None
+        gap = data[last.end : span.start] if last is not None else b""
+        if last is not None and 0 <= len(gap) <= max_gap and all(b in BODY_BYTES for b in gap):
+            score = (last.score * tagged[-1] + span.score * span.length) / (tagged[-1] + span.length)
+            name = last.format if tagged[-1] >= span.length else span.format
+            out[-1], tagged[-1] = Span(last.start, span.end, name, score), tagged[-1] + span.length
+        else:
+            out.append(span)
+            tagged.append(span.length)
+    return out
+
+
 def decode_spans(
     probs: np.ndarray, threshold: float = 0.5, min_len: int = 8, class_names: Sequence[str] | None = None
 ) -> list[Span]:
@@ -286,7 +318,7 @@ def predict_spans(
         rows = sorted(rows, key=lambda row: row[0])
     for offset, n, positions, probs in rows:
         decoder.feed_rows(offset, n, positions, probs)
-    return decoder.finish()
+    return bridge_spans(decoder.finish(), data)
 
 
 def save_tagger(path: Path, model: ByteTagger, meta: dict[str, Any], state_dict: dict | None = None) -> None:
