@@ -274,9 +274,9 @@ def bridge_spans(spans: Sequence[Span], data: bytes, max_gap: int = BRIDGE_GAP) 
     out: list[Span] = []
     tagged: list[int] = []  # per span of out, its bytes the tagger flagged (gaps excluded)
     for span in spans:
-        last = out[-1] if out else None
-        gap = data[last.end : span.start] if last is not None else b""
-        if last is not None and 0 <= len(gap) <= max_gap and all(b in BODY_BYTES for b in gap):
+        gap = data[out[-1].end : span.start] if out else None
+        if gap is not None and len(gap) <= max_gap and all(b in BODY_BYTES for b in gap):
+            last = out[-1]
             score = (last.score * tagged[-1] + span.score * span.length) / (tagged[-1] + span.length)
             name = last.format if tagged[-1] >= span.length else span.format
             out[-1], tagged[-1] = Span(last.start, span.end, name, score), tagged[-1] + span.length
