@@ -23,7 +23,7 @@ import yaml
 from align_mamba.core.atomic import atomic_write_text
 from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.params import Params, load_params
-from align_mamba.recall.confirm import row
+from align_mamba.recall.confirm import inputs as confirm_inputs
 from align_mamba.recall.params import Cell, data_dir, describe
 
 PARAMS_FILE = "params.yaml"
@@ -155,9 +155,9 @@ def recall_stages(params: Params) -> Iterator[Stage]:
         )
     confirm_code = code_deps("align_mamba.recall.confirm")
     for cell in params.recall.cells:
-        if cell.confirm_mode(params.recall) == "none":
+        if not cell.confirm_modes(params.recall):
             continue
-        neighbours = tuple(f"{other.run_dir}/train.json" for other in row(params.recall, cell))
+        neighbours = tuple(f"{other.run_dir}/train.json" for other in confirm_inputs(params.recall, cell))
         yield Stage(
             "confirm",
             cell.id,

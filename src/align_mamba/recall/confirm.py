@@ -1,12 +1,17 @@
 """A failure must survive twice the budget: `python -m align_mamba.recall.confirm --params P --cell ID`.
 
 A cell that ends below the capacity threshold on VALIDATION might only have been short of steps (a
-cosine schedule can decay the rate before recall starts). With the experiment's `confirm: edge`,
-when a neighbour succeeded (the same architecture, d_state and seed at the adjacent num_pairs or the
-adjacent rate of the grid: the cell sits at a cliff's or a rate window's edge), this stage trains the cell again from
-scratch with twice the steps and evaluates it; with `confirm: all`, every failed cell. Otherwise it records why no rerun was needed. Either way it writes
-results/cells/ARCH/STEM.confirm.json: {"needed": false, "reason": ...} or {"needed": true, ...the
-rerun's metrics}. Only validation accuracy decides; the test split is read by the rerun's evaluate.
+cosine schedule can decay the rate before recall starts). Which failed cells this stage trains again,
+from scratch with twice the steps, is the experiment's `confirm`:
+- `selected`: the rate the report keeps for the cell's seed (the best of its rate sweep on validation),
+  when no rate of that sweep reached the threshold: the failures the report states, and no other;
+- `edge`: a failure next to a success (the same architecture, d_state and seed at the adjacent
+  num_pairs or the adjacent rate of the grid: the cell sits at a cliff's or a rate window's edge);
+- `all`: every failed cell.
+A cell in several experiments reruns when any of their modes says so. Otherwise the stage records why
+no rerun was needed. Either way it writes results/cells/ARCH/STEM.confirm.json: {"needed": false,
+"reason": ...} or {"needed": true, ...the rerun's metrics}. Only validation accuracy decides; the test
+split is read by the rerun's evaluate.
 """
 
 from __future__ import annotations
@@ -74,21 +79,55 @@ def best_validation(cell: Cell) -> float:
         raise DataIntegrityError(f"{path}: no best_val_accuracy ({type(err).__name__}); train the cell first") from None
 
 
+def sweep(params: RecallParams, cell: Cell) -> list[Cell]:
+    """The cells that differ from `cell` in learning rate alone (its seed's rate sweep, itself included)."""
+
+    def key(c: Cell) -> tuple:
+        return (c.architecture, c.suffix, c.num_pairs, c.model.d_state, c.train.seed)
+
+    return [c for c in params.cells if key(c) == key(cell)]
+
+
+def inputs(params: RecallParams, cell: Cell) -> list[Cell]:
+    """The cells whose validation accuracy `decide` reads besides the cell's own."""
+    modes = cell.confirm_modes(params)
+    others = (row(params, cell) if "edge" in modes else []) + (sweep(params, cell) if "selected" in modes else [])
+    return list({c.id: c for c in others if c.id != cell.id}.values())
+
+
+def chosen(cells: list[Cell]) -> Cell:
+    """The cell selection on validation keeps (report.stats.select_on_validation: ties to the smaller rate)."""
+    return max(cells, key=lambda c: (best_validation(c), -c.train.lr))
+
+
 def decide(params: RecallParams, cell: Cell) -> tuple[bool, str]:
     """(rerun?, why), from validation accuracies only."""
     threshold = params.report.capacity_threshold
     own = best_validation(cell)
     if own >= threshold:
         return False, f"validation accuracy {own:.4f} reached the threshold {threshold}"
-    if cell.confirm_mode(params) == "all":
+    modes = cell.confirm_modes(params)
+    if "all" in modes:
         return True, f"validation accuracy {own:.4f} below {threshold}: rerun at {BUDGET_FACTOR}x the steps"
-    successes = [c.id for c in row(params, cell) if best_validation(c) >= threshold]
-    if not successes:
-        return False, f"validation accuracy {own:.4f}; no adjacent cell succeeded (not at an edge)"
-    return True, (
-        f"validation accuracy {own:.4f} below {threshold} while {', '.join(successes)} succeeded: "
-        f"rerun at {BUDGET_FACTOR}x the steps"
-    )
+    why_not = []
+    if "selected" in modes:
+        rates = sweep(params, cell)
+        best = chosen(rates)
+        if best.id == cell.id:
+            return True, (
+                f"validation accuracy {own:.4f} below {threshold} at the rate kept for its seed (best of "
+                f"{len(rates)} on validation): rerun at {BUDGET_FACTOR}x the steps"
+            )
+        why_not.append(f"the rate kept for its seed is {best.train.lr:g} ({best_validation(best):.4f})")
+    if "edge" in modes:
+        successes = [c.id for c in row(params, cell) if best_validation(c) >= threshold]
+        if successes:
+            return True, (
+                f"validation accuracy {own:.4f} below {threshold} while {', '.join(successes)} succeeded: "
+                f"rerun at {BUDGET_FACTOR}x the steps"
+            )
+        why_not.append("no adjacent cell succeeded (not at an edge)")
+    return False, f"validation accuracy {own:.4f}; " + "; ".join(why_not)
 
 
 def confirm_cell(params: RecallParams, cell: Cell) -> dict:

@@ -220,10 +220,9 @@ class Cell:
     def data_dir(self) -> str:
         return data_dir(self.num_pairs)
 
-    def confirm_mode(self, params: RecallParams) -> str:
-        """The strongest `confirm` among the experiments that contain this cell."""
-        modes = [params.experiment(name).confirm for name in self.experiments]
-        return max(modes, key=CONFIRM_MODES.index)
+    def confirm_modes(self, params: RecallParams) -> frozenset[str]:
+        """The `confirm` modes of the experiments that contain this cell, "none" left out."""
+        return frozenset(params.experiment(name).confirm for name in self.experiments) - {"none"}
 
     @property
     def confirm_metrics(self) -> str:
@@ -384,7 +383,7 @@ def _experiment(name: str, entry: Any, architectures: Mapping[str, Architecture]
     )
 
 
-CONFIRM_MODES = ("none", "edge", "all")  # weakest first
+CONFIRM_MODES = ("none", "selected", "edge", "all")
 
 
 def _confirm(value: Any, where: str) -> str:
