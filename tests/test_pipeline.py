@@ -68,7 +68,7 @@ BAD = [
     ("EXP.model", {"n_layers": 0}, "n_layers must be > 0"),
     ("EXP.model", {"d_state": 4}, "d_state is an axis of the grid, not an override"),
     ("EXP.train", {"stepz": 4}, "unknown key(s) in experiments"),
-    ("EXP.confirm", "yes", "confirm must be one of none, edge, all"),
+    ("EXP.confirm", "yes", "confirm must be one of none, selected, edge, all"),
     ("data.num_queries", 6, "num_queries must be <= num_pairs=4 or 'all', got 6"),
     ("model.headdim", 24, "must be divisible by headdim (24)"),
     ("run.device", "tpu", "device must be one of auto, cpu, cuda"),
