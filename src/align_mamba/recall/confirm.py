@@ -43,16 +43,7 @@ def row(params: RecallParams, cell: Cell) -> list[Cell]:
     num_pairs (same rate: a cliff's edge) or at the adjacent rate (same num_pairs: a learning-rate
     window's edge). Adjacent, not any: a failure two grid points past the last success sits beyond
     the cliff, and its rerun would only say so again at twice the cost."""
-
-    def same(c: Cell) -> bool:
-        return (c.architecture, c.suffix, c.model.d_state, c.train.seed) == (
-            cell.architecture,
-            cell.suffix,
-            cell.model.d_state,
-            cell.train.seed,
-        )
-
-    kin = [c for c in params.cells if same(c)]
+    kin = _kin(params, cell)
     pairs = sorted({c.num_pairs for c in kin if c.train.lr == cell.train.lr})
     rates = sorted({c.train.lr for c in kin if c.num_pairs == cell.num_pairs})
     near_pairs = set(_adjacent(pairs, cell.num_pairs))
@@ -63,6 +54,15 @@ def row(params: RecallParams, cell: Cell) -> list[Cell]:
         if (c.train.lr == cell.train.lr and c.num_pairs in near_pairs)
         or (c.num_pairs == cell.num_pairs and c.train.lr in near_rates)
     ]
+
+
+def _kin(params: RecallParams, cell: Cell) -> list[Cell]:
+    """The cells of `cell`'s architecture, settings, d_state and seed (any num_pairs, any rate)."""
+
+    def key(c: Cell) -> tuple:
+        return (c.architecture, c.suffix, c.model.d_state, c.train.seed)
+
+    return [c for c in params.cells if key(c) == key(cell)]
 
 
 def _adjacent(values: list, value) -> list:
@@ -81,11 +81,7 @@ def best_validation(cell: Cell) -> float:
 
 def sweep(params: RecallParams, cell: Cell) -> list[Cell]:
     """The cells that differ from `cell` in learning rate alone (its seed's rate sweep, itself included)."""
-
-    def key(c: Cell) -> tuple:
-        return (c.architecture, c.suffix, c.num_pairs, c.model.d_state, c.train.seed)
-
-    return [c for c in params.cells if key(c) == key(cell)]
+    return [c for c in _kin(params, cell) if c.num_pairs == cell.num_pairs]
 
 
 def inputs(params: RecallParams, cell: Cell) -> list[Cell]:
