@@ -44,3 +44,31 @@ def test_an_allocation_runs_outside_the_project_and_packs_its_cell(tmp_path):
     # a second start refuses to run over the first allocation's outputs
     refused = run(["env", env, *script, "start", "workflow/presets/tiny.yaml", "1", CELL], project, check=False)
     assert refused.returncode == 2 and "exists (an earlier allocation)" in refused.stderr
+
+
+def test_a_confirm_job_decides_from_an_earlier_allocations_summaries_without_retraining(tmp_path):
+    """The confirm job of a cell whose rate sweep a previous machine trained: its summaries come back
+    from that allocation's pack (RESTORE), and nothing is trained again to rebuild them."""
+    project = project_copy(tmp_path / "project")
+    (project / "tools").mkdir()
+    for name in ("gpu_allocation.sh", "mps.sh"):
+        (project / "tools" / name).write_bytes((ROOT / "tools" / name).read_bytes())
+    cells = ["mamba2/np4-ds8-lr0.003-s0", "mamba2/np8-ds8-lr0.003-s0"]
+
+    def allocation(name: str, *args: str, restore: str = "") -> str:
+        env = ["env", f"ALLOCATION_DIR={tmp_path / name}", f"RESTORE={restore}"]
+        return run([*env, "bash", "tools/gpu_allocation.sh", *args], project).stdout
+
+    allocation("first", "start", "workflow/presets/tiny.yaml", "2", *cells)
+    assert "metrics files: 2" in allocation("first", "wait", "600")
+    allocation("first", "pack", str(tmp_path / "out1"))
+
+    pack = str(tmp_path / "out1" / "allocation.tgz")
+    started = allocation("second", "start", "workflow/presets/tiny.yaml", "2", f"{cells[1]}.confirm", restore=pack)
+    assert "started 0 cells and 1 confirm jobs" in started
+    assert "confirm files: 1" in allocation("second", "wait", "600")
+    allocation("second", "pack", str(tmp_path / "out2"))
+    log = (tmp_path / "out2" / "allocation.log").read_text()
+    assert "rule confirm" in log and "rule train" not in log
+    with tarfile.open(tmp_path / "out2" / "allocation.tgz") as packed:
+        assert f"results/cells/{cells[1]}.confirm.json" in packed.getnames()

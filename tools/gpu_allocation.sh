@@ -4,7 +4,8 @@
 # session) can poll between calls; then pack what comes back (metrics, histories, logs, never
 # checkpoints). Run from the project root on the GPU machine, with mamba-ssm and snakemake importable.
 #   tools/gpu_allocation.sh start PRESET SLOTS CELL_ID...   start the cells (ids: pipeline check lists them);
-#                                                           the first SLOTS ids take the first slots
+#                                                           the first SLOTS ids take the first slots;
+#                                                           ID.confirm: that cell's confirm job (below)
 #   tools/gpu_allocation.sh wait SECONDS                    wait up to SECONDS for the run; print progress
 #   tools/gpu_allocation.sh pack OUT_DIR                    OUT_DIR/allocation.tgz + allocation.log
 # The run happens in a scratch copy of the workflow (ALLOCATION_DIR, default /tmp/align-mamba-allocation:
@@ -12,6 +13,11 @@
 # caller that re-sends the project between its calls (a lent GPU syncs the working tree) would
 # otherwise delete the data, cells and checkpoints the run writes, which git does not track.
 # `wait` and `pack` read that copy; carry it off with `pack` before the machine goes.
+# A confirm job decides from the training summaries of the cell's rate sweep, which an earlier
+# allocation trained and whose checkpoints went with its machine. RESTORE="PACK.tgz ..." before
+# `start` puts those packs' summaries (runs/*/train.json, history.csv) back into the scratch copy,
+# and the confirm targets run in a second Snakemake that may not retrain them (--allowed-rules:
+# validate, mqar_data, confirm), beside the first, on min(confirms, SLOTS/2) of the slots.
 # MPS=1 before `start`: the cells share the GPU through a CUDA MPS daemon (tools/mps.sh), started
 # where the machine allows it (else one line, and the run goes on without it) and stopped when the
 # run ends. Compiled and autotuned kernels are cached in ALIGN_MAMBA_CACHE_DIR (default
@@ -24,6 +30,11 @@ case "$command" in
   start)
     preset=${1:?PRESET}; slots=${2:?SLOTS}; shift 2
     project=$PWD
+    packs=()
+    for pack in ${RESTORE:-}; do
+      [ -f "$pack" ] || { echo "RESTORE: no pack $pack" >&2; exit 2; }
+      packs+=("$(realpath "$pack")")
+    done
     [ -e "$work" ] && { echo "$work exists (an earlier allocation): pack it, then remove it" >&2; exit 2; }
     mkdir -p "$work/logs"
     cp -r Snakefile workflow src tools "$work/"
@@ -31,32 +42,60 @@ case "$command" in
     cd "$work"
     export PYTHONPATH=$work/src${PYTHONPATH:+:$PYTHONPATH}
     python3 -m align_mamba.pipeline dvc > /dev/null  # the validate rule checks dvc.yaml against params.yaml
-    targets=()
-    for id in "$@"; do targets+=("results/cells/$id.json"); done
+    trains=() confirms=()
+    for id in "$@"; do
+      case "$id" in
+        *.confirm) confirms+=("results/cells/$id.json") ;;
+        *) trains+=("results/cells/$id.json") ;;
+      esac
+    done
+    for pack in "${packs[@]}"; do tar xzf "$pack" --wildcards 'runs/*/train.json' 'runs/*/history.csv'; done
     export ALIGN_MAMBA_CACHE_DIR=${ALIGN_MAMBA_CACHE_DIR:-$project/.cache/kernels}
     stop_mps=true
     if [ "${MPS:-0}" = 1 ]; then
       eval "$(tools/mps.sh start)"
       stop_mps="tools/mps.sh stop"
     fi
+    # targets first, and a flag after each list: --prioritize, --allowed-rules and --resources take
+    # every word after them. --keep-going: one cell that fails (a diverged rate) must not stop the
+    # others in a paid allocation. --nolock: two Snakemakes share the copy, on disjoint outputs.
+    snakemake=(python3 -m snakemake --profile workflow/profiles/gpu-node --keep-going --nolock)
+    confirm_slots=0
+    if [ ${#confirms[@]} -gt 0 ] && [ ${#trains[@]} -gt 0 ] && [ "$slots" -lt 2 ]; then
+      echo "cells and confirm jobs run side by side: SLOTS must be at least 2" >&2; exit 2
+    fi
+    if [ ${#confirms[@]} -gt 0 ]; then
+      confirm_slots=$(( ${#confirms[@]} < slots / 2 ? ${#confirms[@]} : slots / 2 ))
+      [ ${#trains[@]} -eq 0 ] && confirm_slots=$slots
+      [ "$confirm_slots" -ge 1 ] || confirm_slots=1
+      # their data first, once: both runs would otherwise make it at the same time
+      data=($(printf '%s\n' "${confirms[@]}" | sed -E 's#.*/np([0-9]+)-.*#data/mqar/np\1#' | sort -u))
+      "${snakemake[@]}" "${data[@]}" > logs/data.log 2>&1
+    fi
+    {
+      [ ${#trains[@]} -gt 0 ] && echo "$(printf '%q ' "${snakemake[@]}" "${trains[@]}" --prioritize \
+        "${trains[@]:0:$slots}" --resources gpu_slots=$(( slots - confirm_slots ))) > logs/allocation.log 2>&1 &"
+      [ ${#confirms[@]} -gt 0 ] && echo "$(printf '%q ' "${snakemake[@]}" "${confirms[@]}" --allowed-rules validate \
+        mqar_data confirm --resources gpu_slots=$confirm_slots) > logs/confirm.log 2>&1 &"
+      echo 'status=0; for pid in $(jobs -p); do wait "$pid" || status=1; done'
+      echo "$stop_mps; exit \$status"
+    } > logs/run.sh
     # setsid: the run outlives the command that started it (and stops MPS when it ends)
-    # targets first, and a flag after each list: --prioritize and --resources take every word after them.
-    # --keep-going: one cell that fails (a diverged rate) must not stop the others in a paid allocation
-    setsid nohup bash -c '"$@"; status=$?; '"$stop_mps"'; exit $status' run \
-      python3 -m snakemake "${targets[@]}" --prioritize "${targets[@]:0:$slots}" \
-      --profile workflow/profiles/gpu-node --keep-going \
-      --resources gpu_slots="$slots" > logs/allocation.log 2>&1 < /dev/null &
+    setsid nohup bash logs/run.sh > /dev/null 2>&1 < /dev/null &
     echo $! > logs/allocation.pid
-    echo "started $(( $# )) cells, snakemake pid $(cat logs/allocation.pid)"
+    echo "started ${#trains[@]} cells and ${#confirms[@]} confirm jobs, pid $(cat logs/allocation.pid)"
     ;;
   wait)
     cd "$work"
     limit=${1:?SECONDS}; deadline=$((SECONDS + limit))
     while kill -0 "$(cat logs/allocation.pid)" 2> /dev/null && [ $SECONDS -lt $deadline ]; do sleep 10; done
     kill -0 "$(cat logs/allocation.pid)" 2> /dev/null && echo "still running" || echo "finished"
-    grep -E "steps \(|Error|error:" logs/allocation.log | tail -5 || true
-    echo "metrics files: $(find results/cells -name '*.json' 2> /dev/null | wc -l)"
-    for log in logs/train/*/*.log; do [ -f "$log" ] && echo "$log: $(grep -o 'step [0-9]*/[0-9]* loss [0-9.]* validation accuracy [0-9.]*' "$log" | tail -1)"; done
+    for log in logs/allocation.log logs/confirm.log; do
+      [ -f "$log" ] && { grep -E "steps \(|Error|error:" "$log" | tail -5 || true; }
+    done
+    echo "metrics files: $(find results/cells -name '*.json' ! -name '*.confirm.json' 2> /dev/null | wc -l)"
+    echo "confirm files: $(find results/cells -name '*.confirm.json' 2> /dev/null | wc -l)"
+    for log in logs/train/*/*.log logs/confirm/*/*.log; do [ -f "$log" ] && echo "$log: $(grep -o 'step [0-9]*/[0-9]* loss [0-9.]* validation accuracy [0-9.]*' "$log" | tail -1)"; done
     true
     ;;
   pack)
@@ -64,7 +103,7 @@ case "$command" in
     cd "$work"
     files=$(find results/cells runs -name '*.json' -o -name 'history.csv' 2> /dev/null | grep -v resume || true)
     tar czf "$out/allocation.tgz" params.yaml logs $files
-    cp logs/allocation.log "$out/allocation.log"
+    cat $(ls logs/allocation.log logs/confirm.log 2> /dev/null) > "$out/allocation.log"
     ;;
   *) echo "unknown command $command (start, wait, pack)" >&2; exit 2 ;;
 esac
