@@ -16,7 +16,7 @@ from align_mamba.core.backends import mamba_ssm_status
 from align_mamba.core.errors import BackendUnavailableError, ConfigError
 from align_mamba.mixers.mamba1 import Mamba, MambaReference
 from align_mamba.mixers.mamba2 import Mamba2, Mamba2Reference
-from align_mamba.mixers.ssd import selective_scan, ssd_chunked
+from align_mamba.mixers.ssd import segsum_from_cumsum, selective_scan, ssd_chunked
 
 f64 = torch.float64
 
@@ -135,6 +135,63 @@ def test_ssd_chunked_stable_under_strong_decay():
     y_ref, _ = ssd_loop(x.detach(), dt.detach(), A.detach(), B.detach(), C.detach())
     assert rel_err(y, y_ref) < 1e-5
     assert all(torch.isfinite(t.grad).all() for t in (x, dt, A, B, C))
+
+
+def decay_loop(dA):
+    """exp(sum(dA[..., j+1 : i+1])) for j <= i, 0 above: the within-chunk decay matrix, entry by entry."""
+    T = dA.shape[-1]
+    zero = torch.zeros_like(dA[..., 0])
+    rows = [
+        torch.stack([torch.exp(dA[..., j + 1 : i + 1].sum(-1)) if j <= i else zero for j in range(T)], dim=-1)
+        for i in range(T)
+    ]
+    return torch.stack(rows, dim=-2)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 8, 16, 32, 64])
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 1e-4), (f64, 1e-12)])
+def test_segsum_from_cumsum_decay_equals_loop(chunk_size, dtype, rtol):
+    # dA down to -5 per step (and 0 at every 5th, as on padded steps): the cumsums reach -5 * chunk_size,
+    # so their differences cancel much more than the decays they leave.
+    g = torch.Generator().manual_seed(chunk_size)
+    dA = -5 * torch.rand(2, 3, chunk_size, generator=g, dtype=f64)
+    dA[..., ::5] = 0
+    dA_ref = dA.clone().requires_grad_()
+    ref = decay_loop(dA_ref)  # (2, 3, T, T)
+    dA_in = dA.to(dtype).requires_grad_()
+    decay = torch.exp(segsum_from_cumsum(torch.cumsum(dA_in, dim=-1)))
+    above = torch.triu(torch.ones(chunk_size, chunk_size, dtype=torch.bool), diagonal=1)
+    assert decay.dtype == dtype and (decay[..., above] == 0).all()
+    assert (torch.diagonal(decay, dim1=-2, dim2=-1) == 1).all()
+    # float32 keeps relative precision only above its smallest normals (about 1e-38)
+    atol = 1e-30 if dtype == torch.float32 else 0.0
+    torch.testing.assert_close(decay.double(), ref, rtol=rtol, atol=atol)
+    weights = torch.randn(ref.shape, generator=g, dtype=f64)
+    (decay.double() * weights).sum().backward()
+    (ref * weights).sum().backward()
+    assert torch.isfinite(dA_in.grad).all()
+    scale = dA_ref.grad.abs().max()  # entries near 0 from cancelling terms: compare to the largest
+    torch.testing.assert_close(dA_in.grad.double(), dA_ref.grad, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("chunk_size", [8, 16, 32, 64])
+@pytest.mark.parametrize("dtype,tol,grad_tol", [(torch.float32, 1e-5, 2e-4), (f64, 1e-10, 1e-10)])
+def test_ssd_chunked_strong_decay_gradients_equal_recurrence(chunk_size, dtype, tol, grad_tol):
+    # dt * A uniform in [-5, 0]: chunk-local cumsums reach -5 * chunk_size while neighbours still
+    # decay by only exp(-2.5) on average, so cancellation in their differences would show.
+    x, _, _, B, C, D = ssd_inputs(2, 100, 4, 8, 8, 2)
+    dt = torch.rand(2, 100, 4, generator=torch.Generator().manual_seed(1), dtype=f64)
+    A = torch.full((4,), -5.0, dtype=f64)
+    ref_inputs = [t.clone().requires_grad_() for t in (x, dt, A, B, C, D)]
+    y_ref, h_ref = ssd_loop(*ref_inputs)
+    (y_ref.sin().sum() + h_ref.sum()).backward()
+    inputs = [t.to(dtype).requires_grad_() for t in (x, dt, A, B, C, D)]
+    y, h = ssd_chunked(*inputs[:5], chunk_size, D=inputs[5], return_final_state=True)
+    (y.sin().sum() + h.sum()).backward()
+    assert rel_err(y, y_ref) < tol and rel_err(h, h_ref) < tol
+    for t, t_ref in zip(inputs, ref_inputs):
+        assert torch.isfinite(t.grad).all()
+        assert rel_err(t.grad, t_ref.grad) < grad_tol
 
 
 def test_ssd_chunked_gradcheck():
@@ -270,6 +327,20 @@ def test_mamba2_reference_matches_explicit_computation():
     y = (yg / torch.sqrt(yg.square().mean(-1, keepdim=True) + 1e-5)).reshape(2, 11, d_inner) * m.norm.weight
     expected = y @ m.out_proj.weight.T
     assert rel_err(m(u), expected) < 1e-10
+
+
+@pytest.mark.parametrize("seqlen", [1, 3, 11])
+@pytest.mark.parametrize("dtype,tol", [(f64, 1e-12), (torch.float32, 1e-6), (torch.bfloat16, 1e-2)])
+def test_mamba2_causal_conv_equals_conv1d(seqlen, dtype, tol):
+    # Mamba2Reference computes its conv1d as shifted multiply-adds: the same causal conv, same dtype out
+    torch.manual_seed(0)
+    m = Mamba2Reference(d_model=8, d_state=4, d_conv=4, expand=2, headdim=4).double()
+    randomize_(m)
+    xBC = torch.randn(2, seqlen, m.conv_dim, dtype=f64)
+    expected = m.conv1d(xBC.transpose(1, 2))[..., :seqlen].transpose(1, 2)
+    out = m.to(dtype)._causal_conv(xBC.to(dtype))
+    assert out.dtype == dtype
+    assert rel_err(out, expected) < tol
 
 
 def test_mamba1_reference_matches_explicit_computation():

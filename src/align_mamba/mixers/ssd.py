@@ -32,6 +32,7 @@ def segsum(x: Tensor) -> Tensor:
     x (..., T) -> (..., T, T). Built by a masked cumsum rather than a difference of cumsums, so that
     no large partial sums cancel (the stable form of ssd_minimal). exp(out) is then the lower-triangular
     decay matrix, with exact zeros above the diagonal and exponents that are never positive when x <= 0.
+    Used across chunks, where the sums run over a whole sequence; within a chunk, segsum_from_cumsum.
     """
     T = x.size(-1)
     x = repeat(x, "... d -> ... d e", e=T)  # x[..., i, j] = x_i
@@ -40,6 +41,25 @@ def segsum(x: Tensor) -> Tensor:
     x_segsum = torch.cumsum(x, dim=-2)
     causal = torch.tril(torch.ones(T, T, device=x.device, dtype=torch.bool), diagonal=0)
     return x_segsum.masked_fill(~causal, -torch.inf)
+
+
+def segsum_from_cumsum(x_cumsum: Tensor) -> Tensor:
+    """segsum(x) from x's cumsum: out[..., i, j] = x_cumsum_i - x_cumsum_j for j <= i, -inf above.
+
+    x_cumsum (..., T) -> (..., T, T). The form mamba-ssm's kernels use within a chunk: one broadcast
+    difference, where segsum's masked cumsum over (T, T) and its backward (flip, cumsum, flip) took
+    some 40% of a small CPU training step. The difference cancels partial sums of up to T terms, an
+    error of about T * max|x| * eps in the exponent: fine within a chunk, not over a whole sequence.
+    The diagonal is exactly 0 (c - c). Above it the difference is finite, so adding -inf gives -inf
+    (never inf - inf = NaN), exp gives exact zeros, and exp's backward multiplies by those zeros.
+    """
+    T = x_cumsum.size(-1)
+    above = torch.full((T, T), -torch.inf, device=x_cumsum.device, dtype=x_cumsum.dtype).triu_(1)
+    # x_i + (-x_j), not x_i - x_j: a broadcast subtraction's backward negates the whole (T, T) gradient.
+    out = x_cumsum.unsqueeze(-1) + (-x_cumsum).unsqueeze(-2)  # (..., T, T)
+    # Masked by an in-place add, not masked_fill: its backward passes the gradient on without a copy
+    # (the gradient above the diagonal is already 0, exp(-inf) times a finite one).
+    return out.add_(above)
 
 
 def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, initial_state=None, return_final_state=False):
@@ -76,18 +96,21 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, initial_state=None, return_f
     x = rearrange(x, "b (c l) (g h) p -> b c l g h p", l=chunk_size, g=ngroups)
     B = rearrange(B, "b (c l) g n -> b c l g n", l=chunk_size)
     C = rearrange(C, "b (c l) g n -> b c l g n", l=chunk_size)
-    dt = rearrange(dt, "b (c l) (g h) -> b g h c l", l=chunk_size, g=ngroups)
-    dA = dt * rearrange(A.to(dtype), "(g h) -> g h 1 1", g=ngroups)  # (B, G, H/G, c, l), <= 0
-    dA_cumsum = torch.cumsum(dA, dim=-1)
+    # Chunks ahead of heads: the (l, s) scores are then laid out as the einsum batches them (no copy).
+    dt = rearrange(dt, "b (c l) (g h) -> b c g h l", l=chunk_size, g=ngroups)
+    dA = dt * rearrange(A.to(dtype), "(g h) -> g h 1", g=ngroups)  # (B, c, G, H/G, l), <= 0
+    dA_cumsum = torch.cumsum(dA, dim=-1)  # chunk-local
+    # Every term weighs x_s by dt_s: weigh x once (as ssd_minimal takes X * dt), not the (l, s) scores.
+    x_dt = x * rearrange(dt, "b c g h l -> b c l g h 1")  # (B, c, l, G, H/G, P)
 
     # 1. Within each chunk (diagonal blocks): y_l = sum_{s<=l} (C_l . B_s) exp(dA_{s+1..l}) dt_s x_s.
-    CB = torch.einsum("bclgn,bcsgn->bgcls", C, B)  # (B, G, c, l, s), shared by a group's heads
-    scores = CB.unsqueeze(2) * torch.exp(segsum(dA)) * dt.unsqueeze(-2)  # (B, G, H/G, c, l, s)
-    y_diag = torch.einsum("bghcls,bcsghp->bclghp", scores, x)
+    CB = torch.einsum("bclgn,bcsgn->bcgls", C, B)  # (B, c, G, l, s), shared by a group's heads
+    scores = CB.unsqueeze(3) * torch.exp(segsum_from_cumsum(dA_cumsum))  # (B, c, G, H/G, l, s)
+    y_diag = torch.einsum("bcghls,bcsghp->bclghp", scores, x_dt)
 
     # 2. Each chunk's own contribution to the state at its end (decay to the chunk's last position).
-    decay_states = torch.exp(dA_cumsum[..., -1:] - dA_cumsum) * dt  # (B, G, H/G, c, l)
-    x_weighted = x * rearrange(decay_states, "b g h c l -> b c l g h 1")
+    decay_states = torch.exp(dA_cumsum[..., -1:] - dA_cumsum)  # (B, c, G, H/G, l)
+    x_weighted = x_dt * rearrange(decay_states, "b c g h l -> b c l g h 1")
     states = torch.einsum("bclgn,bclghp->bcghpn", B, x_weighted)  # (B, c, G, H/G, P, N)
 
     # 3. Pass states across chunks: the state entering chunk k sums chunks < k, each decayed.
@@ -96,12 +119,14 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, initial_state=None, return_f
     else:
         initial_state = rearrange(initial_state.to(dtype), "b (g h) p n -> b 1 g h p n", g=ngroups)
     states = torch.cat([initial_state, states], dim=1)  # (B, c+1, G, H/G, P, N)
-    decay_chunk = torch.exp(segsum(F.pad(dA_cumsum[..., -1], (1, 0))))  # (B, G, H/G, c+1, c+1)
+    # segsum, not segsum_from_cumsum: these sums run over the whole sequence.
+    chunk_sums = rearrange(dA_cumsum[..., -1], "b c g h -> b g h c")
+    decay_chunk = torch.exp(segsum(F.pad(chunk_sums, (1, 0))))  # (B, G, H/G, c+1, c+1)
     states = torch.einsum("bghzc,bcghpn->bzghpn", decay_chunk, states)
     states, final_state = states[:, :-1], states[:, -1]
 
     # 4. Output from the state entering each chunk (off-diagonal blocks), decayed to position l.
-    state_decay_out = rearrange(torch.exp(dA_cumsum), "b g h c l -> b c l g h 1")
+    state_decay_out = rearrange(torch.exp(dA_cumsum), "b c g h l -> b c l g h 1")
     y_off = torch.einsum("bclgn,bcghpn->bclghp", C, states) * state_decay_out
 
     y = rearrange(y_diag + y_off, "b c l g h p -> b (c l) (g h) p")[:, :seqlen]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from align_mamba.mixers.ssd import _compute_dtype, segsum
+from align_mamba.mixers.ssd import _compute_dtype, segsum_from_cumsum
 
 
 def _check_groups(x: Tensor, B: Tensor) -> int:
@@ -84,14 +84,16 @@ def ssd_scan(x, dt, A, B, C, block=16, D=None, initial_state=None, return_final_
     C = rearrange(C, "b (c l) g n -> b c g l n", l=block)
     dt = rearrange(dt, "b (c l) (g h) -> b c g h l", l=block, g=ngroups)
     dA = dt * rearrange(A.to(dtype), "(g h) -> g h 1", g=ngroups)  # (B, c, G, H/G, l), <= 0
-    dA_cumsum = torch.cumsum(dA, dim=-1)
+    dA_cumsum = torch.cumsum(dA, dim=-1)  # block-local
+    # Every term weighs x_s by dt_s: weigh x once, not the (l, s) scores.
+    x_dt = x * dt.unsqueeze(-1)  # (B, c, G, H/G, l, P)
 
     # Inside each block, all at once: y_l = sum_{s<=l} (C_l . B_s) exp(dA_{s+1..l}) dt_s x_s.
     CB = C @ B.transpose(-1, -2)  # (B, c, G, l, s)
-    scores = CB.unsqueeze(3) * torch.exp(segsum(dA)) * dt.unsqueeze(-2)  # (B, c, G, H/G, l, s)
-    y = scores @ x  # (B, c, G, H/G, l, P)
+    scores = CB.unsqueeze(3) * torch.exp(segsum_from_cumsum(dA_cumsum))  # (B, c, G, H/G, l, s)
+    y = scores @ x_dt  # (B, c, G, H/G, l, P)
     # What each block adds to the state at its end, and how much the state entering it decays over it.
-    x_weighted = x * (torch.exp(dA_cumsum[..., -1:] - dA_cumsum) * dt).unsqueeze(-1)  # (B, c, G, H/G, l, P)
+    x_weighted = x_dt * torch.exp(dA_cumsum[..., -1:] - dA_cumsum).unsqueeze(-1)  # (B, c, G, H/G, l, P)
     block_states = x_weighted.transpose(-1, -2) @ B.unsqueeze(3)  # (B, c, G, H/G, P, N)
     block_decay = torch.exp(dA_cumsum[..., -1])  # (B, c, G, H/G)
 
