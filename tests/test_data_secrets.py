@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import configparser
+import dataclasses
 import hashlib
 import json
 import re
 import shutil
 import string
+import urllib.parse
 import zlib
+from collections import Counter
 from itertools import combinations
 from pathlib import Path
 
@@ -35,8 +38,18 @@ from align_mamba.secrets.data import (
     write_secret_dataset,
 )
 from align_mamba.secrets.data.__main__ import main as cli_main
-from align_mamba.secrets.data.formats import secret_span
+from align_mamba.secrets.data.carrier import Carrier, Concat, Inline
+from align_mamba.secrets.data.formats import Planted, secret_span
 from align_mamba.secrets.data.generate import secret_piece
+from align_mamba.secrets.data.hard import (
+    HARD_CASE_NAMES,
+    HARD_CASES,
+    MIN_LINE,
+    draw_case,
+    json_escaped_pem,
+    percent_encode,
+    split_literal,
+)
 from align_mamba.secrets.data.layout import Mark, Piece, join
 from align_mamba.secrets.spans import Span, spans_to_mask
 
@@ -124,6 +137,7 @@ def test_manifest_layout(dataset, contents):
             "files": len(files),
             "bytes": sum(len(d) for _, d in files),
             "spans": sum(len(lf.spans) for lf, _ in files),
+            "hard_spans": 0,  # hard_fraction 0
         }
         assert len(files) == _config().split_files(split)
         for lf, data in files:
@@ -391,6 +405,9 @@ def test_tampering_is_detected(dataset, tmp_path):
         (dict(decoys_per_file=0), "decoy_files=8 needs decoys_per_file >= 1"),
         (dict(train_files=0), "train_files must be >= 1"),
         (dict(length_jitter=0.9), "length_jitter must be a number in"),
+        (dict(hard_fraction=1.5), r"hard_fraction must be a number in \[0, 1\], got 1.5"),
+        (dict(hard_fraction=float("nan")), r"hard_fraction must be a number in \[0, 1\], got nan"),
+        (dict(hard_fraction=True), r"hard_fraction must be a number in \[0, 1\], got True"),
     ],
 )
 def test_bad_config_is_one_clear_line(overrides, message):
@@ -432,10 +449,13 @@ def test_cli_writes_a_loadable_dataset(tmp_path, capsys):
         "--kinds",
         "env",
         "json",
+        "--hard-fraction",
+        "0.5",
     ]
     assert run_cli(cli_main, argv) == 0
     params = read_secret_manifest(out)["params"]
     assert params["heldout_formats"] == ["slack_webhook", "jwt"] and params["secrets_per_file"] == [1, 2]
+    assert params["hard_fraction"] == 0.5
     assert params["length_buckets"] == [1024, 2048] and params["kinds"] == ["env", "json"]
     files = load_secret_split(out, "test_unseen")
     assert len(files) == 2 and all({s.format for s in lf.spans} <= {"slack_webhook", "jwt"} for lf in files)
@@ -444,3 +464,214 @@ def test_cli_writes_a_loadable_dataset(tmp_path, capsys):
     assert run_cli(cli_main, ["--out", str(out), "--seed", "1", "--heldout-formats", "nope"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: heldout_formats: unknown name")
+
+
+# --- hard cases ---------------------------------------------------------------------------------
+
+KEY_ID = "AKIA2E3MOWZ7QRSTUVWX"
+# One template, one name style, one joiner: with a pool whose every draw is 0.5 the output is fixed.
+TINY = Carrier(
+    kind="tiny",
+    file_names=("t.py",),
+    blocks=("x = 1\n",),
+    assign=("{name} = {literal}\n",),
+    name_styles=("upper",),
+    quotes=('"', "'"),
+    concat=(Concat("", " + ", ""),),
+    inline=Inline("", ("a=1",), ";", "{name}={literal}", "\n"),
+)
+API_KEY_ID = dataclasses.replace(FORMATS["aws_access_key_id"], names=("api_key",))
+
+
+class Halfway(text.Pool):
+    """Every uniform draw is 0.5: between(a, b) = a + (b - a + 1) // 2, choice picks the middle option."""
+
+    def random(self) -> float:
+        return 0.5
+
+
+def _case(name: str, fmt, planted: Planted):
+    piece = HARD_CASES[name].make(text.Slots(Halfway(np.random.default_rng(0))), TINY, fmt, planted)
+    return piece.text, [(m.start, m.end) for m in piece.marks], {(m.label, m.secret, m.case) for m in piece.marks}
+
+
+def test_concat_marks_both_pieces_and_not_the_join():
+    # quotes: both usable, the middle one is "'"; cut: between(0 + 4, 20 - 4) = 4 + 13 // 2 = 10
+    body, marks, labels = _case("concat", API_KEY_ID, Planted(KEY_ID, 0, 20))
+    assert body == "API_KEY = 'AKIA2E3MOW' + 'Z7QRSTUVWX'\n"
+    assert marks == [(11, 21), (26, 36)] and labels == {("aws_access_key_id", True, "concat")}
+    assert "".join(body[a:b] for a, b in marks) == KEY_ID
+    assert split_literal('"', KEY_ID, 9, '"', Concat("", " + ", "")) == ('"AKIA2E3MO" + "WZ7QRSTUVWX"', 1, 15)
+    literal, first, second = split_literal("'", KEY_ID, 9, "'", Concat("(", " +\n    ", ")"))
+    assert literal == "('AKIA2E3MO' +\n    'WZ7QRSTUVWX')" and (first, second) == (2, 20)
+    compile(f"API_KEY = {literal}\n", "<concat>", "exec")
+    # a wrapped value (a URL password) is cut inside the password only: the URL stays unmarked
+    body, marks, _ = _case("concat", FORMATS["password_in_url"], Planted("redis://bob:p4ssw0rd-xyz@db:6379/0", 12, 24))
+    assert [body[a:b] for a, b in marks] == ["p4ssw0", "rd-xyz"]
+
+
+def test_base64_marks_the_whole_encoding():
+    body, marks, labels = _case("base64", API_KEY_ID, Planted(KEY_ID, 0, 20))
+    assert body == "API_KEY_B64 = 'QUtJQTJFM01PV1o3UVJTVFVWV1g='\n"  # name suffix: the middle of "", _b64, _base64
+    assert marks == [(15, 43)] and labels == {("aws_access_key_id", True, "base64")}
+    assert base64.b64decode(body[15:43]).decode() == KEY_ID
+
+
+def test_url_encoding_marks_the_encoded_parameter_only():
+    assert percent_encode("glpat-Ab_9.x") == "glpat%2DAb%5F9%2Ex" and percent_encode("AKIA0") == "AKIA0"
+    value = "glpat-Ab_9cdEFghIJklMN-pq"
+    body, marks, labels = _case("url_encoded", FORMATS["gitlab_pat"], Planted(value, 0, len(value)))
+    # host model-model.example.com, path model, parameter api_key, a tail &model=500, name download_url
+    assert body == (
+        "DOWNLOAD_URL = 'https://model-model.example.com/model?api_key=glpat%2DAb%5F9cdEFghIJklMN%2Dpq&model=500'\n"
+    )
+    assert marks == [(62, 93)] and body[62:93] == "glpat%2DAb%5F9cdEFghIJklMN%2Dpq"
+    assert labels == {("gitlab_pat", True, "url_encoded")}
+    # letters and digits only: encoding changes nothing, so the case does not apply (planted plainly)
+    assert HARD_CASES["url_encoded"].make(text.Slots(Halfway(None)), TINY, API_KEY_ID, Planted(KEY_ID, 0, 20)) is None
+
+
+def test_json_escaped_pem_marks_begin_to_end_with_the_escapes():
+    block = "-----BEGIN EC PRIVATE KEY-----\nMHcC\n-----END EC PRIVATE KEY-----"
+    planted = json_escaped_pem(block, "demo", "ci@demo.example.com")
+    assert planted.text == (
+        '{"type": "service_account", "project_id": "demo", "private_key": "-----BEGIN EC PRIVATE KEY-----\\n'
+        'MHcC\\n-----END EC PRIVATE KEY-----\\n", "client_email": "ci@demo.example.com"}'
+    )
+    assert (planted.start, planted.end) == (66, 132)
+    body, marks, labels = _case("json_pem", FORMATS["pem_private_key"], Planted(block, 0, len(block)))
+    escaped = "-----BEGIN EC PRIVATE KEY-----\\nMHcC\\n-----END EC PRIVATE KEY-----"
+    head = "GOOGLE_CREDENTIALS = '" + '{"type": "service_account", "project_id": "model-model-550", "private_key": "'
+    assert body.startswith(head) and marks == [(len(head), len(head) + len(escaped))]
+    assert body[marks[0][0] : marks[0][1]] == escaped and "\n" not in body[:-1]
+    assert labels == {("pem_private_key", True, "json_pem")}
+    assert json.loads(body[body.index("{") : body.rindex("}") + 1])["private_key"] == block + "\n"
+
+
+def test_minified_line_marks_the_value_mid_line():
+    # line length between(1500, 3000) = 2250, value after between(0, 2250) = 1125 bytes of "a=1;" (282 items)
+    body, marks, labels = _case("minified", API_KEY_ID, Planted(KEY_ID, 0, 20))
+    prefix = "a=1;" * 282 + "API_KEY='"
+    assert body == prefix + KEY_ID + "'" + ";a=1" * 282 + "\n"
+    assert marks == [(1137, 1157)] and len(prefix) == 1137 and labels == {("aws_access_key_id", True, "minified")}
+
+
+def test_cases_apply_where_the_syntax_allows():
+    applies = {name: case.applies for name, case in HARD_CASES.items()}
+    assert applies["concat"](kinds.PYTHON, API_KEY_ID) and not applies["concat"](kinds.ENV, API_KEY_ID)
+    assert not applies["concat"](kinds.PYTHON, FORMATS["pem_private_key"])
+    assert not applies["base64"](kinds.ENV, FORMATS["password_in_url"])  # a wrapped value: encode what?
+    assert applies["json_pem"](kinds.ENV, FORMATS["pem_private_key"]) and not applies["json_pem"](kinds.ENV, API_KEY_ID)
+    assert not applies["minified"](kinds.INI, API_KEY_ID) and applies["minified"](kinds.JSON, API_KEY_ID)
+    pool = text.Pool(np.random.default_rng(0))
+    assert all(draw_case(pool, kinds.PYTHON, API_KEY_ID, 0.0) is None for _ in range(50))
+    drawn = Counter(draw_case(pool, kinds.PYTHON, API_KEY_ID, 1.0).name for _ in range(400))
+    assert set(drawn) == {"concat", "base64", "url_encoded", "minified"}
+
+
+def _decoded(case: str, pieces: list[str]) -> str:
+    """The secret a treated span (or both pieces of a split literal) stands for."""
+    if case == "concat":
+        return "".join(pieces)
+    (piece,) = pieces
+    if case == "base64":
+        return base64.b64decode(piece, validate=True).decode("ascii")
+    if case == "url_encoded":
+        return urllib.parse.unquote(piece)
+    if case == "json_pem":
+        return json.loads(f'"{piece}"')
+    return piece  # plain or minified: the value as it is
+
+
+def _secrets(lf, data: str) -> list[tuple[str, str, str]]:
+    """(format, case, decoded value) of each planted secret; a split literal's two spans are one secret."""
+    cases = {(c.start, c.end): c.format for c in lf.cases}
+    out, i = [], 0
+    while i < len(lf.spans):
+        span = lf.spans[i]
+        case = cases.get((span.start, span.end), "")
+        group = lf.spans[i : i + 2] if case == "concat" else lf.spans[i : i + 1]
+        assert all(cases.get((s.start, s.end), "") == case and s.format == span.format for s in group)
+        out.append((span.format, case, _decoded(case, [data[s.start : s.end] for s in group])))
+        i += len(group)
+    return out
+
+
+@pytest.fixture(scope="module")
+def hard(tmp_path_factory) -> dict[str, list]:
+    """{split: [(LabelledFile, text)]} of a dataset where every secret that can be is a hard case."""
+    config = _config(hard_fraction=1.0, train_files=40, length_buckets=(1024, 4096, 16384, 32768))
+    out = write_secret_dataset(config, tmp_path_factory.mktemp("hard") / "ds")
+    assert read_secret_manifest(out)["params"]["hard_fraction"] == 1.0
+    return {
+        split: [(lf, read_file_bytes(out, split, lf).decode("ascii")) for lf in load_secret_split(out, split)]
+        for split in SECRET_SPLITS
+    }
+
+
+def test_hard_cases_decode_to_their_format_and_keep_the_syntax(hard):
+    checkers = {
+        "json": json.loads,
+        "python": lambda t: compile(t, "<generated>", "exec"),
+        "yaml": yaml.safe_load,
+        "ini": lambda t: configparser.ConfigParser(strict=False, interpolation=None).read_string(t),
+    }
+    seen = Counter()
+    for split, files in hard.items():
+        for lf, data in files:
+            assert set(lf.cases) <= {Span(s.start, s.end, c.format) for s in lf.spans for c in lf.cases}
+            assert {c.format for c in lf.cases} <= set(HARD_CASE_NAMES)
+            for fmt, case, value in _secrets(lf, data):
+                assert FORMATS[fmt].value_regex.fullmatch(value), (split, lf.kind, case, value[:60])
+                seen[case] += 1
+            if lf.kind in checkers:
+                checkers[lf.kind](data)
+            if lf.kind == "minified_js":
+                assert data.count("\n") == 1
+            for case in lf.cases:
+                if case.format == "minified":
+                    lo, hi = data.rfind("\n", 0, case.start) + 1, data.find("\n", case.end)
+                    assert hi - lo >= MIN_LINE, (lf.kind, hi - lo)
+                if case.format in ("base64", "url_encoded", "json_pem"):
+                    assert "\n" not in data[case.start : case.end]
+    assert set(seen) == {"", *HARD_CASE_NAMES}
+    # the concat pieces of one secret are two spans; a treated secret is most of what this dataset holds
+    assert seen[""] < sum(seen.values()) / 2
+
+
+def test_hard_cases_keep_splits_disjoint_and_held_out_formats_out_of_training(hard):
+    values = {split: {v for lf, data in files for _, _, v in _secrets(lf, data)} for split, files in hard.items()}
+    for a, b in combinations(SECRET_SPLITS, 2):
+        assert not values[a] & values[b]
+    every = [v for files in hard.values() for lf, data in files for _, _, v in _secrets(lf, data)]
+    assert len(every) == len(set(every))
+    for split in ("train", "validation"):
+        assert not {s.format for lf, _ in hard[split] for s in lf.spans} & set(HELDOUT)
+    assert {lf.relpath for lf, _ in hard["test_unseen"] if lf.cases}  # held-out formats get treatments too
+
+
+def test_hard_cases_sit_in_their_target_decile_and_count_once(hard):
+    for split in ("train", "validation", "test", "test_unseen"):
+        for lf, data in hard[split]:
+            lo, hi = decile_window(lf.length, lf.target_decile)
+            assert all(lo <= s.start and s.end <= hi for s in lf.spans)
+            assert 1 <= len(_secrets(lf, data)) <= _config().secrets_per_file[1]
+
+
+def test_same_seed_same_hard_bytes(tmp_path):
+    small = dict(train_files=6, val_files=2, test_files=3, unseen_files=2, decoy_files=1, hard_fraction=0.5)
+    first = write_secret_dataset(_config(**small), tmp_path / "a")
+    assert _hashes(first) == _hashes(write_secret_dataset(_config(**small), tmp_path / "b"))
+    plain = _hashes(write_secret_dataset(_config(**{**small, "hard_fraction": 0.0}), tmp_path / "c"))
+    assert any(plain.get(k) != v for k, v in _hashes(first).items() if "/files/" in k)
+
+
+def test_new_token_formats_have_their_real_shape():
+    rng = np.random.default_rng(5)
+    for _ in range(100):
+        oauth = FORMATS["github_oauth"].generate(rng)
+        assert oauth[-6:] == _independent_base62(zlib.crc32(oauth[4:-6].encode())).rjust(6, "0")
+        project = FORMATS["openai_project"].generate(rng)
+        half = (len(project) - len("sk-proj-T3BlbkFJ")) // 2
+        assert len(project) in (132, 164) and project[8 + half : 16 + half] == "T3BlbkFJ"
+        assert re.fullmatch(r"sk-ant-api03-[\w-]{93}AA", FORMATS["anthropic_api"].generate(rng))

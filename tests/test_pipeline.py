@@ -73,6 +73,8 @@ BAD = [
     ("model.headdim", 24, "must be divisible by headdim (24)"),
     ("run.device", "tpu", "device must be one of auto, cpu, cuda"),
     ("secrets.scan_tagger", "nope", "secrets.scan_tagger: 'nope' is not one of"),
+    ("secrets.data.hard_fraction", 1.5, "secrets.data: hard_fraction must be a number in [0, 1], got 1.5"),
+    ("secrets.data.hard_fraction", "0.25", "secrets.data.hard_fraction must be a finite number, got '0.25'"),
     ("bench.lengths", [64, "x"], "bench.lengths must be a list of integers"),
 ]
 

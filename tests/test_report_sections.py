@@ -24,6 +24,7 @@ from align_mamba.report.bench import bench_metrics, crossover_table, load_bench,
 from align_mamba.report.experiments import load_runs
 from align_mamba.report.render import Image, Table, Text, build_sections
 from align_mamba.report.secrets import (
+    boundary_accuracy_table,
     comparison_sentence,
     headline_table,
     load_secrets,
@@ -340,6 +341,40 @@ def test_per_format_table_counts_and_marks_held_out_formats_from_the_labels(outp
     assert record["recall"] == pytest.approx(record["recalled"] / record["true"])
 
 
+def test_boundary_table_holds_every_system_per_format_from_the_scores(outputs):
+    results = load_secrets(outputs["secrets"])
+    table = boundary_accuracy_table(results.boundary)
+    for split in ("test", "test_unseen"):
+        truth = Counter(span.format for f in load_secret_split(outputs["data"], split) for span in f.spans)
+        for system in [*TAGGERS, *TOOLS]:
+            rows = table[(table["split"] == split) & (table["system"] == system)]
+            assert dict(zip(rows["format"], rows["secrets"])) == dict(truth)
+            for record in scores(outputs, system, split)["boundary"]:
+                row = rows[rows["format"] == record["format"]].iloc[0]
+                assert row["IoU median [q25, q75]"] == (
+                    f"{record['iou_median']:.2f} [{record['iou_q25']:.2f}, {record['iou_q75']:.2f}]"
+                )
+                assert (row["IoU ≥ 0.9"], row["overlapped"]) == (f"{record['iou_ge_90']:.2f}", record["located"])
+    assert set(table[table["held out"] == "yes"]["split"]) == {"test_unseen"}
+    sections, _ = build_sections(
+        load_runs(outputs["cells"]), None, "cmd", ReportSettings(), secrets_dir=outputs["secrets"]
+    )
+    tables = tables_of(section(sections, "Secret spans"))
+    assert any("IoU median [q25, q75]" in frame.columns for frame in tables)
+
+
+def test_boundary_of_old_scores_files_is_a_note(outputs, tmp_path):
+    shutil.copytree(outputs["secrets"] / "transformer", tmp_path / "transformer")
+    for split in SPLITS:
+        path = tmp_path / "transformer" / split / "scores.json"
+        record = json.loads(path.read_text())
+        del record["boundary"]
+        path.write_text(json.dumps(record))
+    results = load_secrets(tmp_path, ["transformer"])
+    assert results.boundary.empty and len(results.runs) == 3
+    assert [n for n in results.notes if n.startswith("No boundary accuracy for transformer:")]
+
+
 @pytest.mark.parametrize("breakdown, key", [("by_decile", "target_decile"), ("by_length", "length_bucket")])
 def test_recall_figures_have_one_line_per_system(outputs, breakdown, key):
     breakdowns = load_secrets(outputs["secrets"]).breakdowns
@@ -478,6 +513,45 @@ def test_comparison_sentence_by_hand():
     assert comparison_sentence(runs[runs["kind"] == "tagger"]).endswith("CredSweeper was not scored on it.")
     assert mismatched_splits(runs) == []
     assert mismatched_splits(pd.DataFrame([_run("a", "tagger", 1), _run("b", "tagger", 1, files=5)])) == ["test"]
+
+
+def test_boundary_accuracy_table_by_hand():
+    def row(system, kind, split, fmt, median, located=2, start=1.5, end=0.0):
+        return {
+            "system": system,
+            "kind": kind,
+            "split": split,
+            "format": fmt,
+            "true": 2,
+            "located": located,
+            "iou_q25": median - 0.1,
+            "iou_median": median,
+            "iou_q75": median + 0.05,
+            "iou_ge_50": 1.0,
+            "iou_ge_90": 0.5,
+            "mean_start_error": start,
+            "mean_end_error": end,
+        }
+
+    boundary = pd.DataFrame(
+        [
+            row("credsweeper", "baseline", "test_unseen", "glpat", 0.9, located=0, start=None, end=None),
+            row("b", "tagger", "test", "aws", 0.8),
+            row("a", "tagger", "test_unseen", "glpat", 0.85),
+            row("a", "tagger", "test", "aws", 0.95),
+            row("credsweeper", "baseline", "test_decoys", "aws", 0.5),  # not a scored split
+        ]
+    )
+    table = boundary_accuracy_table(boundary)
+    assert table[["split", "format", "system", "held out"]].values.tolist() == [
+        ["test", "aws", "a", ""],
+        ["test", "aws", "b", ""],
+        ["test_unseen", "glpat", "a", "yes"],
+        ["test_unseen", "glpat", "credsweeper", "yes"],
+    ]
+    assert table.iloc[0]["IoU median [q25, q75]"] == "0.95 [0.85, 1.00]"
+    assert table.iloc[0]["start / end error (bytes)"] == "1.5 / 0.0" and table.iloc[0]["IoU ≥ 0.9"] == "0.50"
+    assert table.iloc[3]["start / end error (bytes)"] == "—" and table.iloc[3]["overlapped"] == 0
 
 
 def test_bench_tables_and_metrics_by_hand():

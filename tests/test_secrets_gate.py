@@ -51,6 +51,15 @@ def test_candidates_of_a_hand_made_file():
     assert candidate_regions(b"plain words and snake_case_names_only_here\n") == []
 
 
+def test_split_literals_and_url_escapes_by_hand():
+    """A secret cut by `+` has pieces shorter than a token, and %XX escapes break a run of the alphabet."""
+    assert candidate_spans(b'k = ("AKIA2E3MO" +\n    "WZ7QRSTUVWX")\n') == [(5, 36)]  # both pieces, one candidate
+    assert candidate_spans(b"u = `glpat-2dPWqCDv2Zl1` + `aTe2nXVX`") == [(4, 37)]
+    assert candidate_spans(b"x = 'ftp://upload:bmL2' + '~O6thbsZW@host/'") == [(4, 43)]  # the URL marker cut in two
+    assert candidate_spans(b'a = "foo" + "bar" + "bazQux"') == []  # 12 bytes joined: words, not a key
+    assert candidate_spans(b'url = "https://h.example/cb?token=glpat%2D2dPWqCDv2Zl1"') == [(34, 54)]
+
+
 def test_merge_regions_by_hand():
     spans = [(10, 30), (40, 50), (100, 120)]
     assert merge_regions(spans, margin=5, length=110) == [(5, 55), (95, 110)]  # (5,35) touches (35,55)
@@ -64,16 +73,19 @@ def _covered(regions: list[tuple[int, int]], span: Span, length: int) -> bool:
     return any(a <= start and end <= b for a, b in regions)
 
 
-def test_gate_keeps_every_planted_secret_of_generated_files():
-    """Every secret the project's generator plants (all formats, all carriers), with context, is in a region."""
+@pytest.mark.parametrize("hard_fraction", [0.0, 1.0])
+def test_gate_keeps_every_planted_secret_of_generated_files(hard_fraction):
+    """Every secret the project's generator plants (all formats, all carriers, plain and as every hard
+    case: split by `+`, base64, URL-encoded, JSON-escaped PEM, in a minified line), with context, is in a region."""
     config = SecretDataConfig(
         seed=7,
+        hard_fraction=hard_fraction,
         train_files=1,
         val_files=0,
         test_files=60,
         unseen_files=20,
         decoy_files=0,
-        length_buckets=(1024, 4096),
+        length_buckets=(1024, 4096, 16384),
         train_max_length=1024,
         secrets_per_file=(1, 4),
     )

@@ -13,7 +13,11 @@ import pytest
 
 from align_mamba.core.errors import ConfigError
 from align_mamba.secrets.score import (
+    BOUNDARY_COLUMNS,
     BREAKDOWN_COLUMNS,
+    Boundary,
+    best_boundary,
+    boundary_table,
     byte_prf,
     iou,
     match_spans,
@@ -217,6 +221,7 @@ def test_files_without_secrets_count_for_false_alarms_and_bytes_only():
     assert (scores.n_decoys, scores.decoy_hits) == (2, 1)
     for frame in (scores.per_format, scores.by_decile, scores.by_length):
         assert frame.empty and list(frame.columns)[1:] == BREAKDOWN_COLUMNS
+    assert scores.boundary.empty and list(scores.boundary.columns) == ["format", *BOUNDARY_COLUMNS]
 
 
 def _breakdown_set():
@@ -279,3 +284,76 @@ def test_bad_predictions_are_one_line_errors():
         score_split(files, {"files/a.py": [Span(5, 11)]})
     with pytest.raises(ConfigError, match="at least one"):
         score_split([], {})
+
+
+# --- boundary accuracy: each true span's best prediction ---
+
+
+def test_best_boundary_by_hand():
+    truth = Span(10, 20, "glpat")
+    assert best_boundary(truth, [Span(12, 20), Span(30, 40)]) == Boundary("glpat", 0.8, 2, 0)  # 8 / 10
+    # [5, 15) overlaps 5 of 15 bytes (IoU 1/3), [16, 22) 4 of 12 (1/3): equal, the first wins
+    assert best_boundary(truth, [Span(5, 15), Span(16, 22)]) == Boundary("glpat", 1 / 3, 5, 5)
+    assert best_boundary(truth, [Span(0, 8), Span(20, 30)]) == Boundary("glpat", 0.0, None, None)  # touching only
+    assert best_boundary(truth, []) == Boundary("glpat", 0.0, None, None)
+
+
+def test_boundary_table_quartiles_shares_and_errors():
+    rows = [
+        Boundary("a", 1.0, 0, 0),
+        Boundary("a", 0.8, 2, 0),
+        Boundary("a", 0.5, 0, 10),
+        Boundary("a", 0.0, None, None),
+        Boundary("b", 0.95, 1, 0),
+    ]
+    table = boundary_table(rows).set_index("format")
+    a = table.loc["a"]
+    # IoUs 0, 0.5, 0.8, 1.0: linear quartiles 0.375, 0.65, 0.85
+    assert (a["true"], a["located"]) == (4, 3)
+    assert (a["iou_q25"], a["iou_median"], a["iou_q75"]) == pytest.approx((0.375, 0.65, 0.85))
+    assert (a["iou_ge_50"], a["iou_ge_90"]) == (0.75, 0.25)
+    assert (a["mean_start_error"], a["mean_end_error"]) == pytest.approx((2 / 3, 10 / 3))  # the located three
+    assert table.loc["b", "iou_median"] == 0.95 and table.loc["b", "iou_ge_90"] == 1.0
+    missed = boundary_table([Boundary("c", 0.0, None, None)]).iloc[0]
+    assert math.isnan(missed["mean_start_error"]) and missed["located"] == 0
+
+
+def test_split_scores_carry_boundary_per_format_into_json():
+    files = [
+        labelled("files/a.py", 100, [Span(10, 20, "glpat"), Span(50, 70, "aws")]),
+        labelled("files/b.py", 100, [Span(0, 20, "aws")]),
+    ]
+    predictions = {"files/a.py": [Span(12, 20), Span(50, 66)], "files/b.py": []}
+    scores = score_split(files, predictions)
+    out = json.loads(json.dumps(scores.to_dict(), allow_nan=False))
+    assert out["boundary"] == [
+        {
+            "format": "aws",
+            "true": 2,
+            "located": 1,
+            "iou_q25": pytest.approx(0.2),
+            "iou_median": pytest.approx(0.4),
+            "iou_q75": pytest.approx(0.6),
+            "iou_ge_50": 0.5,
+            "iou_ge_90": 0.0,
+            "mean_start_error": 0.0,
+            "mean_end_error": 4.0,
+        },
+        {
+            "format": "glpat",
+            "true": 1,
+            "located": 1,
+            "iou_q25": pytest.approx(0.8),
+            "iou_median": pytest.approx(0.8),
+            "iou_q75": pytest.approx(0.8),
+            "iou_ge_50": 1.0,
+            "iou_ge_90": 0.0,
+            "mean_start_error": 2.0,
+            "mean_end_error": 0.0,
+        },
+    ]
+    # boundaries are of merged predictions: two halves 1 byte apart score as one span
+    merged = score_split(
+        [labelled("files/a.py", 100, [Span(10, 30, "pem")])], {"files/a.py": [Span(10, 19), Span(20, 30)]}
+    )
+    assert merged.boundary.iloc[0]["iou_median"] == 1.0

@@ -321,7 +321,7 @@ def _scan_throughput(directory: Path, frame: pd.DataFrame | None) -> list:
 
 
 def _secret_spans(directory: Path, taggers: list[str] | None) -> tuple[Section, dict]:
-    """Headline table, the tagger-vs-CredSweeper sentence, per-format recall, recall figures."""
+    """Headline table, the tagger-vs-CredSweeper sentence, per-format recall and boundary accuracy, recall figures."""
     title = "Secret spans"
     results = secrets.load_secrets(directory, taggers)
     runs, breakdowns = results.runs, results.breakdowns
@@ -357,6 +357,17 @@ def _secret_spans(directory: Path, taggers: list[str] | None) -> tuple[Section, 
             ),
             Table(secrets.per_format_table(breakdowns)),
         ]
+        boundary = secrets.boundary_accuracy_table(results.boundary)
+        if not boundary.empty:
+            blocks += [
+                Text(
+                    "Boundary accuracy per format: for each true span, the prediction overlapping it most "
+                    "(IoU, 0 when none overlaps); IoU median [quartiles] over the format's secrets, the share "
+                    "with IoU ≥ 0.5 and ≥ 0.9, and the mean start / end offset errors in bytes of the "
+                    "overlapped ones (a prefix cut by 4 bytes: start error 4)."
+                ),
+                Table(boundary),
+            ]
         for breakdown, (name, axis) in secrets.FIGURES.items():
             png = figures.png_bytes(secrets.recall_figure(breakdowns, breakdown))
             blocks.append(

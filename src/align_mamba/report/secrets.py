@@ -1,9 +1,11 @@
 """The secret-span task's report pieces, from `python -m align_mamba.secrets.evaluate` (DIR/<tagger>/)
 and `python -m align_mamba.secrets.baselines` (DIR/baselines/) outputs.
 
-Loaded into two frames (one row per system × split; one row per system × split × breakdown value),
-then: the headline table, per-format recall with Wilson 95% intervals, recall by target decile and
-by file length (figures), the best tagger beside CredSweeper, and flat metrics for `dvc exp show`.
+Loaded into three frames (one row per system × split; one row per system × split × breakdown value;
+one row per system × split × format of boundary accuracy), then: the headline table, per-format
+recall with Wilson 95% intervals, per-format boundary accuracy (the IoU distribution of each true
+span's best prediction), recall by target decile and by file length (figures), the best tagger
+beside CredSweeper, and flat metrics for `dvc exp show`.
 Pure functions of the loaded frames; render.py turns them into a section.
 """
 
@@ -21,7 +23,7 @@ from matplotlib.figure import Figure
 
 from align_mamba.core.errors import ConfigError, DataIntegrityError
 from align_mamba.report.figures import architecture_styles, log2_axis, panels
-from align_mamba.secrets.score import BREAKDOWN_COLUMNS, BREAKDOWNS, wilson_interval
+from align_mamba.secrets.score import BOUNDARY_COLUMNS, BREAKDOWN_COLUMNS, BREAKDOWNS, wilson_interval
 
 SPLITS = {
     "test": "test (in-distribution formats)",
@@ -75,15 +77,45 @@ def _read_json(path: Path) -> Any:
 class SecretResults:
     """runs: one row per (system, split): kind (tagger / baseline), ran_on, SCALARS and
     false_alarms_per_mb; breakdowns: one row per (system, split, breakdown, value) with
-    BREAKDOWN_COLUMNS; notes: one line per missing input, saying how to produce it."""
+    BREAKDOWN_COLUMNS; boundary: one row per (system, split, format) with BOUNDARY_COLUMNS;
+    notes: one line per missing input, saying how to produce it."""
 
     runs: pd.DataFrame
     breakdowns: pd.DataFrame
+    boundary: pd.DataFrame
     notes: tuple[str, ...]
 
 
-def _scores(path: Path, system: str, kind: str, split: str, ran_on: str) -> tuple[dict, list[dict]]:
-    """One scores.json as a run row and its breakdown rows."""
+@dataclass
+class _Loaded:
+    """Rows gathered from scores.json files; `stale`: systems with a scores.json without boundary rows."""
+
+    runs: list[dict]
+    rows: list[dict]
+    boundary: list[dict]
+    notes: list[str]
+    stale: list[str]
+
+
+def _boundary_rows(scores: dict, path: Path, system: str, kind: str, split: str) -> list[dict] | None:
+    """The boundary records of one scores.json as rows; None when it has none (written before they existed)."""
+    if "boundary" not in scores:
+        return None
+    records = _field(scores, "boundary", path, list)
+    return [
+        {
+            "system": system,
+            "kind": kind,
+            "split": split,
+            "format": _field(scores, f"boundary.{i}.format", path, str),
+            **{c: _field(scores, f"boundary.{i}.{c}", path) for c in BOUNDARY_COLUMNS},
+        }
+        for i in range(len(records))
+    ]
+
+
+def _scores(path: Path, system: str, kind: str, split: str, ran_on: str, into: _Loaded) -> None:
+    """One scores.json as a run row, its breakdown rows and its boundary rows, added to `into`."""
     if not path.is_file():
         raise DataIntegrityError(f"{path} is missing (listed as run by its summary)")
     scores = _read_json(path)
@@ -110,18 +142,23 @@ def _scores(path: Path, system: str, kind: str, split: str, ran_on: str) -> tupl
                     **record,
                 }
             )
-    return run, rows
+    into.runs.append(run)
+    into.rows += rows
+    bounds = _boundary_rows(scores, path, system, kind, split)
+    if bounds is None:
+        into.stale.append(system)
+    else:
+        into.boundary += bounds
 
 
-def _taggers(directory: Path, expected: list[str] | None) -> tuple[list, list, list[str]]:
+def _taggers(directory: Path, expected: list[str] | None, into: _Loaded) -> None:
     """Every tagger folder with a summary.json (only `expected` names, if given)."""
     found = sorted(p.parent.name for p in directory.glob("*/summary.json") if p.parent.name != BASELINES)
     names = found if expected is None else list(expected)
-    runs, rows, notes = [], [], []
     for name in names:
         summary_path = directory / name / "summary.json"
         if not summary_path.is_file():
-            notes.append(
+            into.notes.append(
                 f"No results for tagger {name} ({summary_path}): run `python -m align_mamba.secrets.evaluate "
                 f"--data DATA --checkpoint RUN/model.pt --out {directory / name}`."
             )
@@ -129,41 +166,30 @@ def _taggers(directory: Path, expected: list[str] | None) -> tuple[list, list, l
         summary = _read_json(summary_path)
         ran_on = f"{_field(summary, 'backend', summary_path)} on {_field(summary, 'device', summary_path)}"
         for split in _field(summary, "splits", summary_path, dict):
-            run, more = _scores(directory / name / split / "scores.json", name, "tagger", split, ran_on)
-            runs.append(run)
-            rows += more
+            _scores(directory / name / split / "scores.json", name, "tagger", split, ran_on, into)
     if not names:
-        notes.append(
+        into.notes.append(
             f"No tagger results in {directory} (<tagger>/summary.json): run `python -m "
             f"align_mamba.secrets.evaluate --data DATA --checkpoint RUN/model.pt --out {directory}/<tagger>`."
         )
-    return runs, rows, notes
 
 
-def _baselines(directory: Path) -> tuple[list, list, list[str]]:
+def _baselines(directory: Path, into: _Loaded) -> None:
     """Every (tool, split) listed in DIR/baselines/summary.csv."""
     summary_path = directory / BASELINES / "summary.csv"
     if not summary_path.is_file():
-        return (
-            [],
-            [],
-            [
-                f"No baseline results ({summary_path}): run `python -m align_mamba.secrets.baselines "
-                f"--data DATA --out {directory / BASELINES}`."
-            ],
+        into.notes.append(
+            f"No baseline results ({summary_path}): run `python -m align_mamba.secrets.baselines "
+            f"--data DATA --out {directory / BASELINES}`."
         )
+        return
     listed = pd.read_csv(summary_path, dtype=str, keep_default_na=False)
     absent = [c for c in ("tool", "split", "version") if c not in listed.columns]
     if absent:
         raise DataIntegrityError(f"{summary_path}: missing column(s) {', '.join(absent)}")
-    runs, rows = [], []
     for tool, split, version in listed[["tool", "split", "version"]].values:
-        run, more = _scores(
-            directory / BASELINES / tool / split / "scores.json", tool, "baseline", split, f"{tool} {version} on cpu"
-        )
-        runs.append(run)
-        rows += more
-    return runs, rows, []
+        path = directory / BASELINES / tool / split / "scores.json"
+        _scores(path, tool, "baseline", split, f"{tool} {version} on cpu", into)
 
 
 def load_secrets(directory: Path, taggers: list[str] | None = None) -> SecretResults:
@@ -172,18 +198,27 @@ def load_secrets(directory: Path, taggers: list[str] | None = None) -> SecretRes
     Missing inputs become notes; a malformed or incomplete file raises, naming it.
     """
     directory = Path(directory)
-    tagger_runs, tagger_rows, notes = _taggers(directory, taggers)
-    base_runs, base_rows, base_notes = _baselines(directory)
-    clash = sorted({r["system"] for r in base_runs} & {r["system"] for r in tagger_runs})
+    loaded = _Loaded([], [], [], [], [])
+    _taggers(directory, taggers, loaded)
+    _baselines(directory, loaded)
+    kinds = {}
+    for run in loaded.runs:
+        kinds.setdefault(run["system"], set()).add(run["kind"])
+    clash = sorted(system for system, seen in kinds.items() if len(seen) > 1)
     if clash:
         raise DataIntegrityError(f"{directory}: a tagger folder has a baseline tool's name: {', '.join(clash)}")
-    runs = pd.DataFrame(
-        tagger_runs + base_runs, columns=["system", "kind", "split", "ran_on", *SCALARS, "false_alarms_per_mb"]
-    )
+    if loaded.stale:
+        loaded.notes.append(
+            f"No boundary accuracy for {', '.join(dict.fromkeys(loaded.stale))}: their scores.json files "
+            f"predate it; re-run `python -m align_mamba.secrets.evaluate` (taggers) or "
+            f"`python -m align_mamba.secrets.baselines` to add it."
+        )
+    runs = pd.DataFrame(loaded.runs, columns=["system", "kind", "split", "ran_on", *SCALARS, "false_alarms_per_mb"])
     breakdowns = pd.DataFrame(
-        tagger_rows + base_rows, columns=["system", "kind", "split", "breakdown", "value", *BREAKDOWN_COLUMNS]
+        loaded.rows, columns=["system", "kind", "split", "breakdown", "value", *BREAKDOWN_COLUMNS]
     )
-    return SecretResults(runs, breakdowns, tuple(notes + base_notes))
+    boundary = pd.DataFrame(loaded.boundary, columns=["system", "kind", "split", "format", *BOUNDARY_COLUMNS])
+    return SecretResults(runs, breakdowns, boundary, tuple(loaded.notes))
 
 
 def systems(runs: pd.DataFrame) -> list[str]:
@@ -258,6 +293,44 @@ def per_format_table(breakdowns: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(
         ["split", "format"], key=lambda c: c.map(order) if c.name == "split" else c, ignore_index=True
     )
+
+
+def _quartiles(row) -> str:
+    return f"{row['iou_median']:.2f} [{row['iou_q25']:.2f}, {row['iou_q75']:.2f}]"
+
+
+def _errors(row) -> str:
+    if row["located"] == 0:
+        return "—"
+    return f"{_number(row['mean_start_error'], 1)} / {_number(row['mean_end_error'], 1)}"
+
+
+def boundary_accuracy_table(boundary: pd.DataFrame) -> pd.DataFrame:
+    """Per format and system, on test and test_unseen: how closely the best prediction bounds each
+    true span. IoU median [quartiles] over the format's spans (0 for a missed one), the shares with
+    IoU >= 0.5 and >= 0.9, and the mean absolute start / end errors in bytes of the overlapped ones."""
+    frame = boundary[boundary["split"].isin(SCORED)]
+    heldout = set(frame[frame["split"] == "test_unseen"]["format"])
+    rank = {name: i for i, name in enumerate(systems(frame))}
+    order = {split: i for i, split in enumerate(SCORED)}
+    frame = frame.sort_values(
+        ["split", "format", "system"],
+        key=lambda c: c.map(order) if c.name == "split" else c.map(rank) if c.name == "system" else c,
+    )
+    return pd.DataFrame(
+        {
+            "split": frame["split"],
+            "format": frame["format"],
+            "held out": ["yes" if fmt in heldout else "" for fmt in frame["format"]],
+            "system": frame["system"],
+            "secrets": frame["true"].astype(int),
+            "overlapped": frame["located"].astype(int),
+            "IoU median [q25, q75]": [_quartiles(row) for _, row in frame.iterrows()],
+            "IoU ≥ 0.5": [f"{v:.2f}" for v in frame["iou_ge_50"]],
+            "IoU ≥ 0.9": [f"{v:.2f}" for v in frame["iou_ge_90"]],
+            "start / end error (bytes)": [_errors(row) for _, row in frame.iterrows()],
+        },
+    ).reset_index(drop=True)
 
 
 def recall_figure(breakdowns: pd.DataFrame, breakdown: str) -> Figure:

@@ -3,8 +3,9 @@
 Span level: predictions are first merged (`merge_spans`: a PEM key reported line by line becomes one
 span), then matched one-to-one to the true spans at IoU >= threshold (`match_spans`, a maximum
 matching). Also: the any-overlap hit rate, byte precision/recall/F1 pooled over the split's bytes,
-false alarms per MB, and span recall by secret format, target decile and file length with Wilson
-95% intervals.
+false alarms per MB, span recall by secret format, target decile and file length with Wilson
+95% intervals, and per format how well predictions bound the true spans (`boundary_table`: the
+distribution of each true span's best IoU and its start/end errors in bytes).
 
 Empty denominators follow one rule everywhere: precision with nothing predicted is 1.0 (no claim
 was wrong) and recall (or hit rate) with nothing to find is 1.0 (nothing was missed); F1 is 0.0
@@ -28,6 +29,17 @@ from align_mamba.secrets.spans import LabelledFile, Span, spans_to_mask
 
 BREAKDOWN_COLUMNS = ["true", "recalled", "recall", "wilson_low", "wilson_high"]
 BREAKDOWNS = {"per_format": "format", "by_decile": "target_decile", "by_length": "length_bucket"}
+BOUNDARY_COLUMNS = [
+    "true",
+    "located",
+    "iou_q25",
+    "iou_median",
+    "iou_q75",
+    "iou_ge_50",
+    "iou_ge_90",
+    "mean_start_error",
+    "mean_end_error",
+]
 
 
 def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -139,6 +151,73 @@ def _overlapped(queries: Sequence[Span], others: Sequence[Span]) -> list[bool]:
     return flags
 
 
+@dataclass(frozen=True)
+class Boundary:
+    """How closely the best prediction bounds one true span of `format`.
+
+    iou: the largest IoU of any (merged) prediction with the span, 0.0 when none overlaps it;
+    start_error / end_error: |predicted - true| start and end offsets in bytes of that prediction,
+    None when none overlaps.
+    """
+
+    format: str
+    iou: float
+    start_error: int | None
+    end_error: int | None
+
+
+def best_boundary(truth: Span, predicted: Sequence[Span]) -> Boundary:
+    """The boundary accuracy of the prediction with the largest IoU with `truth` (the first of equals).
+
+    predicted: sorted and disjoint (merge_spans' output). Worked example: truth [10, 20) and
+    predictions [12, 20), [30, 40): [12, 20) overlaps it by 8 of 10 bytes, IoU 0.8, start error 2,
+    end error 0; with no prediction overlapping it, Boundary(format, 0.0, None, None).
+    """
+    ends = [p.end for p in predicted]
+    best, best_iou = None, 0.0
+    for p in predicted[bisect.bisect_right(ends, truth.start) :]:
+        if p.start >= truth.end:
+            break
+        value = iou(truth, p)
+        if value > best_iou:
+            best, best_iou = p, value
+    if best is None:
+        return Boundary(truth.format, 0.0, None, None)
+    return Boundary(truth.format, best_iou, abs(best.start - truth.start), abs(best.end - truth.end))
+
+
+def _mean_or_nan(values: list[int]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _boundary_record(name: str, group: list[Boundary]) -> list:
+    """One format's row of boundary_table: [format, *BOUNDARY_COLUMNS]."""
+    ious = np.array([row.iou for row in group])  # (spans,)
+    starts = [row.start_error for row in group if row.start_error is not None]
+    ends = [row.end_error for row in group if row.end_error is not None]
+    q25, median, q75 = np.percentile(ious, [25, 50, 75])
+    shares = [float(np.mean(ious >= 0.5)), float(np.mean(ious >= 0.9))]
+    return [name, len(group), len(starts), q25, median, q75, *shares, _mean_or_nan(starts), _mean_or_nan(ends)]
+
+
+def boundary_table(rows: Sequence[Boundary]) -> pd.DataFrame:
+    """One row per format (sorted) with BOUNDARY_COLUMNS, from each true span's best boundary.
+
+    true: its spans; located: those some prediction overlaps; iou_q25 / iou_median / iou_q75: the
+    quartiles of the best IoU over all its spans (0 for a missed one); iou_ge_50 / iou_ge_90: the
+    share of its spans with best IoU >= 0.5 / >= 0.9; mean_start_error / mean_end_error: the mean
+    absolute offset errors in bytes over the located spans (NaN when none is). iou_ge_50 can exceed
+    span recall: a prediction may be the best for two true spans here but matches only one there.
+    """
+    by_format: dict[str, list[Boundary]] = {}
+    for row in rows:
+        by_format.setdefault(row.format, []).append(row)
+    records = [_boundary_record(name, by_format[name]) for name in sorted(by_format)]
+    frame = pd.DataFrame(records, columns=["format", *BOUNDARY_COLUMNS])
+    dtypes = {"format": object, "true": "int64", "located": "int64", **dict.fromkeys(BOUNDARY_COLUMNS[2:], "float64")}
+    return frame.astype(dtypes)
+
+
 @dataclass(frozen=True, eq=False)
 class SplitScores:
     """One split's scores. Counts of predictions are after merging (what was matched).
@@ -147,7 +226,8 @@ class SplitScores:
     n_decoys / decoy_hits: labelled decoys, and those overlapped by any prediction.
     per_format / by_decile / by_length: one row per value of the true span's format, its file's
     target_decile (None = placed anywhere) or length_bucket, with columns BREAKDOWN_COLUMNS;
-    recall there is span recall at the IoU threshold, with a Wilson 95% interval.
+    recall there is span recall at the IoU threshold, with a Wilson 95% interval. boundary: one row
+    per format of the true spans, with BOUNDARY_COLUMNS (`boundary_table`).
     """
 
     files: int
@@ -169,6 +249,7 @@ class SplitScores:
     per_format: pd.DataFrame
     by_decile: pd.DataFrame
     by_length: pd.DataFrame
+    boundary: pd.DataFrame
 
     def to_dict(self) -> dict:
         """JSON-safe: the scalars, and each breakdown as a list of records (NaN becomes None)."""
@@ -234,6 +315,7 @@ def score_split(
         raise ConfigError(f"predictions for {len(unknown)} file(s) not in the split, e.g. {unknown[0]!r}")
     n = Counter()
     records = []
+    boundaries: list[Boundary] = []
     for f in files:
         pred = merge_spans(_checked_predictions(f, predictions.get(f.relpath, ())), merge_gap)
         matched = {i for i, _ in match_spans(f.spans, pred, iou_threshold)}
@@ -262,6 +344,7 @@ def score_split(
             }
             for i, s in enumerate(f.spans)
         ]
+        boundaries += [best_boundary(s, pred) for s in f.spans]
     span_p, span_r, span_f1 = _prf(n["tp"], n["pred"], n["true"])
     byte_p, byte_r, byte_f1 = _prf(n["byte_tp"], n["byte_pred"], n["byte_true"])
     return SplitScores(
@@ -282,4 +365,5 @@ def score_split(
         n_decoys=n["decoys"],
         decoy_hits=n["decoy_hits"],
         **{name: _breakdown(records, key) for name, key in BREAKDOWNS.items()},
+        boundary=boundary_table(boundaries),
     )

@@ -36,7 +36,9 @@ class LabelledFile:
     (python, yaml, env, minified_js, ...); spans: the planted secrets, sorted, disjoint; decoys:
     look-alikes that are not secrets (format = the decoy kind), never labelled; target_decile: the
     relative-position decile (0-9) the secrets were placed in, None when placed anywhere;
-    length_bucket: the target file length the generator drew.
+    length_bucket: the target file length the generator drew; cases: the spans among `spans` that
+    got a hard-case treatment (format = its name: concat, base64, url_encoded, json_pem, minified),
+    both pieces of a split literal included.
     """
 
     relpath: str
@@ -46,6 +48,7 @@ class LabelledFile:
     decoys: tuple[Span, ...]
     target_decile: int | None
     length_bucket: int
+    cases: tuple[Span, ...] = ()
 
 
 def spans_to_mask(length: int, spans) -> np.ndarray:

@@ -5,7 +5,8 @@ unpacks params.yaml keys). Example::
 
     python -m align_mamba.secrets.data --out data/secrets --seed 0 --train-files 200 --val-files 40 \\
         --test-files 40 --unseen-files 40 --decoy-files 40 --length-buckets 1024 8192 65536 1048576 \\
-        --train-max-length 8192 --heldout-formats gitlab_pat stripe_live --secrets-per-file 1 4 --decoys-per-file 2
+        --train-max-length 8192 --heldout-formats gitlab_pat stripe_live --secrets-per-file 1 4 --decoys-per-file 2 \\
+        --hard-fraction 0.25
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def _build_parser() -> OneLineParser:
     option("train_max_length", type=int, help="train/validation use only length buckets <= this")
     option("length_jitter", type=float, help="file length within ±this fraction of its bucket")
     option("secrets_per_file", type=int, nargs=2, metavar=("MIN", "MAX"))
+    option("hard_fraction", type=float, help="probability that a secret is written as a hard case (split, encoded)")
     option("heldout_formats", nargs="*", help=f"formats only in test_unseen, any of {' '.join(FORMAT_NAMES)}")
     option("kinds", nargs="+", help=f"carrier kinds, any of {' '.join(CARRIER_KINDS)}")
     return parser
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         out = write_secret_dataset(config, args.out)
     splits = read_secret_manifest(out)["splits"]
     counts = ", ".join(f"{split}={splits[split]['files']} files/{splits[split]['bytes'] / 1e6:.2f} MB/"
-                       f"{splits[split]['spans']} spans" for split in SECRET_SPLITS)
+                       f"{splits[split]['spans']} spans ({splits[split]['hard_spans']} hard)"
+                       for split in SECRET_SPLITS)
     log.info("wrote secret-span dataset to %s: %s; %d in-distribution formats, held out: %s", out, counts,
              len(config.train_formats), ", ".join(config.heldout_formats) or "none")
     return 0

@@ -33,13 +33,44 @@ class Embedded:
 
 
 @dataclass(frozen=True)
+class Concat:
+    """How source code joins two string literals: `open` + first + `joiner` + second + `close`.
+
+    E.g. Python's Concat("(", " +\\n    ", ")") writes ("AKIA" +\\n    "QRST"); the parentheses
+    keep the line break inside one expression (a bare `+` at a line's end is a syntax error).
+    """
+
+    open: str
+    joiner: str
+    close: str
+
+
+@dataclass(frozen=True)
+class Inline:
+    """One long line of short statements or members (minified style), for a value planted mid-line.
+
+    The line is `open`, then `items` joined by `sep` with `assign` (the value's own statement,
+    holding {name} and {literal}) among them, then `close`; all are Slots templates. E.g. Python's
+    Inline("", ("{ident}={num}",), ";", "{name}={literal}", "\\n") writes `batch=3;API_KEY="...";rate=7\\n`.
+    """
+
+    open: str
+    items: tuple[str, ...]
+    sep: str
+    assign: str
+    close: str
+
+
+@dataclass(frozen=True)
 class Carrier:
     """One kind of carrier file.
 
     assign: assignment templates ({name}, {literal}); name_styles: upper / snake / camel;
     quotes: quote characters it may pick for a value ("" = bare); bare_any: bare values may hold
     any character (INI, logs); multiline: (open, close) that keep a value's newlines raw, or None to
-    escape them; comment: prefix of a comment line (pads are comment lines of an exact length).
+    escape them; comment: prefix of a comment line (pads are comment lines of an exact length);
+    concat: the ways this kind concatenates two string literals (source code only); inline: its
+    long-line syntax, or None where a value cannot sit inside a long line (.env, INI).
     """
 
     kind: str
@@ -53,6 +84,8 @@ class Carrier:
     comment: str = "# "
     headers: tuple[str, ...] = ("",)
     footers: tuple[str, ...] = ("",)
+    concat: tuple[Concat, ...] = ()
+    inline: Inline | None = None
 
     def header(self, slots: Slots) -> str:
         return slots.render(slots.pool.choice(self.headers))
@@ -95,10 +128,19 @@ class Carrier:
     def embed(self, name: str, value: str, slots: Slots) -> Embedded:
         """`name` (snake_case, restyled for this kind) assigned `value` in this kind's syntax."""
         opening, written, closing = self.literal(value, slots)
+        head, tail = self.around(name, slots)
+        return Embedded(head + opening + written + closing + tail, len(head) + len(opening), written)
+
+    def around(self, name: str, slots: Slots, template: str | None = None) -> tuple[str, str]:
+        """The text before and after the literal of an assignment of `name` (restyled for this kind).
+
+        template: an assignment template ({name}, {literal}); None draws one of `assign`.
+        """
         styled = style_name(name, slots.pool.choice(self.name_styles))
-        text = slots.render(slots.pool.choice(self.assign), name=styled, literal=_SENTINEL)
+        template = slots.pool.choice(self.assign) if template is None else template
+        text = slots.render(template, name=styled, literal=_SENTINEL)
         at = text.index(_SENTINEL)
-        return Embedded(text[:at] + opening + written + closing + text[at + 1:], at + len(opening), written)
+        return text[:at], text[at + 1:]
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,12 @@ def _as_int(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
+def _as_fraction(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def _as_names(name: str, value: object, known: tuple[str, ...], allow_empty: bool) -> tuple[str, ...]:
     # A bare string would otherwise be read as a list of one-letter names.
     if isinstance(value, str) or not isinstance(value, (tuple, list)):
@@ -52,7 +58,9 @@ class SecretDataConfig:
     ±length_jitter of it. train_max_length: train and validation files use only buckets <= it.
     secrets_per_file: (min, max) secrets drawn per secret-bearing file (fewer when they do not fit
     in the file's target decile). heldout_formats: the only formats of test_unseen, never in train
-    or validation. kinds: the carrier kinds files are drawn from.
+    or validation. kinds: the carrier kinds files are drawn from. hard_fraction: the probability
+    that a planted secret is written as a hard case (`hard`: a split literal, base64 or URL
+    encoding, a JSON-escaped PEM key, a minified line); 0 plants every secret plainly.
     """
 
     seed: int
@@ -66,6 +74,9 @@ class SecretDataConfig:
     length_jitter: float = 0.1
     secrets_per_file: tuple[int, int] = (1, 4)
     decoys_per_file: int = 2
+    # 0 by default so that code drawing files directly (tests, the throughput benchmark) keeps its
+    # files; params.yaml sets the study's value.
+    hard_fraction: float = 0.0
     heldout_formats: tuple[str, ...] = ("gitlab_pat", "stripe_live")
     kinds: tuple[str, ...] = CARRIER_KINDS
 
@@ -75,6 +86,7 @@ class SecretDataConfig:
             object.__setattr__(self, name, _as_int(name, getattr(self, name), minimum))
         self._check_lengths()
         self._check_secrets_per_file()
+        object.__setattr__(self, "hard_fraction", _as_fraction("hard_fraction", self.hard_fraction))
         heldout = _as_names("heldout_formats", self.heldout_formats, FORMAT_NAMES, allow_empty=True)
         if len(heldout) == len(FORMAT_NAMES):
             raise ConfigError("heldout_formats must leave at least one format for train/validation/test")

@@ -37,6 +37,8 @@ def _semi_generic(keywords: str, secret: str) -> str:
             r"(?:=|>|:{1,3}=|\|\||:|=>|\?=|,)[\x60'" + '"' + r"\s=]{0,5}(?P<secret>" + secret + ")" + _TAIL)
 
 
+_OPENAI = (r"\b(?P<secret>sk-(?:proj|svcacct|admin)-(?:[A-Za-z0-9_-]{74}|[A-Za-z0-9_-]{58})T3BlbkFJ"
+           r"(?:[A-Za-z0-9_-]{74}|[A-Za-z0-9_-]{58})\b|sk-[a-zA-Z0-9]{20}T3BlbkFJ[a-zA-Z0-9]{20})" + _TAIL)
 _PRIVATE_KEY = r"(?i)-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----[\s\S-]{64,}?KEY(?: BLOCK)?-----"
 GENERIC_REGEX = _semi_generic(r"access|auth|(?-i:[Aa]pi|API)|credential|creds|key|passw(?:or)?d|secret|token",
                               r"[\w.=-]{10,150}|[a-z0-9][a-z0-9+/]{11,}={0,3}")
@@ -144,6 +146,21 @@ def _github_classic(pool: Pool) -> str:
     return "ghp_" + body + github_checksum(body)
 
 
+def _github_oauth(pool: Pool) -> str:
+    body = pool.chars(BASE62, 30)
+    return "gho_" + body + github_checksum(body)
+
+
+def _openai_project(pool: Pool) -> str:
+    """`sk-proj-`, two halves of 58 or 74 url-safe characters around `T3BlbkFJ` (base64 of "OpenAI").
+
+    The last character is alphanumeric: gitleaks' rule wants a word boundary after the second half.
+    """
+    half = pool.choice((58, 74))
+    return ("sk-proj-" + pool.chars(BASE64URL, half) + "T3BlbkFJ" + pool.chars(BASE64URL, half - 1)
+            + pool.chars(BASE62, 1))
+
+
 def _url_with_password(pool: Pool, password: str) -> Planted:
     scheme = pool.choice(SCHEMES)
     user = pool.choice(FIRST_NAMES + WORDS)
@@ -185,6 +202,8 @@ FORMATS: dict[str, SecretFormat] = {f.name: f for f in (
             _GITHUB_NAMES, _github_classic),
     _format("github_fine_grained", r"github_pat_\w{82}", r"github_pat_\w{82}", "gitleaks github-fine-grained-pat",
             _GITHUB_NAMES, lambda p: "github_pat_11" + p.chars(_UPPER_DIGITS, 20) + "_" + p.chars(BASE62, 59)),
+    _format("github_oauth", r"gho_[0-9a-zA-Z]{36}", r"gho_[0-9a-zA-Z]{36}", "gitleaks github-oauth",
+            ("github_oauth_token", "gh_oauth_token", "oauth_token"), _github_oauth),
     _format("gitlab_pat", r"glpat-[\w-]{20}", r"glpat-[\w-]{20}", "gitleaks gitlab-pat",
             ("gitlab_token", "gitlab_pat", "gl_token"), lambda p: "glpat-" + p.chars(BASE62 + "-_", 20)),
     _format("slack_bot", r"xoxb-[0-9]{10,13}-[0-9]{10,13}[a-zA-Z0-9-]*", r"xoxb-[0-9]{10,13}-[0-9]{10,13}[a-zA-Z0-9-]*",
@@ -203,6 +222,11 @@ FORMATS: dict[str, SecretFormat] = {f.name: f for f in (
             r"sk_live_[0-9a-zA-Z]{24,99}", "gitleaks stripe-access-token",
             ("stripe_secret_key", "stripe_api_key", "stripe_key"),
             lambda p: "sk_live_" + p.chars(BASE62, p.choice((24, 99)))),
+    _format("openai_project", _OPENAI, r"sk-proj-(?:[\w-]{58}T3BlbkFJ[\w-]{58}|[\w-]{74}T3BlbkFJ[\w-]{74})",
+            "gitleaks openai-api-key", ("openai_api_key", "openai_key", "llm_api_key"), _openai_project),
+    _format("anthropic_api", r"\b(?P<secret>sk-ant-api03-[a-zA-Z0-9_\-]{93}AA)" + _TAIL,
+            r"sk-ant-api03-[\w-]{93}AA", "gitleaks anthropic-api-key", ("anthropic_api_key", "claude_api_key"),
+            lambda p: "sk-ant-api03-" + p.chars(BASE64URL, 93) + "AA"),
     _format("google_api_key", r"\b(?P<secret>AIza[\w-]{35})" + _TAIL, r"AIza[\w-]{35}", "gitleaks gcp-api-key",
             ("google_api_key", "maps_api_key", "firebase_api_key", "gcp_api_key"),
             lambda p: "AIzaSy" + p.chars(BASE62 + "-_", 33)),

@@ -26,6 +26,7 @@ from align_mamba.secrets.data.carrier import Carrier
 from align_mamba.secrets.data.config import SECRET_SPLITS, SEEN_SPLITS, SecretDataConfig
 from align_mamba.secrets.data.decoys import DECOY_KINDS, DECOYS
 from align_mamba.secrets.data.formats import FORMATS
+from align_mamba.secrets.data.hard import draw_case
 from align_mamba.secrets.data.kinds import CARRIERS
 from align_mamba.secrets.data.layout import Frame, Mark, Piece, assemble, decile_window, join
 from align_mamba.secrets.data.text import Pool, Slots
@@ -52,17 +53,25 @@ class SeenValues:
     files: set[bytes] = field(default_factory=set)
 
 
-def secret_piece(slots: Slots, carrier: Carrier, format_name: str) -> tuple[Piece, str]:
-    """A fresh secret of `format_name` assigned in the carrier's syntax, and its raw value."""
+def secret_piece(slots: Slots, carrier: Carrier, format_name: str, hard_fraction: float = 0.0) -> tuple[Piece, str]:
+    """A fresh secret of `format_name` assigned in the carrier's syntax, and its raw value.
+
+    With probability hard_fraction it gets a hard-case treatment (`hard.draw_case`) that suits the pair.
+    """
     pool = slots.pool
     fmt = FORMATS[format_name]
+    case = draw_case(pool, carrier, fmt, hard_fraction)
     planted = fmt.plant(pool)
+    value = planted.text[planted.start:planted.end]
+    piece = case.make(slots, carrier, fmt, planted) if case is not None else None
+    if piece is not None:
+        return piece, value
     embedded = carrier.embed(pool.choice(fmt.names), planted.text, slots)
     if embedded.written == planted.text:
         start, end = embedded.start + planted.start, embedded.start + planted.end
     else:  # newlines escaped: only whole-value secrets (PEM blocks) are multi-line
         start, end = embedded.start, embedded.start + len(embedded.written)
-    return Piece(embedded.text, (Mark(start, end, format_name, True),)), planted.text[planted.start:planted.end]
+    return Piece(embedded.text, (Mark(start, end, format_name, True),)), value
 
 
 def decoy_piece(slots: Slots, carrier: Carrier) -> Piece:
@@ -76,14 +85,14 @@ def decoy_piece(slots: Slots, carrier: Carrier) -> Piece:
 
 
 def _choose_secrets(slots: Slots, carrier: Carrier, frame: Frame, formats: tuple[str, ...], count: int,
-                    seen: SeenValues) -> tuple[list[Piece], list[str]]:
+                    seen: SeenValues, hard_fraction: float) -> tuple[list[Piece], list[str]]:
     """Up to `count` secrets that fit the frame together; fewer when later ones do not fit."""
     pool = slots.pool
     pieces: list[Piece] = []
     values: list[str] = []
     for _ in range(count):
         for _ in range(_TRIES_MORE if pieces else _TRIES_FIRST):
-            piece, value = secret_piece(slots, carrier, pool.choice(formats))
+            piece, value = secret_piece(slots, carrier, pool.choice(formats), hard_fraction)
             if value in seen.secrets or value in values or not frame.fits(join(pieces + [piece])):
                 continue
             pieces.append(piece)
@@ -119,7 +128,8 @@ def _draw_once(config: SecretDataConfig, split: str, pool: Pool, seen: SeenValue
     decile = pool.below(10) if count else None
     window = decile_window(length, decile) if count else (0, length)
     frame = Frame(length, len(header), len(footer), *window)
-    secrets, values = _choose_secrets(slots, carrier, frame, formats, count, seen) if count else ([], [])
+    secrets, values = (_choose_secrets(slots, carrier, frame, formats, count, seen, config.hard_fraction)
+                       if count else ([], []))
     decoys = [decoy_piece(slots, carrier) for _ in range(config.decoys_per_file)]
     content = assemble(carrier, slots, frame, header, footer, secrets, decoys)
     return _Draw(content, carrier.kind, pool.choice(carrier.file_names), decile, bucket, values)
@@ -152,6 +162,7 @@ def draw_file(config: SecretDataConfig, split: str, index: int, seen: SeenValues
             relpath=f"files/{index:0{width}d}_{draw.name}", kind=draw.kind, length=len(data),
             spans=tuple(sorted(Span(m.start, m.end, m.label) for m in marks if m.secret)),
             decoys=tuple(sorted(Span(m.start, m.end, m.label) for m in marks if not m.secret)),
+            cases=tuple(sorted(Span(m.start, m.end, m.case) for m in marks if m.secret and m.case)),
             target_decile=draw.decile, length_bucket=draw.bucket)
         return labelled, data
     raise ConfigError(f"{split} file {index}: no usable draw in {_FILE_ATTEMPTS} attempts; length_buckets may "
@@ -164,9 +175,11 @@ def generate_split(config: SecretDataConfig, split: str, seen: SeenValues) -> It
     Per file: a carrier kind uniform over config.kinds; a length bucket uniform over
     config.split_buckets(split) and a length uniform within ±length_jitter of it; in secret-bearing
     splits, a count uniform in secrets_per_file, a target decile uniform in 0..9 and formats uniform
-    over config.split_formats(split), every span inside the decile window of the file. Draws that
-    do not fit the window are rejected, so long values are rarer in short files (an RSA PEM block,
-    ~1.7 KB, needs a file of ~17 KB or more) and a file holds fewer secrets when more do not fit.
+    over config.split_formats(split), each secret with probability hard_fraction written as a hard
+    case (`hard`: split, encoded, escaped or mid-line), every span inside the decile window of the
+    file. Draws that do not fit the window are rejected, so long values are rarer in short files
+    (an RSA PEM block, ~1.7 KB, needs a file of ~17 KB or more) and a file holds fewer secrets when
+    more do not fit.
     Then decoys_per_file decoys of uniform kinds anywhere outside the secrets. test_decoys files
     hold decoys only (target_decile None). Splits share no secret value and no file.
     """

@@ -3,11 +3,19 @@
 Filler blocks end where another block (or a planted assignment) may start, so code stays
 syntactically plausible: Python and Go at top level, JSON as members of one object (every member
 ends with ",\\n" and the footer closes the object), minified JS as statements on one line.
+
+For the hard cases (`hard`), source kinds also say how they concatenate two string literals
+(`concat`), and every kind but .env and INI how it writes one long minified line (`inline`).
 """
 
 from __future__ import annotations
 
-from align_mamba.secrets.data.carrier import Carrier, JsonCarrier, LogCarrier, MarkdownCarrier, MinifiedCarrier
+from align_mamba.secrets.data.carrier import (Carrier, Concat, Inline, JsonCarrier, LogCarrier, MarkdownCarrier,
+                                              MinifiedCarrier)
+
+# Statements of minified JavaScript, without their ';' (Inline joins them).
+_JS_ITEMS = ("var {short}={num}", '{short}.{camel}="{word}"', "var {short}=function(e,t){{return e.{camel}(t)}}",
+             "for(var i=0;i<{num};i++){short}.push(i)", 'var {short}={{{camel}:{num},{camel}:"{word}",{camel}:!0}}')
 
 PYTHON = Carrier(
     kind="python",
@@ -26,6 +34,9 @@ PYTHON = Carrier(
     name_styles=("upper", "snake"),
     quotes=('"', "'"),
     multiline=('"""', '"""'),
+    concat=(Concat("", " + ", ""), Concat("(", " +\n    ", ")")),
+    inline=Inline("", ("{ident}={num}", '{ident}="{word}"', "{ident}=[{num}, {num}]", "{ident}={{'{word}': {num}}}"),
+                  ";", "{name}={literal}", "\n"),
 )
 
 JAVASCRIPT = Carrier(
@@ -47,6 +58,8 @@ JAVASCRIPT = Carrier(
     quotes=('"', "'", "`"),
     multiline=("`", "`"),
     comment="// ",
+    concat=(Concat("", " + ", ""), Concat("", " +\n  ", "")),
+    inline=Inline("", _JS_ITEMS, ";", "var {name}={literal}", ";\n"),
 )
 
 GO = Carrier(
@@ -64,6 +77,8 @@ GO = Carrier(
     quotes=('"', "`"),
     multiline=("`", "`"),
     comment="// ",
+    concat=(Concat("", " + ", ""), Concat("", " +\n\t", "")),
+    inline=Inline("", ("const {camel} = {num}", 'var {camel} = "{word}"'), "; ", "var {name} = {literal}", "\n"),
 )
 
 MINIFIED_JS = MinifiedCarrier(
@@ -82,6 +97,8 @@ MINIFIED_JS = MinifiedCarrier(
     name_styles=("camel",),
     quotes=('"', "'"),
     comment="",
+    concat=(Concat("", "+", ""),),
+    inline=Inline("", _JS_ITEMS, ";", "var {name}={literal}", ";"),
 )
 
 YAML = Carrier(
@@ -97,6 +114,8 @@ YAML = Carrier(
     assign=("{name}: {literal}\n", "{ident}:\n  {name}: {literal}\n"),
     name_styles=("snake", "camel"),
     quotes=('"', "'", ""),
+    inline=Inline("{ident}: {{", ("{camel}: {num}", '{camel}: "{word}"', "{camel}: {bool}"), ", ", "{name}: {literal}",
+                  "}}\n"),
 )
 
 JSON = JsonCarrier(
@@ -111,6 +130,8 @@ JSON = JsonCarrier(
     ),
     assign=('  "{name}": {literal},\n',),
     name_styles=("snake", "camel"),
+    inline=Inline('  "{camel}": {{', ('"{camel}":{num}', '"{camel}":"{word}"', '"{camel}":{bool}'), ",",
+                  '"{name}":{literal}', "}},\n"),
 )
 
 ENV = Carrier(
@@ -152,6 +173,7 @@ SHELL = Carrier(
     name_styles=("upper",),
     quotes=('"', "'"),
     multiline=('"', '"'),
+    inline=Inline("", ("{upper}={num}", '{upper}="{word}"', "cd {path}"), "; ", "export {name}={literal}", "\n"),
 )
 
 LOG = LogCarrier(
@@ -167,6 +189,8 @@ LOG = LogCarrier(
     name_styles=("snake",),
     quotes=("",),
     bare_any=True,
+    inline=Inline("{ts} DEBUG [{word}] state ", ("{camel}={num}", "{camel}={word}", "{ident}={path}"), " ",
+                  "{name}={literal}", "\n"),
 )
 
 MARKDOWN = MarkdownCarrier(
@@ -183,6 +207,7 @@ MARKDOWN = MarkdownCarrier(
     name_styles=("upper",),
     quotes=('"', "'"),
     comment="",
+    inline=Inline("```js\n", _JS_ITEMS, ";", "var {name}={literal}", ";\n```\n\n"),
 )
 
 CARRIERS: dict[str, Carrier] = {c.kind: c for c in (PYTHON, JAVASCRIPT, GO, YAML, JSON, ENV, INI, SHELL, LOG,

@@ -18,15 +18,19 @@ _BLOCK_MISSES = 3
 
 @dataclass(frozen=True)
 class Mark:
-    """A planted value at text[start:end] of its piece (or file): its format or decoy kind."""
+    """A planted value at text[start:end] of its piece (or file): its format or decoy kind.
+
+    case: the hard-case treatment of a secret (`hard.HARD_CASE_NAMES`), "" for one written plainly.
+    """
 
     start: int
     end: int
     label: str
     secret: bool
+    case: str = ""
 
     def shifted(self, offset: int) -> Mark:
-        return Mark(self.start + offset, self.end + offset, self.label, self.secret)
+        return Mark(self.start + offset, self.end + offset, self.label, self.secret, self.case)
 
 
 @dataclass(frozen=True)

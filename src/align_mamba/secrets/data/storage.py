@@ -4,7 +4,7 @@ Layout of a dataset directory::
 
     manifest.json              generator "secrets", params, formats, decoy_kinds, splits, files
     <split>/files/NNNN_<name>  the raw bytes of each file
-    <split>/labels.jsonl       one LabelledFile per line, in file order
+    <split>/labels.jsonl       one LabelledFile per line, in file order (hard-case spans under "cases")
     <split>/mask.npy           uint8, 1 on secret bytes, all files of the split concatenated in that order
 
 The whole directory is staged next to the target and renamed into place when complete, so a
@@ -42,7 +42,7 @@ def _span_dicts(spans: tuple[Span, ...]) -> list[dict]:
 def _label_line(lf: LabelledFile) -> str:
     return json.dumps({"relpath": lf.relpath, "kind": lf.kind, "length": lf.length, "spans": _span_dicts(lf.spans),
                        "decoys": _span_dicts(lf.decoys), "target_decile": lf.target_decile,
-                       "length_bucket": lf.length_bucket})
+                       "length_bucket": lf.length_bucket, "cases": _span_dicts(lf.cases)})
 
 
 def _parse_label(line: str, where: str) -> LabelledFile:
@@ -52,7 +52,9 @@ def _parse_label(line: str, where: str) -> LabelledFile:
             relpath=row["relpath"], kind=row["kind"], length=int(row["length"]),
             spans=tuple(Span(s["start"], s["end"], s["format"]) for s in row["spans"]),
             decoys=tuple(Span(s["start"], s["end"], s["format"]) for s in row["decoys"]),
-            target_decile=row["target_decile"], length_bucket=int(row["length_bucket"]))
+            target_decile=row["target_decile"], length_bucket=int(row["length_bucket"]),
+            # datasets written before hard cases have no "cases"
+            cases=tuple(Span(s["start"], s["end"], s["format"]) for s in row.get("cases", ())))
     except (ValueError, KeyError, TypeError) as err:
         raise DataIntegrityError(f"{where}: malformed label ({err})") from None
 
@@ -77,7 +79,8 @@ def _write_split(root: Path, split: str, config: SecretDataConfig, seen: SeenVal
     blob = buffer.getvalue()
     files[f"{split}/mask.npy"] = {"sha256": write_file(root / split / "mask.npy", lambda s: s.write(blob)),
                                   "bytes": len(blob)}
-    summary = {"files": len(labels), "bytes": int(mask.size), "spans": sum(len(lf.spans) for lf in labels)}
+    summary = {"files": len(labels), "bytes": int(mask.size), "spans": sum(len(lf.spans) for lf in labels),
+               "hard_spans": sum(len(lf.cases) for lf in labels)}
     return files, summary
 
 
