@@ -282,6 +282,7 @@ def test_report_has_both_sections_with_their_figures(report):
     assert "WARNING: the benchmark ran on cpu" in bench  # a CPU run is flagged
     assert "Rung 4 is align_mamba.recall.train's step." in bench and bench.count("than rung 0") == 1
     assert "0.001 MiB file: MiB/s" in bench and "No scan throughput" not in bench
+    assert "0.001 MiB file: findings / planted" in bench
 
 
 def test_benchmark_section_tables_come_from_the_bench_files(outputs):
@@ -300,7 +301,9 @@ def test_benchmark_section_tables_come_from_the_bench_files(outputs):
     assert provenance["rows"].sum() == len(mixers)
     csv = pd.read_csv(outputs["bench"] / "scan_throughput.csv")
     rate = csv[csv["size_mb"] == 0.002]["bytes"].sum() / 2**20 / csv[csv["size_mb"] == 0.002]["seconds"].sum()
-    assert throughput["system"].tolist() == ["tagger"] and throughput.iloc[0, -1] == f"{rate:,.2f}"
+    assert throughput["system"].tolist() == ["tagger"] and throughput.iloc[0, -2] == f"{rate:,.2f}"
+    at = csv[csv["size_mb"] == 0.002]
+    assert throughput.iloc[0, -1] == f"{at['findings'].sum()} / {at['planted'].sum()}"
     assert metrics["bench.training_speedup"] == pytest.approx(summary["training_speedup"]["speedup_vs_naive"], abs=5e-4)
     assert metrics["bench.training_speedup_rung"] == 4
 

@@ -288,14 +288,22 @@ def training_sentence(summary: dict, ladder: pd.DataFrame) -> str:
 
 
 def scan_throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """MiB/s per system × device × file size, pooled over carrier kinds (total bytes ÷ total seconds)."""
+    """Per system × device × file size, pooled over carrier kinds: MiB/s (total bytes ÷ total seconds)
+    and findings against planted secrets (a speed means little if the scan reports noise)."""
     keys = ["system", "version", "device", "backend", "settings"]
-    pooled = frame.groupby([*keys, "size_mb"], sort=False).agg(bytes=("bytes", "sum"), seconds=("seconds", "sum"))
+    pooled = frame.groupby([*keys, "size_mb"], sort=False).agg(
+        bytes=("bytes", "sum"), seconds=("seconds", "sum"), findings=("findings", "sum"), planted=("planted", "sum")
+    )
     pooled["rate"] = [_number(b / MIB / s) if s > 0 else "—" for b, s in pooled[["bytes", "seconds"]].values]
-    wide = pooled["rate"].unstack("size_mb")
-    wide = wide[sorted(wide.columns)].fillna("—")
-    wide.columns = [f"{size:g} MiB file: MiB/s" for size in wide.columns]
-    return wide.reset_index()
+    pooled["found"] = [f"{int(f)} / {int(p)}" for f, p in pooled[["findings", "planted"]].values]
+    columns = []
+    for size in sorted(pooled.index.get_level_values("size_mb").unique()):
+        columns += [
+            (size, "rate", f"{size:g} MiB file: MiB/s"),
+            (size, "found", f"{size:g} MiB file: findings / planted"),
+        ]
+    wide = pd.DataFrame({name: pooled[field].unstack("size_mb")[size] for size, field, name in columns})
+    return wide.fillna("—").reset_index()
 
 
 def bench_metrics(summary: dict) -> dict[str, float | int]:

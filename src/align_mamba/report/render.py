@@ -314,7 +314,8 @@ def _scan_throughput(directory: Path, frame: pd.DataFrame | None) -> list:
     return [
         Text(
             "Scan throughput (`python -m align_mamba.secrets.throughput`): MiB/s (2^20 bytes) of whole scans, "
-            "total bytes ÷ total seconds over the carrier kinds; baselines include their start-up."
+            "total bytes ÷ total seconds over the carrier kinds; baselines include their start-up. Findings: "
+            "what each system reported (spans within 2 bytes counted as one), against the secrets planted."
         ),
         Table(bench.scan_throughput_table(frame)),
     ]
