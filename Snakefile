@@ -14,3 +14,4 @@ rule all:
     input:
         "results/report.html",
         "results/metrics.json",
+        VALIDATED,

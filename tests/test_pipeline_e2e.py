@@ -58,6 +58,15 @@ def test_snakemake_runs_the_default_grid_and_dvc_records_it(tmp_path):
     rerun = run(["snakemake", "--cores", "2", "-n"], project)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
 
+    # A setting the cells read changes: their jobs rerun (as DVC's stages would), the tagger's do not.
+    params_path = project / "params.yaml"
+    params_path.write_text(params_path.read_text().replace("\n  steps: 20\n", "\n  steps: 22\n", 1))
+    edited = run(["snakemake", "--cores", "2", "-n"], project)
+    output = edited.stdout + edited.stderr
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.M))
+    assert int(jobs["train"]) == _cells(project) and int(jobs["evaluate"]) == _cells(project), output[-3000:]
+    assert "secrets_train" not in jobs and "Params have changed since last execution" in output
+
 
 def _stages_run(output: str, kind: str) -> set[str]:
     return set(re.findall(rf"Running stage '({kind}-[^']+)'", output))

@@ -6,6 +6,7 @@ rule bench:
         job("bench").outs,
     params:
         command=job("bench").cmd,
+        settings=settings(job("bench")),
     log:
         "logs/bench/bench.log",
     # Timings: the job takes every core, so no other job runs beside it and skews them.
@@ -29,6 +30,7 @@ rule scan_throughput:
         job("scan_throughput").outs,
     params:
         command=job("scan_throughput").cmd,
+        settings=settings(job("scan_throughput")),
     log:
         "logs/bench/scan_throughput.log",
     # Timings: the job takes every core, so no other job runs beside it and skews them.

@@ -1,8 +1,11 @@
 # Loads params.yaml through the package's typed tree (one line naming the key on a bad value, before
 # any job starts) and lists every job from align_mamba.pipeline.stages: the same commands, inputs and
 # outputs dvc.yaml holds. Rules look their job up by wildcards; nothing here spells a command.
+import json
 import sys
 from pathlib import Path
+
+import yaml
 
 from align_mamba.core.errors import ConfigError
 from align_mamba.pipeline import PARAMS_FILE, VALIDATED, dvc_yaml, stages
@@ -14,6 +17,7 @@ try:
 except ConfigError as err:
     sys.exit(f"error: {err}")
 
+_RAW_PARAMS = yaml.safe_load(Path(PARAMS_FILE).read_text())
 JOBS = {}
 for _stage in stages(PARAMS):
     JOBS.setdefault(_stage.rule, {})[_stage.key] = _stage
@@ -38,9 +42,24 @@ def job(rule_name, key=""):
 
 
 def inputs(stage):
-    """A job's inputs; the validation marker counts by existence only (a params edit that leaves a
-    cell's settings alone must not rerun it), as in DVC, where its content never changes."""
-    return [ancient(path) if path == VALIDATED else path for path in stage.deps]
+    """A job's inputs, less DVC's validation marker. Snakemake checks params.yaml as it parses this
+    file (a bad one stops it before any job), so no job waits for the marker; the validate job still
+    writes it for DVC's record (`all` asks for it). As an input it would hide changed settings: below a
+    job that must rerun (validate, after any params edit) Snakemake skips the params and code checks."""
+    return [path for path in stage.deps if path != VALIDATED]
+
+
+def settings(stage):
+    """The values of the params.yaml keys `stage` reads (its DVC params), as one string. A rule's
+    params are part of what Snakemake compares with a job's last run, so a job whose settings changed
+    reruns, as DVC reruns such a stage, and one whose settings did not stays done."""
+    values = {}
+    for key in stage.params:
+        node = _RAW_PARAMS
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        values[key] = node
+    return json.dumps(values, sort_keys=True)
 
 
 def cell_job(rule_name):

@@ -6,6 +6,7 @@ rule confirm:
         metrics="results/cells/{arch}/{stem}.confirm.json",
     params:
         command=lambda wildcards: cell_job("confirm")(wildcards).cmd,
+        settings=lambda wildcards: settings(cell_job("confirm")(wildcards)),
     log:
         "logs/confirm/{arch}/{stem}.log",
     threads: 1

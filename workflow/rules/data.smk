@@ -22,6 +22,7 @@ rule mqar_data:
         data=directory("data/mqar/np{num_pairs}"),
     params:
         command=lambda wildcards: job("mqar_data", f"np{wildcards.num_pairs}").cmd,
+        settings=lambda wildcards: settings(job("mqar_data", f"np{wildcards.num_pairs}")),
     log:
         "logs/mqar_data/np{num_pairs}.log",
     threads: 1

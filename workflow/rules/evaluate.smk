@@ -6,6 +6,7 @@ rule evaluate:
         metrics="results/cells/{arch}/{stem}.json",
     params:
         command=lambda wildcards: cell_job("evaluate")(wildcards).cmd,
+        settings=lambda wildcards: settings(cell_job("evaluate")(wildcards)),
     log:
         "logs/evaluate/{arch}/{stem}.log",
     threads: 1

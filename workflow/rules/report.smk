@@ -8,6 +8,7 @@ rule report:
         metrics=job("report").metrics[0],
     params:
         command=job("report").cmd,
+        settings=settings(job("report")),
     log:
         "logs/report/report.log",
     threads: 1

@@ -6,6 +6,7 @@ rule secrets_data:
         data=directory(job("secrets_data").outs[0]),
     params:
         command=job("secrets_data").cmd,
+        settings=settings(job("secrets_data")),
     log:
         "logs/secrets/data.log",
     threads: 1
@@ -28,6 +29,7 @@ rule secrets_train:
         summary="runs/secrets/{tagger}/train.json",
     params:
         command=lambda wildcards: job("secrets_train", wildcards.tagger).cmd,
+        settings=lambda wildcards: settings(job("secrets_train", wildcards.tagger)),
     log:
         "logs/secrets/train/{tagger}.log",
     threads: 1
@@ -50,6 +52,7 @@ rule secrets_evaluate:
         scores=directory("results/secrets/{tagger}"),
     params:
         command=lambda wildcards: job("secrets_evaluate", wildcards.tagger).cmd,
+        settings=lambda wildcards: settings(job("secrets_evaluate", wildcards.tagger)),
     log:
         "logs/secrets/evaluate/{tagger}.log",
     threads: 1
@@ -72,6 +75,7 @@ rule secrets_baselines:
         scores=directory(job("secrets_baselines").outs[0]),
     params:
         command=job("secrets_baselines").cmd,
+        settings=settings(job("secrets_baselines")),
     log:
         "logs/secrets/baselines.log",
     threads: 2

@@ -8,6 +8,7 @@ rule train:
         summary="runs/{arch}/{stem}/train.json",
     params:
         command=lambda wildcards: cell_job("train")(wildcards).cmd,
+        settings=lambda wildcards: settings(cell_job("train")(wildcards)),
     log:
         "logs/train/{arch}/{stem}.log",
     threads: 1
