@@ -33,9 +33,14 @@ def test_an_allocation_runs_outside_the_project_and_packs_its_cell(tmp_path):
     assert "started 1 cells" in allocation("start", "workflow/presets/tiny.yaml", "1", CELL)
     waited = allocation("wait", "600")
     assert "finished" in waited and "metrics files: 1" in waited
+    cache = project / ".cache" / "kernels" / "triton"  # where the cells' compiled kernels go
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "kernel.cubin").write_bytes(b"compiled")
     allocation("pack", str(tmp_path / "out"))
 
     assert _tree(project) == before
+    with tarfile.open(tmp_path / "out" / "kernel_cache.tgz") as packed:
+        assert packed.extractfile("./triton/kernel.cubin").read() == b"compiled"
     with tarfile.open(tmp_path / "out" / "allocation.tgz") as packed:
         names = packed.getnames()
     assert f"results/cells/{CELL}.json" in names and f"runs/{CELL}/history.csv" in names

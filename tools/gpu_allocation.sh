@@ -8,6 +8,7 @@
 #                                                           ID.confirm: that cell's confirm job (below)
 #   tools/gpu_allocation.sh wait SECONDS                    wait up to SECONDS for the run; print progress
 #   tools/gpu_allocation.sh pack OUT_DIR                    OUT_DIR/allocation.tgz + allocation.log
+#                                                           (+ kernel_cache.tgz: the kernel cache)
 # The run happens in a scratch copy of the workflow (ALLOCATION_DIR, default /tmp/align-mamba-allocation:
 # Snakefile, workflow/, src/, tools/ and the preset as params.yaml), never in the project itself: a
 # caller that re-sends the project between its calls (a lent GPU syncs the working tree) would
@@ -100,10 +101,14 @@ case "$command" in
     ;;
   pack)
     out=$(realpath -m "${1:?OUT_DIR}"); mkdir -p "$out"
+    cache=$(realpath -m "${ALIGN_MAMBA_CACHE_DIR:-.cache/kernels}")
     cd "$work"
     files=$(find results/cells runs -name '*.json' -o -name 'history.csv' 2> /dev/null | grep -v resume || true)
     tar czf "$out/allocation.tgz" params.yaml logs $files
     cat $(ls logs/allocation.log logs/confirm.log 2> /dev/null) > "$out/allocation.log"
+    # the compiled and autotuned kernels: unpacked into .cache/kernels and carried, the next machine starts warm
+    [ -n "$(ls -A "$cache" 2> /dev/null)" ] && tar czf "$out/kernel_cache.tgz" -C "$cache" .
+    true
     ;;
   *) echo "unknown command $command (start, wait, pack)" >&2; exit 2 ;;
 esac
