@@ -14,4 +14,3 @@ rule all:
     input:
         "results/report.html",
         "results/metrics.json",
-        VALIDATED,

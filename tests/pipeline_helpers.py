@@ -7,8 +7,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from align_mamba.pipeline import VALIDATED
-
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src"]
 
@@ -78,8 +76,7 @@ def dvc_dag(workdir: Path) -> dict[str, tuple[str, frozenset[str]]]:
             return beneath or {dep}
 
         def inputs(stage) -> frozenset[str]:  # params are compared through the command line
-            # Snakemake validates params.yaml as it parses; its jobs do not wait for DVC's marker
-            files = [dep for dep in stage.deps if not isinstance(dep, ParamsDependency) and dep.def_path != VALIDATED]
+            files = [dep for dep in stage.deps if not isinstance(dep, ParamsDependency)]
             return frozenset().union(*(expand(dep.def_path) for dep in files))
 
         return {out.def_path: (_normalize(stage.cmd), inputs(stage)) for stage in stages for out in stage.outs}

@@ -45,7 +45,7 @@ def test_an_allocation_runs_outside_the_project_and_packs_its_cell(tmp_path):
         names = packed.getnames()
     assert f"results/cells/{CELL}.json" in names and f"runs/{CELL}/history.csv" in names
     assert not any(name.endswith(".pt") for name in names)  # never checkpoints
-    assert "3 of 3 steps (100%) done" in (tmp_path / "out" / "allocation.log").read_text()  # data, train, evaluate
+    assert "4 of 4 steps (100%) done" in (tmp_path / "out" / "allocation.log").read_text()
     # a second start refuses to run over the first allocation's outputs
     refused = run(["env", env, *script, "start", "workflow/presets/tiny.yaml", "1", CELL], project, check=False)
     assert refused.returncode == 2 and "exists (an earlier allocation)" in refused.stderr

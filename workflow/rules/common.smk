@@ -42,11 +42,14 @@ def job(rule_name, key=""):
 
 
 def inputs(stage):
-    """A job's inputs, less DVC's validation marker. Snakemake checks params.yaml as it parses this
-    file (a bad one stops it before any job), so no job waits for the marker; the validate job still
-    writes it for DVC's record (`all` asks for it). As an input it would hide changed settings: below a
-    job that must rerun (validate, after any params edit) Snakemake skips the params and code checks."""
-    return [path for path in stage.deps if path != VALIDATED]
+    """A job's inputs. The validation marker counts by existence only (its content never changes, as
+    in DVC), and so do the validate job's own inputs: Snakemake has checked params.yaml (and rewritten
+    dvc.yaml) while parsing this file, and a validate job rerun after an edit would hide the edit.
+    Below a job that must rerun, Snakemake skips the checks (settings, code, input times) of every
+    job linked to it by ancient files only."""
+    if stage.rule == "validate":
+        return [ancient(path) for path in stage.deps]
+    return [ancient(path) if path == VALIDATED else path for path in stage.deps]
 
 
 def settings(stage):
