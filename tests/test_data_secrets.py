@@ -350,22 +350,25 @@ def test_splits_share_no_secret_and_no_file(contents):
     assert len(every) == len(set(every))
 
 
+# Carriers whose text a parser can check: each must still parse with its secrets planted.
+SYNTAX_CHECKERS = {
+    "json": json.loads,
+    "python": lambda t: compile(t, "<generated>", "exec"),
+    "yaml": yaml.safe_load,
+    "ini": lambda t: configparser.ConfigParser(strict=False, interpolation=None).read_string(t),
+}
+
+
 def test_carriers_keep_their_syntax(contents):
-    checkers = {
-        "json": json.loads,
-        "python": lambda t: compile(t, "<generated>", "exec"),
-        "yaml": yaml.safe_load,
-        "ini": lambda t: configparser.ConfigParser(strict=False, interpolation=None).read_string(t),
-    }
     checked = set()
     for files in contents.values():
         for lf, data in files:
-            if lf.kind in checkers:
-                checkers[lf.kind](data.decode("ascii"))
+            if lf.kind in SYNTAX_CHECKERS:
+                SYNTAX_CHECKERS[lf.kind](data.decode("ascii"))
                 checked.add(lf.kind)
             if lf.kind == "minified_js":
                 assert data.count(b"\n") == 1 and data.endswith(b"\n")
-    assert checked == set(checkers)
+    assert checked == set(SYNTAX_CHECKERS)
 
 
 def test_tampering_is_detected(dataset, tmp_path):
@@ -610,12 +613,6 @@ def hard(tmp_path_factory) -> dict[str, list]:
 
 
 def test_hard_cases_decode_to_their_format_and_keep_the_syntax(hard):
-    checkers = {
-        "json": json.loads,
-        "python": lambda t: compile(t, "<generated>", "exec"),
-        "yaml": yaml.safe_load,
-        "ini": lambda t: configparser.ConfigParser(strict=False, interpolation=None).read_string(t),
-    }
     seen = Counter()
     for split, files in hard.items():
         for lf, data in files:
@@ -624,8 +621,8 @@ def test_hard_cases_decode_to_their_format_and_keep_the_syntax(hard):
             for fmt, case, value in _secrets(lf, data):
                 assert FORMATS[fmt].value_regex.fullmatch(value), (split, lf.kind, case, value[:60])
                 seen[case] += 1
-            if lf.kind in checkers:
-                checkers[lf.kind](data)
+            if lf.kind in SYNTAX_CHECKERS:
+                SYNTAX_CHECKERS[lf.kind](data)
             if lf.kind == "minified_js":
                 assert data.count("\n") == 1
             for case in lf.cases:

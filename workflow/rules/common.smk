@@ -5,19 +5,19 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 from align_mamba.core.errors import ConfigError
 from align_mamba.pipeline import PARAMS_FILE, VALIDATED, dvc_yaml, stages
 
 try:
-    from align_mamba.params import load_params
+    from align_mamba.core.params import read_yaml
+    from align_mamba.params import build_params
 
-    PARAMS = load_params(PARAMS_FILE)
+    # the values as written (each rule's settings) and the typed tree built from them: one read
+    _RAW_PARAMS = read_yaml(Path(PARAMS_FILE))
+    PARAMS = build_params(_RAW_PARAMS, PARAMS_FILE)
 except ConfigError as err:
     sys.exit(f"error: {err}")
 
-_RAW_PARAMS = yaml.safe_load(Path(PARAMS_FILE).read_text())
 JOBS = {}
 for _stage in stages(PARAMS):
     JOBS.setdefault(_stage.rule, {})[_stage.key] = _stage
