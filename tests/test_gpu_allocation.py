@@ -6,6 +6,9 @@ run lives in its own scratch copy, so the project folder gains nothing the next 
 
 from __future__ import annotations
 
+import io
+import lzma
+import shutil
 import tarfile
 
 from pipeline_helpers import ROOT, project_copy, run
@@ -39,7 +42,9 @@ def test_an_allocation_runs_outside_the_project_and_packs_its_cell(tmp_path):
     allocation("pack", str(tmp_path / "out"))
 
     assert _tree(project) == before
-    with tarfile.open(tmp_path / "out" / "kernel_cache.tgz") as packed:
+    parts = sorted((tmp_path / "out").glob("kernel_cache.txz.*"))
+    assert [p.name for p in parts] == ["kernel_cache.txz.00"]
+    with tarfile.open(fileobj=io.BytesIO(lzma.decompress(parts[0].read_bytes()))) as packed:
         assert packed.extractfile("./triton/kernel.cubin").read() == b"compiled"
     with tarfile.open(tmp_path / "out" / "allocation.tgz") as packed:
         names = packed.getnames()
@@ -60,20 +65,54 @@ def test_a_confirm_job_decides_from_an_earlier_allocations_summaries_without_ret
         (project / "tools" / name).write_bytes((ROOT / "tools" / name).read_bytes())
     cells = ["mamba2/np4-ds8-lr0.003-s0", "mamba2/np8-ds8-lr0.003-s0"]
 
-    def allocation(name: str, *args: str, restore: str = "") -> str:
-        env = ["env", f"ALLOCATION_DIR={tmp_path / name}", f"RESTORE={restore}"]
+    def allocation(name: str, *args: str, restore: str = "", kernels: str = "") -> str:
+        env = ["env", f"ALLOCATION_DIR={tmp_path / name}", f"RESTORE={restore}", f"KERNELS={kernels}"]
         return run([*env, "bash", "tools/gpu_allocation.sh", *args], project).stdout
 
     allocation("first", "start", "workflow/presets/tiny.yaml", "2", *cells)
     assert "metrics files: 2" in allocation("first", "wait", "600")
+    cache = project / ".cache" / "kernels"
+    (cache / "triton").mkdir(parents=True, exist_ok=True)
+    (cache / "triton" / "kernel.cubin").write_bytes(b"compiled")
     allocation("first", "pack", str(tmp_path / "out1"))
+    shutil.rmtree(cache)  # the next machine starts bare; the pack's kernels come with it
 
     pack = str(tmp_path / "out1" / "allocation.tgz")
-    started = allocation("second", "start", "workflow/presets/tiny.yaml", "2", f"{cells[1]}.confirm", restore=pack)
+    kernels = str(tmp_path / "out1" / "kernel_cache.txz")
+    started = allocation(
+        "second", "start", "workflow/presets/tiny.yaml", "2", f"{cells[1]}.confirm", restore=pack, kernels=kernels
+    )
     assert "started 0 cells and 1 confirm jobs" in started
+    assert (cache / "triton" / "kernel.cubin").read_bytes() == b"compiled"
     assert "confirm files: 1" in allocation("second", "wait", "600")
     allocation("second", "pack", str(tmp_path / "out2"))
     log = (tmp_path / "out2" / "allocation.log").read_text()
     assert "rule confirm" in log and "rule train" not in log
     with tarfile.open(tmp_path / "out2" / "allocation.tgz") as packed:
         assert f"results/cells/{cells[1]}.confirm.json" in packed.getnames()
+
+
+def test_a_packed_kernel_cache_is_restored_whole_or_not_at_all(tmp_path):
+    """`kernels PREFIX` unpacks a pack's xz parts into the cache folder; a truncated part leaves the
+    folder empty (a cache only saves time: the run starts cold, and says so) instead of half-filled."""
+    packed_from = tmp_path / "cache" / "triton"
+    packed_from.mkdir(parents=True)
+    (packed_from / "kernel.cubin").write_bytes(b"compiled" * 1000)
+    (tmp_path / "work" / "logs").mkdir(parents=True)  # an allocation's scratch copy, nothing run
+    (tmp_path / "work" / "params.yaml").write_text("{}\n")
+    script = ["bash", str(ROOT / "tools" / "gpu_allocation.sh")]
+    env = ["env", f"ALIGN_MAMBA_CACHE_DIR={tmp_path / 'cache'}", f"ALLOCATION_DIR={tmp_path / 'work'}"]
+    run([*env, *script, "pack", str(tmp_path / "out")], tmp_path)
+    shutil.rmtree(tmp_path / "cache")
+
+    prefix = str(tmp_path / "out" / "kernel_cache.txz")
+    restore = ["env", f"ALIGN_MAMBA_CACHE_DIR={tmp_path / 'restored'}", *script, "kernels", prefix]
+    assert "restored" in run(restore, tmp_path).stdout
+    assert (tmp_path / "restored" / "triton" / "kernel.cubin").read_bytes() == b"compiled" * 1000
+
+    part = tmp_path / "out" / "kernel_cache.txz.00"
+    part.write_bytes(part.read_bytes()[:-20])
+    shutil.rmtree(tmp_path / "restored")
+    damaged = run(restore, tmp_path)
+    assert "damaged; starting cold" in damaged.stderr
+    assert list((tmp_path / "restored").iterdir()) == []

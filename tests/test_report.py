@@ -297,7 +297,11 @@ def test_lr_is_chosen_on_validation_not_test(tmp_path, recall):
                 write_cell(root, metrics_json(arch, num_pairs, d_state, seed, 1.0, lr=1.0e-2, val_accuracy=0.01))
     metrics = write_report(root, tmp_path / "out", threshold=0.9)  # without params: every file, experiments recorded
     assert metrics["cliff.accuracy.mamba2.np8.ds8"] == 0.15 and metrics["cells"] == 32
-    assert "| 0.003 ×2 of 2 |" in (tmp_path / "out" / "report.md").read_text()
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| 0.003 ×2 (2 rates run) |" in markdown
+    # the sweep's every rate, kept or not: seeds learned / run (mean test accuracy)
+    assert "| architecture | d_state | num_pairs | lr 0.003 | lr 0.01 |" in markdown
+    assert "| mamba2 | 8 | 8 | 0/2 (0.15) | 2/2 (1.00) |" in markdown
 
 
 def test_blind_start_plots_against_k(tmp_path):

@@ -8,7 +8,8 @@
 #                                                           ID.confirm: that cell's confirm job (below)
 #   tools/gpu_allocation.sh wait SECONDS                    wait up to SECONDS for the run; print progress
 #   tools/gpu_allocation.sh pack OUT_DIR                    OUT_DIR/allocation.tgz + allocation.log
-#                                                           (+ kernel_cache.tgz: the kernel cache)
+#                                                           (+ kernel_cache.txz.NN: the kernel cache)
+#   tools/gpu_allocation.sh kernels PREFIX                  unpack PREFIX.NN into the kernel cache
 # The run happens in a scratch copy of the workflow (ALLOCATION_DIR, default /tmp/align-mamba-allocation:
 # Snakefile, workflow/, src/, tools/ and the preset as params.yaml), never in the project itself: a
 # caller that re-sends the project between its calls (a lent GPU syncs the working tree) would
@@ -22,9 +23,10 @@
 # MPS=1 before `start`: the cells share the GPU through a CUDA MPS daemon (tools/mps.sh), started
 # where the machine allows it (else one line, and the run goes on without it) and stopped when the
 # run ends. Compiled and autotuned kernels are cached in ALIGN_MAMBA_CACHE_DIR (default
-# .cache/kernels here): carry that folder to the next machine to start warm.
+# .cache/kernels here); `pack` returns them as xz parts: carry those to the next machine and
+# KERNELS=PREFIX before `start` (PREFIX: the parts' path less .NN) unpacks them, so it starts warm.
 set -euo pipefail
-command=${1:?usage: tools/gpu_allocation.sh start|wait|pack ...}
+command=${1:?usage: tools/gpu_allocation.sh start|wait|pack|kernels ...}
 shift
 work=${ALLOCATION_DIR:-/tmp/align-mamba-allocation}
 case "$command" in
@@ -36,6 +38,7 @@ case "$command" in
       [ -f "$pack" ] || { echo "RESTORE: no pack $pack" >&2; exit 2; }
       packs+=("$(realpath "$pack")")
     done
+    kernels=${KERNELS:+$(realpath -m "$KERNELS")}
     [ -e "$work" ] && { echo "$work exists (an earlier allocation): pack it, then remove it" >&2; exit 2; }
     mkdir -p "$work/logs"
     cp -r Snakefile workflow src tools "$work/"
@@ -52,6 +55,7 @@ case "$command" in
     done
     for pack in "${packs[@]}"; do tar xzf "$pack" --wildcards 'runs/*/train.json' 'runs/*/history.csv'; done
     export ALIGN_MAMBA_CACHE_DIR=${ALIGN_MAMBA_CACHE_DIR:-$project/.cache/kernels}
+    [ -n "$kernels" ] && bash "$project/tools/gpu_allocation.sh" kernels "$kernels"
     stop_mps=true
     if [ "${MPS:-0}" = 1 ]; then
       eval "$(tools/mps.sh start)"
@@ -106,9 +110,27 @@ case "$command" in
     files=$(find results/cells runs -name '*.json' -o -name 'history.csv' 2> /dev/null | grep -v resume || true)
     tar czf "$out/allocation.tgz" params.yaml logs $files
     cat $(ls logs/allocation.log logs/confirm.log 2> /dev/null) > "$out/allocation.log"
-    # the compiled and autotuned kernels: unpacked into .cache/kernels and carried, the next machine starts warm
-    [ -n "$(ls -A "$cache" 2> /dev/null)" ] && tar czf "$out/kernel_cache.tgz" -C "$cache" .
+    # the compiled and autotuned kernels (KERNELS=OUT_DIR/kernel_cache.txz at the next start),
+    # in xz parts of 15 MiB: a lent machine returns files of at most 16 MiB, and Triton's IR is text
+    if [ -n "$(ls -A "$cache" 2> /dev/null)" ]; then
+      rm -f "$out"/kernel_cache.txz.*
+      tar cf - -C "$cache" . | xz -T0 -6 | split -b 15M -d -a 2 - "$out/kernel_cache.txz."
+      echo "kernel cache: $(ls "$out"/kernel_cache.txz.* | wc -l) part(s), $(du -sh "$cache" | cut -f1) unpacked"
+    fi
     true
     ;;
-  *) echo "unknown command $command (start, wait, pack)" >&2; exit 2 ;;
+  kernels)
+    # Put a packed kernel cache (PREFIX.00, PREFIX.01, ...) into ALIGN_MAMBA_CACHE_DIR. A cache only
+    # saves time, so a damaged or missing one leaves the folder empty and the run starts cold.
+    prefix=${1:?PREFIX (the kernel_cache.txz of a pack)}
+    cache=$(realpath -m "${ALIGN_MAMBA_CACHE_DIR:-.cache/kernels}")
+    mkdir -p "$cache"
+    if ls "$prefix".[0-9][0-9] > /dev/null 2>&1 && cat "$prefix".[0-9][0-9] | xz -dc | tar xf - -C "$cache" 2> /dev/null; then
+      echo "kernel cache: restored from $prefix into $cache"
+    else
+      find "$cache" -mindepth 1 -delete
+      echo "kernel cache: $prefix.NN missing or damaged; starting cold" >&2
+    fi
+    ;;
+  *) echo "unknown command $command (start, wait, pack, kernels)" >&2; exit 2 ;;
 esac

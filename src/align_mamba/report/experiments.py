@@ -160,6 +160,7 @@ class ExperimentResult:
             validation=lambda r: r.metrics.val_accuracy,
             rate=lambda r: r.metrics.lr,
         )
+        self.runs = mine
         compared = defaultdict(set)
         for r in mine:
             compared[(series(r.metrics), r.metrics.num_pairs, r.metrics.d_state)].add(r.metrics.lr)
@@ -362,6 +363,29 @@ def _median_steps(runs: list[Run], threshold: float) -> str:
     )
 
 
+def rate_table(result: ExperimentResult) -> pd.DataFrame:
+    """Every rate of each grid point's sweep at 1× budget: seeds learned / seeds run and their mean
+    test accuracy, one column per rate (the window of rates a layout trains in). Empty when no
+    point ran more than one rate."""
+    t = result.threshold
+    by_point: dict[tuple, dict[float, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for r in result.runs:
+        by_point[(series(r.metrics), r.metrics.num_pairs, r.metrics.d_state)][r.metrics.lr].append(r)
+    if all(len(rates) < 2 for rates in by_point.values()):
+        return pd.DataFrame()
+    lrs = sorted({lr for rates in by_point.values() for lr in rates})
+    rows = []
+    for (s, n, d), rates in sorted(by_point.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        row = {"architecture": s, "d_state": d, "num_pairs": n}
+        for lr in lrs:
+            runs = rates.get(lr, [])
+            acc = [r.metrics.accuracy for r in runs]
+            learned = sum(a >= t - SLACK for a in acc)
+            row[f"lr {lr:g}"] = f"{learned}/{len(runs)} ({np.mean(acc):.2f})" if runs else "—"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def points_table(result: ExperimentResult) -> pd.DataFrame:
     """Every grid point: successes/seeds with the Wilson interval beside the mean accuracy."""
     t, conf = result.threshold, result.settings.confidence
@@ -383,7 +407,7 @@ def points_table(result: ExperimentResult) -> pd.DataFrame:
                 f"Wilson {conf:.0%}": f"[{low:.2f}, {high:.2f}]",
                 "accuracy: mean (per seed)": f"{np.mean(first):.3f} (" + ", ".join(f"{a:.2f}" for a in first) + ")",
                 "2× budget rerun": ", ".join(reruns) or "—",
-                "lr kept on validation": ", ".join(f"{lr:g} ×{c}" for lr, c in lrs.items()) + f" of {p.compared}",
+                "lr kept on validation": ", ".join(f"{lr:g} ×{c}" for lr, c in lrs.items()) + f" ({p.compared} {'rate' if p.compared == 1 else 'rates'} run)",
                 "steps to learn (median)": _median_steps(list(p.kept), t),
                 "failed seeds": "; ".join(failed) or "—",
             }

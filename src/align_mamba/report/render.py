@@ -132,6 +132,18 @@ def _experiment(result: experiments.ExperimentResult, runs: list[experiments.Run
             f"{stats.PARTIAL_RECALL_MIN:g}, else **partial recall**. Steps to learn: the first validation step at ≥ {t:g}."
         ),
         Table(experiments.points_table(result)),
+    ]
+    rates = experiments.rate_table(result)
+    if not rates.empty:
+        blocks += [
+            Text(
+                f"Every learning rate of the sweep at 1× budget: seeds at test accuracy ≥ {t:g} / seeds run "
+                f"(mean test accuracy). The table above keeps one rate per seed; this one shows how wide "
+                f"each architecture's window of trainable rates is."
+            ),
+            Table(rates),
+        ]
+    blocks += [
         Text(
             "Capacity per seed: the largest num_pairs it learned (a seed with none counts 0 in the mean; "
             "∞ as the interval's top: a seed still learned the largest num_pairs tested)."
