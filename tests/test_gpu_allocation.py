@@ -7,6 +7,8 @@ run lives in its own scratch copy, so the project folder gains nothing the next 
 from __future__ import annotations
 
 import io
+import re
+from datetime import datetime
 import lzma
 import shutil
 import tarfile
@@ -21,6 +23,12 @@ def _tree(project):
     return sorted(p.relative_to(project) for p in project.rglob("*") if p.relative_to(project).parts[0] != ".cache")
 
 
+def _stamps(log) -> list[datetime]:
+    """The times Snakemake printed in a log, in order ([Sun Dec  6 23:58:21 2026])."""
+    found = re.findall(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$", log.read_text(), re.M)
+    return [datetime.strptime(" ".join(t.split()), "%a %b %d %H:%M:%S %Y") for t in found]
+
+
 def test_an_allocation_runs_outside_the_project_and_packs_its_cell(tmp_path):
     project = project_copy(tmp_path / "project")
     (project / "tools").mkdir()
@@ -33,9 +41,13 @@ def test_an_allocation_runs_outside_the_project_and_packs_its_cell(tmp_path):
     def allocation(*args: str) -> str:
         return run(["env", env, *script, *args], project).stdout
 
-    assert "started 1 cells" in allocation("start", "workflow/presets/tiny.yaml", "1", CELL)
+    # asked for first, started first, though it sorts after CELL: one slot, so it also ends first
+    first = "mamba2/np4-ds8-lr0.003-s0"
+    assert "started 2 cells" in allocation("start", "workflow/presets/tiny.yaml", "1", first, CELL)
     waited = allocation("wait", "600")
-    assert "finished" in waited and "metrics files: 1" in waited
+    assert "finished" in waited and "metrics files: 2" in waited and "cells finished: 2 of 2" in waited
+    logs = tmp_path / "allocation" / "logs" / "cells"
+    assert _stamps(logs / "mamba2_np4-ds8-lr0.003-s0.log")[-1] <= _stamps(logs / "hybrid-0_np4-ds8-lr0.003-s0.log")[0]
     cache = project / ".cache" / "kernels" / "triton"  # where the cells' compiled kernels go
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "kernel.cubin").write_bytes(b"compiled")
@@ -50,7 +62,8 @@ def test_an_allocation_runs_outside_the_project_and_packs_its_cell(tmp_path):
         names = packed.getnames()
     assert f"results/cells/{CELL}.json" in names and f"runs/{CELL}/history.csv" in names
     assert not any(name.endswith(".pt") for name in names)  # never checkpoints
-    assert "4 of 4 steps (100%) done" in (tmp_path / "out" / "allocation.log").read_text()
+    log = (tmp_path / "out" / "allocation.log").read_text()
+    assert "rule mqar_data" in log and "rule train" in log and "rule evaluate" in log
     # a second start refuses to run over the first allocation's outputs
     refused = run(["env", env, *script, "start", "workflow/presets/tiny.yaml", "1", CELL], project, check=False)
     assert refused.returncode == 2 and "exists (an earlier allocation)" in refused.stderr

@@ -32,6 +32,7 @@ work=${ALLOCATION_DIR:-/tmp/align-mamba-allocation}
 case "$command" in
   start)
     preset=${1:?PRESET}; slots=${2:?SLOTS}; shift 2
+    [ $# -gt 0 ] || { echo "start: no cell ids (python -m align_mamba.pipeline check lists them)" >&2; exit 2; }
     project=$PWD
     packs=()
     for pack in ${RESTORE:-}; do
@@ -61,9 +62,8 @@ case "$command" in
       eval "$(tools/mps.sh start)"
       stop_mps="tools/mps.sh stop"
     fi
-    # targets first, and a flag after each list: --prioritize, --allowed-rules and --resources take
-    # every word after them. --keep-going: one cell that fails (a diverged rate) must not stop the
-    # others in a paid allocation. --nolock: two Snakemakes share the copy, on disjoint outputs.
+    # --keep-going: one cell that fails (a diverged rate) must not stop the others in a paid
+    # allocation. --nolock: several Snakemakes share the copy, on disjoint outputs.
     snakemake=(python3 -m snakemake --profile workflow/profiles/gpu-node --keep-going --nolock)
     confirm_slots=0
     if [ ${#confirms[@]} -gt 0 ] && [ ${#trains[@]} -gt 0 ] && [ "$slots" -lt 2 ]; then
@@ -73,13 +73,23 @@ case "$command" in
       confirm_slots=$(( ${#confirms[@]} < slots / 2 ? ${#confirms[@]} : slots / 2 ))
       [ ${#trains[@]} -eq 0 ] && confirm_slots=$slots
       [ "$confirm_slots" -ge 1 ] || confirm_slots=1
-      # their data first, once: both runs would otherwise make it at the same time
-      data=($(printf '%s\n' "${confirms[@]}" | sed -E 's#.*/np([0-9]+)-.*#data/mqar/np\1#' | sort -u))
-      "${snakemake[@]}" "${data[@]}" > logs/data.log 2>&1
     fi
+    # the data first, once (and the params check): the runs below would otherwise make it side by side
+    data=($(printf '%s\n' "${trains[@]}" "${confirms[@]}" | sed -E 's#.*/np([0-9]+)-.*#data/mqar/np\1#' | sort -u))
+    "${snakemake[@]}" "${data[@]}" > logs/data.log 2>&1
+    # One Snakemake per cell, started in the order of the ids as slots free up: one Snakemake over
+    # all of them picks among ready jobs in an order of its own, and an allocation that runs out of
+    # time would have spent itself on the cells asked for last.
+    mkdir -p logs/cells
+    : > logs/cells.txt
+    [ ${#trains[@]} -gt 0 ] && printf '%s\n' "${trains[@]}" > logs/cells.txt
+    { echo '#!/usr/bin/env bash'
+      echo '# one cell (results/cells/ARCH/ID.json): its train and evaluate jobs, its own log'
+      echo "exec $(printf '%q ' "${snakemake[@]}") \"\$1\" --resources gpu_slots=1 \\"
+      echo '  > "logs/cells/$(basename "$(dirname "$1")")_$(basename "$1" .json).log" 2>&1'
+    } > logs/cell.sh
     {
-      [ ${#trains[@]} -gt 0 ] && echo "$(printf '%q ' "${snakemake[@]}" "${trains[@]}" --prioritize \
-        "${trains[@]:0:$slots}" --resources gpu_slots=$(( slots - confirm_slots ))) > logs/allocation.log 2>&1 &"
+      [ ${#trains[@]} -gt 0 ] && echo "xargs -a logs/cells.txt -P $(( slots - confirm_slots )) -n 1 bash logs/cell.sh &"
       [ ${#confirms[@]} -gt 0 ] && echo "$(printf '%q ' "${snakemake[@]}" "${confirms[@]}" --allowed-rules validate \
         mqar_data confirm --resources gpu_slots=$confirm_slots) > logs/confirm.log 2>&1 &"
       echo 'status=0; for pid in $(jobs -p); do wait "$pid" || status=1; done'
@@ -95,9 +105,11 @@ case "$command" in
     limit=${1:?SECONDS}; deadline=$((SECONDS + limit))
     while kill -0 "$(cat logs/allocation.pid)" 2> /dev/null && [ $SECONDS -lt $deadline ]; do sleep 10; done
     kill -0 "$(cat logs/allocation.pid)" 2> /dev/null && echo "still running" || echo "finished"
-    for log in logs/allocation.log logs/confirm.log; do
-      [ -f "$log" ] && { grep -E "steps \(|Error|error:" "$log" | tail -5 || true; }
+    echo "cells finished: $(grep -l "steps (100%) done" logs/cells/*.log 2> /dev/null | wc -l) of $(wc -l < logs/cells.txt)"
+    for log in logs/data.log logs/cells/*.log logs/confirm.log; do
+      [ -f "$log" ] && { grep -E "Error|error:" "$log" | sed "s#^#$log: #" | tail -3 || true; }
     done
+    [ -f logs/confirm.log ] && { grep -E "steps \(" logs/confirm.log | tail -1 || true; }
     echo "metrics files: $(find results/cells -name '*.json' ! -name '*.confirm.json' 2> /dev/null | wc -l)"
     echo "confirm files: $(find results/cells -name '*.confirm.json' 2> /dev/null | wc -l)"
     for log in logs/train/*/*.log logs/confirm/*/*.log; do [ -f "$log" ] && echo "$log: $(grep -o 'step [0-9]*/[0-9]* loss [0-9.]* validation accuracy [0-9.]*' "$log" | tail -1)"; done
@@ -109,7 +121,9 @@ case "$command" in
     cd "$work"
     files=$(find results/cells runs -name '*.json' -o -name 'history.csv' 2> /dev/null | grep -v resume || true)
     tar czf "$out/allocation.tgz" params.yaml logs $files
-    cat $(ls logs/allocation.log logs/confirm.log 2> /dev/null) > "$out/allocation.log"
+    # one log: the data's, each cell's in the order asked for, the confirm jobs'
+    cell_logs=$(sed -E 's#results/cells/([^/]+)/(.*)\.json#logs/cells/\1_\2.log#' logs/cells.txt 2> /dev/null || true)
+    cat $(ls logs/data.log $cell_logs logs/confirm.log 2> /dev/null) > "$out/allocation.log"
     # the compiled and autotuned kernels (KERNELS=OUT_DIR/kernel_cache.txz at the next start),
     # in xz parts of 15 MiB: a lent machine returns files of at most 16 MiB, and Triton's IR is text
     if [ -n "$(ls -A "$cache" 2> /dev/null)" ]; then

@@ -1,4 +1,4 @@
-"""Packed training throughput per speed lever at the study's two shapes (issue 19), on one GPU.
+"""Packed training throughput per speed lever at the study's two shapes, on one GPU.
 
     python -m align_mamba.bench.packing --levers eager cuda_graph compile mps combined \
         --shapes 18 2 --slots 8 --out results/gpu/packing
@@ -24,7 +24,7 @@ lever per call; speedup_vs_eager compares with the eager row of that same file. 
 workers fail (or MPS that will not start) is a row with status failed/skipped and its reason;
 the workers' output is in OUT/levers-<shape>-<lever>.log. Every worker also reports its
 time-to-first-step (process start to the end of the first step): on a warm kernel cache
-(ALIGN_MAMBA_CACHE_DIR, default .cache/kernels here) the issue asks for at most 30 s.
+(ALIGN_MAMBA_CACHE_DIR, default .cache/kernels here) it should be at most 30 s.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The training-step throughput ladder (issue §3): the H100 anchor's LM, one optimisation per rung.
+"""The training-step throughput ladder: the H100 anchor's LM, one optimisation per rung.
 
 Every rung trains align_mamba's own DecoderLM (a pre-norm Mamba-2 LM, fp32 weights) on batches of
 the real MQAR generator's decoder layout, and adds one change to the rung before it:
