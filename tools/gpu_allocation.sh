@@ -4,7 +4,7 @@
 # session) can poll between calls; then pack what comes back (metrics, histories, logs, never
 # checkpoints). Run from the project root on the GPU machine, with mamba-ssm and snakemake importable.
 #   tools/gpu_allocation.sh start PRESET SLOTS CELL_ID...   start the cells (ids: pipeline check lists them);
-#                                                           the first SLOTS ids take the first slots;
+#                                                           cells start in the order given, SLOTS at a time;
 #                                                           ID.confirm: that cell's confirm job (below)
 #   tools/gpu_allocation.sh wait SECONDS                    wait up to SECONDS for the run; print progress
 #   tools/gpu_allocation.sh pack OUT_DIR                    OUT_DIR/allocation.tgz + allocation.log
