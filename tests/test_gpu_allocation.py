@@ -7,11 +7,11 @@ run lives in its own scratch copy, so the project folder gains nothing the next 
 from __future__ import annotations
 
 import io
-import re
-from datetime import datetime
 import lzma
+import re
 import shutil
 import tarfile
+from datetime import datetime
 
 from pipeline_helpers import ROOT, project_copy, run
 

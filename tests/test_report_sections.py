@@ -29,6 +29,7 @@ from align_mamba.report.secrets import (
     headline_table,
     load_secrets,
     mismatched_splits,
+    per_case_table,
     per_format_table,
     recall_figure,
 )
@@ -366,12 +367,27 @@ def test_boundary_table_holds_every_system_per_format_from_the_scores(outputs):
     assert any("IoU median [q25, q75]" in frame.columns for frame in tables)
 
 
+def test_per_case_table_counts_each_true_span_by_how_it_was_written(outputs):
+    breakdowns = load_secrets(outputs["secrets"]).breakdowns
+    table = per_case_table(breakdowns)
+    for split in ("test", "test_unseen"):
+        truth = Counter(
+            next((c.format for c in f.cases if c.start < s.end and s.start < c.end), "plain")
+            for f in load_secret_split(outputs["data"], split)
+            for s in f.spans
+        )
+        rows = table[table["split"] == split]
+        assert dict(zip(rows["written as"], rows["secrets"])) == dict(truth)
+        assert rows["written as"].iloc[0] == "plain" or "plain" not in truth
+    assert per_case_table(breakdowns[breakdowns["breakdown"] != "by_case"]).empty
+
+
 def test_boundary_of_old_scores_files_is_a_note(outputs, tmp_path):
     shutil.copytree(outputs["secrets"] / "transformer", tmp_path / "transformer")
     for split in SPLITS:
         path = tmp_path / "transformer" / split / "scores.json"
         record = json.loads(path.read_text())
-        del record["boundary"]
+        del record["boundary"], record["by_case"]  # both written since the hard cases exist
         path.write_text(json.dumps(record))
     results = load_secrets(tmp_path, ["transformer"])
     assert results.boundary.empty and len(results.runs) == 3

@@ -357,3 +357,21 @@ def test_split_scores_carry_boundary_per_format_into_json():
         [labelled("files/a.py", 100, [Span(10, 30, "pem")])], {"files/a.py": [Span(10, 19), Span(20, 30)]}
     )
     assert merged.boundary.iloc[0]["iou_median"] == 1.0
+
+
+def test_recall_by_hard_case_by_hand():
+    """A plain secret, a literal split in two by a concatenation (two spans, both `concat`) and a
+    base64-wrapped one; the tagger finds the plain one and the split's first piece."""
+    f = LabelledFile(
+        relpath="files/a.py",
+        kind="python",
+        length=200,
+        spans=(Span(10, 30, "aws"), Span(50, 60, "aws"), Span(65, 75, "aws"), Span(100, 140, "aws")),
+        decoys=(),
+        target_decile=None,
+        length_bucket=1000,
+        cases=(Span(50, 60, "concat"), Span(65, 75, "concat"), Span(100, 140, "base64")),
+    )
+    scores = score_split([f], {"files/a.py": [Span(10, 30), Span(50, 60)]})
+    rows = {r["case"]: (r["recalled"], r["true"]) for r in scores.to_dict()["by_case"]}
+    assert rows == {"plain": (1, 1), "concat": (1, 2), "base64": (0, 1)}

@@ -407,7 +407,8 @@ def points_table(result: ExperimentResult) -> pd.DataFrame:
                 f"Wilson {conf:.0%}": f"[{low:.2f}, {high:.2f}]",
                 "accuracy: mean (per seed)": f"{np.mean(first):.3f} (" + ", ".join(f"{a:.2f}" for a in first) + ")",
                 "2× budget rerun": ", ".join(reruns) or "—",
-                "lr kept on validation": ", ".join(f"{lr:g} ×{c}" for lr, c in lrs.items()) + f" ({p.compared} {'rate' if p.compared == 1 else 'rates'} run)",
+                "lr kept on validation": ", ".join(f"{lr:g} ×{c}" for lr, c in lrs.items())
+                + f" ({p.compared} {'rate' if p.compared == 1 else 'rates'} run)",
                 "steps to learn (median)": _median_steps(list(p.kept), t),
                 "failed seeds": "; ".join(failed) or "—",
             }

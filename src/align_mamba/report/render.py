@@ -370,6 +370,16 @@ def _secret_spans(directory: Path, taggers: list[str] | None) -> tuple[Section, 
             ),
             Table(secrets.per_format_table(breakdowns)),
         ]
+        cases = secrets.per_case_table(breakdowns)
+        if not cases.empty:
+            blocks += [
+                Text(
+                    "Span recall by how the secret was written: `plain` as is, the hard cases split across "
+                    "a string concatenation (`concat`), base64- or URL-encoded, a PEM key JSON-escaped, or "
+                    "inside a long minified line, with Wilson 95% intervals."
+                ),
+                Table(cases),
+            ]
         boundary = secrets.boundary_accuracy_table(results.boundary)
         if not boundary.empty:
             blocks += [

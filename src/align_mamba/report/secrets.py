@@ -3,7 +3,8 @@ and `python -m align_mamba.secrets.baselines` (DIR/baselines/) outputs.
 
 Loaded into three frames (one row per system × split; one row per system × split × breakdown value;
 one row per system × split × format of boundary accuracy), then: the headline table, per-format
-recall with Wilson 95% intervals, per-format boundary accuracy (the IoU distribution of each true
+recall with Wilson 95% intervals, recall per hard case (secrets written split, encoded, escaped or
+minified), per-format boundary accuracy (the IoU distribution of each true
 span's best prediction), recall by target decile and by file length (figures), the best tagger
 beside CredSweeper, and flat metrics for `dvc exp show`.
 Pure functions of the loaded frames; render.py turns them into a section.
@@ -23,7 +24,7 @@ from matplotlib.figure import Figure
 
 from align_mamba.core.errors import ConfigError, DataIntegrityError
 from align_mamba.report.figures import architecture_styles, log2_axis, panels
-from align_mamba.secrets.score import BOUNDARY_COLUMNS, BREAKDOWN_COLUMNS, BREAKDOWNS, wilson_interval
+from align_mamba.secrets.score import BOUNDARY_COLUMNS, BREAKDOWN_COLUMNS, BREAKDOWNS, PLAIN, wilson_interval
 
 SPLITS = {
     "test": "test (in-distribution formats)",
@@ -52,6 +53,10 @@ FIGURES = {
     "by_decile": ("recall_by_position", "target decile of the secrets (0: the file's first 10%)"),
     "by_length": ("recall_by_length", "file length bucket (bytes, log2)"),
 }
+
+
+# scores.json files written before the hard cases existed have no by_case
+OPTIONAL_BREAKDOWNS = {"by_case"}
 
 
 def _field(metrics: dict, dotted: str, path: Path, cast=None) -> Any:
@@ -130,6 +135,8 @@ def _scores(path: Path, system: str, kind: str, split: str, ran_on: str, into: _
     }
     rows = []
     for breakdown, key in BREAKDOWNS.items():
+        if breakdown in OPTIONAL_BREAKDOWNS and breakdown not in scores:
+            continue
         for i in range(len(_field(scores, breakdown, path, list))):
             record = {c: _field(scores, f"{breakdown}.{i}.{c}", path) for c in BREAKDOWN_COLUMNS}
             rows.append(
@@ -292,6 +299,36 @@ def per_format_table(breakdowns: pd.DataFrame) -> pd.DataFrame:
     order = {split: i for i, split in enumerate(SCORED)}
     return table.sort_values(
         ["split", "format"], key=lambda c: c.map(order) if c.name == "split" else c, ignore_index=True
+    )
+
+
+def per_case_table(breakdowns: pd.DataFrame) -> pd.DataFrame:
+    """Span recall [Wilson 95%] per hard case (rows: `plain` first, then base64, concat, ...) and
+    system (columns), on test and test_unseen; empty when no scores.json has the by_case breakdown."""
+    frame = breakdowns[(breakdowns["breakdown"] == "by_case") & breakdowns["split"].isin(SCORED)]
+    names = systems(frame)
+    rows = []
+    for (split, case), group in frame.groupby(["split", "value"], sort=False):
+        by_system = group.set_index("system")
+        rows.append(
+            {
+                "split": split,
+                "written as": case,
+                "secrets": int(group["true"].max()),
+                **{
+                    name: _interval(*by_system.loc[name, ["recall", "wilson_low", "wilson_high"]])
+                    if name in by_system.index
+                    else "—"
+                    for name in names
+                },
+            }
+        )
+    table = pd.DataFrame(rows, columns=["split", "written as", "secrets", *names])
+    order = {split: i for i, split in enumerate(SCORED)}
+    return table.sort_values(
+        ["split", "written as"],
+        key=lambda c: c.map(order) if c.name == "split" else c.map(lambda v: (v != PLAIN, v)),
+        ignore_index=True,
     )
 
 

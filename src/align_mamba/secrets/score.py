@@ -3,8 +3,8 @@
 Span level: predictions are first merged (`merge_spans`: a PEM key reported line by line becomes one
 span), then matched one-to-one to the true spans at IoU >= threshold (`match_spans`, a maximum
 matching). Also: the any-overlap hit rate, byte precision/recall/F1 pooled over the split's bytes,
-false alarms per MB, span recall by secret format, target decile and file length with Wilson
-95% intervals, and per format how well predictions bound the true spans (`boundary_table`: the
+false alarms per MB, span recall by secret format, target decile, file length and hard case
+(base64, concat, ...; `plain` for a secret written as is) with Wilson 95% intervals, and per format how well predictions bound the true spans (`boundary_table`: the
 distribution of each true span's best IoU and its start/end errors in bytes).
 
 Empty denominators follow one rule everywhere: precision with nothing predicted is 1.0 (no claim
@@ -28,7 +28,8 @@ from align_mamba.core.errors import ConfigError
 from align_mamba.secrets.spans import LabelledFile, Span, spans_to_mask
 
 BREAKDOWN_COLUMNS = ["true", "recalled", "recall", "wilson_low", "wilson_high"]
-BREAKDOWNS = {"per_format": "format", "by_decile": "target_decile", "by_length": "length_bucket"}
+BREAKDOWNS = {"per_format": "format", "by_decile": "target_decile", "by_length": "length_bucket", "by_case": "case"}
+PLAIN = "plain"  # by_case's value for a true span written as is (no hard-case treatment)
 BOUNDARY_COLUMNS = [
     "true",
     "located",
@@ -224,8 +225,9 @@ class SplitScores:
 
     false_alarms: merged predictions overlapping no true span (decoy hits included);
     n_decoys / decoy_hits: labelled decoys, and those overlapped by any prediction.
-    per_format / by_decile / by_length: one row per value of the true span's format, its file's
-    target_decile (None = placed anywhere) or length_bucket, with columns BREAKDOWN_COLUMNS;
+    per_format / by_decile / by_length / by_case: one row per value of the true span's format, its
+    file's target_decile (None = placed anywhere) or length_bucket, or the hard case it was written
+    as (`PLAIN`: none), with columns BREAKDOWN_COLUMNS;
     recall there is span recall at the IoU threshold, with a Wilson 95% interval. boundary: one row
     per format of the true spans, with BOUNDARY_COLUMNS (`boundary_table`).
     """
@@ -249,6 +251,7 @@ class SplitScores:
     per_format: pd.DataFrame
     by_decile: pd.DataFrame
     by_length: pd.DataFrame
+    by_case: pd.DataFrame
     boundary: pd.DataFrame
 
     def to_dict(self) -> dict:
@@ -289,6 +292,11 @@ def _breakdown(records: list[dict], key: str) -> pd.DataFrame:
             "wilson_high": pd.Series([high for _, high in intervals], dtype="float64"),
         }
     )
+
+
+def _case_of(span: Span, cases: Sequence[Span]) -> str:
+    """The hard case a true span was written as: the first case span overlapping it, else PLAIN."""
+    return next((c.format for c in cases if c.start < span.end and span.start < c.end), PLAIN)
 
 
 def _checked_predictions(f: LabelledFile, spans: Sequence[Span]) -> list[Span]:
@@ -340,6 +348,7 @@ def score_split(
                 "format": s.format,
                 "target_decile": f.target_decile,
                 "length_bucket": f.length_bucket,
+                "case": _case_of(s, f.cases),
                 "recalled": i in matched,
             }
             for i, s in enumerate(f.spans)
