@@ -106,3 +106,39 @@ def test_two_workers_train_the_2_layer_cell_eager_and_graph_captured(tmp_path, m
     rows = {row["lever"]: row for row in result["rows"]}
     assert rows["eager"]["status"] == "ok" and rows["cuda_graph"]["status"] == "ok", rows
     assert rows["cuda_graph"]["captured"] and rows["cuda_graph"]["speedup_vs_eager"] > 0
+
+
+def test_a_worker_on_the_cpu_times_its_steps_and_profiles_where_they_go(tmp_path):
+    """The real worker (2-layer shape, reference backend): its result has the timed span and the
+    first worker's kernel-time breakdown, shares summing to 1 over known categories."""
+    data = levers.write_data(levers.SHAPES[2], tmp_path / "data")
+    result_path = tmp_path / "worker-0.json"
+    args = ["--shape", "2", "--lever", "eager", "--index", "0", "--slots", "1", "--data", str(data)]
+    args += ["--barrier", str(tmp_path / "barrier"), "--result", str(result_path), "--steps", "1", "--warmup", "1"]
+    assert levers.main([*args, "--profile-steps", "1", "--device", "cpu", "--batch", "4"]) == 0
+    result = json.loads(result_path.read_text())
+    assert result["end"] > result["start"] and result["steps"] == 1 and not result["captured"]
+    shares = {row["category"]: row["share"] for row in result["kernel_time"]}
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
+    assert set(shares) <= {label for label, _ in levers.KERNEL_CATEGORIES} | {"other"}
+    assert {"matmul", "elementwise"} <= set(shares)  # on the CPU the reference scan is aten ops too
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("_chunk_scan_fwd_kernel", "SSD scan"),
+        ("_state_passing_bwd_kernel", "SSD scan"),
+        ("triton_red_fused_add_sum_0", "compiled (Inductor)"),
+        ("void at::native::(anonymous namespace)::conv_depthwise2d_forward_kernel<float>", "causal conv"),
+        ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize", "matmul"),
+        ("void at::native::(anonymous namespace)::CatArrayBatchedCopy<float>", "cat / copy"),
+        ("void at::native::vectorized_elementwise_kernel<4, at::native::AddFunctor<float>>", "elementwise"),
+        ("_layer_norm_fwd_1pass_kernel", "norm"),
+        ("aten::mm", "matmul"),
+        ("aten::cat", "cat / copy"),
+        ("something_else", "other"),
+    ],
+)
+def test_kernel_names_fall_into_their_categories(name, expected):
+    assert levers.category(name) == expected

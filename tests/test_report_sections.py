@@ -16,7 +16,7 @@ import pytest
 from test_report import ACCURACY, metrics_json, write_cell
 
 from align_mamba.bench.__main__ import main as bench_main
-from align_mamba.core.errors import ConfigError, run_cli
+from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
 from align_mamba.recall.params import ReportSettings
 from align_mamba.report import write_report
 from align_mamba.report.__main__ import main as report_main
@@ -656,3 +656,58 @@ def test_loaded_bench_reads_scan_throughput_only_when_present(outputs, tmp_path)
     for name in ("mixers.csv", "train_step.csv", "summary.json"):
         shutil.copy(outputs["bench"] / name, tmp_path / name)
     assert load_bench(tmp_path).scan_throughput is None
+
+
+def _levers_json(kernel_time):
+    row = {"slots": 8, "status": "ok", "reason": "", "first_step_seconds": 20.0, "ms_per_cell_step": None}
+    return {
+        "slots": 8,
+        "device": "NVIDIA H200",
+        "rows": [
+            {
+                **row,
+                "n_layers": 18,
+                "lever": "eager",
+                "cell_steps_per_s": 20.0,
+                "speedup_vs_eager": 1.0,
+                "kernel_time": [],
+            },
+            {
+                **row,
+                "n_layers": 18,
+                "lever": "cuda_graph",
+                "cell_steps_per_s": 50.0,
+                "speedup_vs_eager": 2.5,
+                "kernel_time": kernel_time,
+            },
+            {
+                **row,
+                "n_layers": 18,
+                "lever": "mps",
+                "status": "skipped",
+                "reason": "no MPS",
+                "cell_steps_per_s": None,
+                "speedup_vs_eager": None,
+            },
+        ],
+    }
+
+
+def test_levers_show_beside_eager_with_the_fastest_paths_kernel_time(outputs, tmp_path):
+    for name in ("mixers.csv", "train_step.csv", "summary.json"):
+        shutil.copy(outputs["bench"] / name, tmp_path / name)
+    kernel_time = [
+        {"category": "SSD scan", "ms_per_step": 5.0, "share": 0.5},
+        {"category": "norm", "ms_per_step": 5.0, "share": 0.5},
+    ]
+    (tmp_path / "levers.json").write_text(json.dumps(_levers_json(kernel_time)))
+    sections, _ = build_sections(load_runs(outputs["cells"]), None, "cmd", ReportSettings(), tmp_path)
+    levers, kernels = tables_of(section(sections, "Benchmark"))[-2:]
+    assert levers["lever"].tolist() == ["eager", "cuda_graph", "mps"]
+    assert levers["speedup vs eager"].tolist() == ["1.00x", "2.50x", "—"]
+    assert levers["status"].tolist()[-1] == "skipped: no MPS"
+    assert kernels["fastest lever"].unique().tolist() == ["cuda_graph"] and kernels["share"].tolist() == ["50%", "50%"]
+
+    (tmp_path / "levers.json").write_text(json.dumps({"rows": [{"lever": "eager"}]}))
+    with pytest.raises(DataIntegrityError, match="levers.json: expected rows with n_layers"):
+        load_bench(tmp_path)

@@ -24,7 +24,9 @@ lever per call; speedup_vs_eager compares with the eager row of that same file. 
 workers fail (or MPS that will not start) is a row with status failed/skipped and its reason;
 the workers' output is in OUT/levers-<shape>-<lever>.log. Every worker also reports its
 time-to-first-step (process start to the end of the first step): on a warm kernel cache
-(ALIGN_MAMBA_CACHE_DIR, default .cache/kernels here) it should be at most 30 s.
+(ALIGN_MAMBA_CACHE_DIR, default .cache/kernels here) it should be at most 30 s. The first worker
+then profiles PROFILE_STEPS more steps (torch.profiler): the row's kernel_time says where a step's
+kernel time goes (SSD scan, causal conv, matmul, norm, cat / copy, elementwise, ...).
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ import json
 import logging
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +54,22 @@ log = logging.getLogger("align_mamba.bench.levers")
 
 LEVERS = ("eager", "cuda_graph", "compile", "mps", "combined")
 BARRIER_TIMEOUT_S = 900.0
+PROFILE_STEPS = 5
+# Where a step's kernel time goes, by kernel (GPU) or operator (CPU) name: the first pattern that
+# matches names the category. Inductor's kernels first: their names also hold the ops they fuse.
+KERNEL_CATEGORIES = (
+    ("compiled (Inductor)", r"^triton_(poi|red|per|tem)_"),
+    ("SSD scan", r"chunk_scan|chunk_state|state_passing|bmm_chunk|chunk_cumsum|ssd|selective_scan"),
+    ("causal conv", r"conv1d|causal_conv|conv_depthwise|depthwise|convolution"),
+    ("attention", r"flash|fmha|attention|sdpa"),
+    ("matmul", r"gemm|xmma|cutlass|cublas|nvjet|aten::(mm|bmm|addmm|linear|matmul)$"),
+    ("softmax / loss", r"softmax|nll|cross_entropy"),
+    ("norm", r"norm|rms"),
+    ("optimizer", r"multi_tensor|adam|foreach"),
+    ("cat / copy", r"cat|copy|memcpy|memset|aten::(to|contiguous|index\w*|clone)$"),
+    ("reductions", r"reduce|aten::(sum|mean|max|amax)$"),
+    ("elementwise", r"elementwise|vectorized|unrolled|aten::"),
+)
 
 
 @dataclass(frozen=True)
@@ -114,7 +134,7 @@ def worker(args: argparse.Namespace) -> dict:
     model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in shape.model().items()})
     train = TrainConfig(
         steps=10**6,
-        batch_size=shape.batch,
+        batch_size=args.batch or shape.batch,
         lr=1.0e-3,
         device=args.device,
         backend="kernels" if args.device == "cuda" else "reference",
@@ -145,8 +165,43 @@ def worker(args: argparse.Namespace) -> dict:
         "train_path": train_path(train.cuda_graph, train.compile),
         "captured": loop.graph is not None and loop.graph.replay is not None,
     }
+    if args.index == 0 and args.profile_steps:  # after the timed span: the profiler's cost is not timed
+        first = args.warmup + args.steps
+        steps = range(first, first + args.profile_steps)
+        result["kernel_time"] = kernel_time(lambda: [loop.train_step(s) for s in steps], args.device, len(steps))
     atomic_write_json(args.result, result)
     return result
+
+
+def category(name: str) -> str:
+    """The KERNEL_CATEGORIES entry of a kernel or operator name ("other" when none matches)."""
+    return next((label for label, pattern in KERNEL_CATEGORIES if re.search(pattern, name, re.I)), "other")
+
+
+def kernel_time(run_steps, device: str, steps: int) -> list[dict]:
+    """Profile run_steps() (`steps` training steps): time per step by category, largest first, as
+    [{category, ms_per_step, share}]. On a GPU the kernels' own device time; on the CPU the
+    operators' self time (a smoke test of the same bookkeeping)."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device == "cuda"
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        run_steps()
+        if cuda:
+            torch.cuda.synchronize()
+    totals: Counter[str] = Counter()
+    for event in prof.key_averages():
+        if cuda and event.device_type == DeviceType.CUDA:
+            totals[category(event.key)] += event.self_device_time_total
+        elif not cuda and event.key.startswith("aten::"):
+            totals[category(event.key)] += event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return [
+        {"category": name, "ms_per_step": round(us / 1e3 / steps, 3), "share": round(us / whole, 4)}
+        for name, us in totals.most_common()
+    ]
 
 
 def wait_at_barrier(folder: Path, index: int, slots: int) -> None:
@@ -207,6 +262,8 @@ def worker_command(shape: int, lever: str, index: int, slots: int, data: Path, f
         str(cfg["warmup"]),
         "--compile-mode",
         cfg["compile_mode"],
+        "--profile-steps",
+        str(cfg["profile_steps"]),
     ]
     return shlex.join(parts)
 
@@ -239,6 +296,8 @@ def aggregate(results: list[dict]) -> dict:
         "ms_per_step_per_process": round(sum(r["ms_per_step"] for r in results) / len(results), 3),
         "first_step_seconds": max(r["first_step_seconds"] for r in results),
         "captured": all(r["captured"] for r in results),
+        # one worker's profile (the first): where its step's kernel time went
+        "kernel_time": next((r["kernel_time"] for r in results if "kernel_time" in r), []),
     }
 
 
@@ -274,6 +333,7 @@ def measure_levers(
     steps: int = 100,
     warmup: int = 6,
     compile_mode: str = "default",
+    profile_steps: int = PROFILE_STEPS,
     run=None,
     device: str | None = None,
 ) -> dict:
@@ -284,7 +344,7 @@ def measure_levers(
     os.environ.setdefault(CACHE_ENV, str(root / ".cache" / "kernels"))  # inherited by every worker
     out.mkdir(parents=True, exist_ok=True)
     key = {"slots": slots, "device": device or _device_name(), "host": platform.node()}
-    cfg = {"steps": steps, "warmup": warmup, "compile_mode": compile_mode}
+    cfg = {"steps": steps, "warmup": warmup, "compile_mode": compile_mode, "profile_steps": profile_steps}
     path = out / "levers.json"
     rows = [
         r
@@ -343,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--compile-mode", default="default")
+    parser.add_argument("--batch", type=int, default=0, help="a smaller batch than the shape's (a CPU smoke test)")
+    parser.add_argument(
+        "--profile-steps", type=int, default=PROFILE_STEPS, help="worker 0: steps profiled after timing"
+    )
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: a smoke test of the worker")
     args = parser.parse_args(argv)
     setup_logging(args.log)

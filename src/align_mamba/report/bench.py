@@ -32,6 +32,7 @@ MEMORY = {
 
 BENCH_FILES = ("mixers.csv", "train_step.csv", "summary.json")
 SCAN_THROUGHPUT = "scan_throughput.csv"  # from python -m align_mamba.secrets.throughput, optional
+LEVERS = "levers.json"  # from python -m align_mamba.bench.packing --levers, optional
 # How the ladder marks the rung that is align_mamba.recall.train's own step (train_step.RUNGS).
 TRAIN_STEP_MARK = "align_mamba.recall.train's step"
 assert any(TRAIN_STEP_MARK in r.description for r in RUNGS)
@@ -43,6 +44,7 @@ class BenchResults:
     ladder: pd.DataFrame
     summary: dict
     scan_throughput: pd.DataFrame | None = None  # None: DIR/scan_throughput.csv absent
+    levers: dict | None = None  # None: DIR/levers.json absent
 
 
 def missing_bench_files(directory: Path) -> list[str]:
@@ -65,12 +67,75 @@ def load_bench(directory: Path) -> BenchResults:
         converters={"reason": str, "backend": str},
     )
     throughput = Path(directory) / SCAN_THROUGHPUT
+    levers = Path(directory) / LEVERS
     return BenchResults(
         mixers,
         pd.read_csv(paths[1]),
         json.loads(paths[2].read_text()),
         _read_scan_throughput(throughput) if throughput.is_file() else None,
+        _read_levers(levers) if levers.is_file() else None,
     )
+
+
+LEVER_FIELDS = ("n_layers", "lever", "status", "cell_steps_per_s", "speedup_vs_eager")
+
+
+def _read_levers(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataIntegrityError(f"{path} is not valid JSON ({err})") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and set(LEVER_FIELDS) <= r.keys() for r in rows):
+        raise DataIntegrityError(
+            f"{path}: expected rows with {', '.join(LEVER_FIELDS)} (written by python -m align_mamba.bench.packing --levers)"
+        )
+    return data
+
+
+def _number_or_dash(value, digits: int) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def levers_table(levers: dict) -> pd.DataFrame:
+    """One row per (shape, lever): packed cell-steps/s and the speedup over eager packing measured in
+    the same run, time-to-first-step, and why a lever did not run."""
+    rows = sorted(levers["rows"], key=lambda r: (-r["n_layers"], r["lever"] != "eager"))
+    return pd.DataFrame(
+        [
+            {
+                "layers": r["n_layers"],
+                "lever": r["lever"],
+                "cell-steps/s": _number_or_dash(r["cell_steps_per_s"], 1),
+                "ms per cell-step": _number_or_dash(r.get("ms_per_cell_step"), 1),
+                "speedup vs eager": "—" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.2f}x",
+                "first step (s)": _number_or_dash(r.get("first_step_seconds"), 1),
+                "status": r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason', '')}",
+            }
+            for r in rows
+        ]
+    )
+
+
+def fastest_kernel_time(levers: dict) -> pd.DataFrame:
+    """Per shape, the fastest ok lever's kernel-time breakdown: category, ms per step, share."""
+    out = []
+    for n_layers in sorted({r["n_layers"] for r in levers["rows"]}, reverse=True):
+        ok = [r for r in levers["rows"] if r["n_layers"] == n_layers and r["status"] == "ok" and r.get("kernel_time")]
+        if not ok:
+            continue
+        best = max(ok, key=lambda r: r["cell_steps_per_s"])
+        out += [
+            {
+                "layers": n_layers,
+                "fastest lever": best["lever"],
+                "category": k["category"],
+                "ms per step": f"{k['ms_per_step']:.2f}",
+                "share": f"{k['share']:.0%}",
+            }
+            for k in best["kernel_time"]
+        ]
+    return pd.DataFrame(out)
 
 
 def _read_scan_throughput(path: Path) -> pd.DataFrame:

@@ -310,7 +310,28 @@ def _benchmark(directory: Path) -> tuple[Section, dict]:
             ),
         )
     blocks += _scan_throughput(directory, results.scan_throughput)
+    if results.levers is not None:
+        blocks += _levers(results.levers)
     return Section(title, tuple(blocks)), bench.bench_metrics(summary)
+
+
+def _levers(levers: dict) -> list:
+    """The training-speed levers measured packed on one GPU, and where the fastest one's time goes."""
+    blocks = [
+        Text(
+            f"Training-speed levers (`python -m align_mamba.bench.packing --levers`): {levers['slots']} cells packed "
+            f"on {levers['device']}, each lever against eager packing measured in the same run; first step: process "
+            f"start to the end of the first training step (kernel cache at `ALIGN_MAMBA_CACHE_DIR`)."
+        ),
+        Table(bench.levers_table(levers)),
+    ]
+    kernels = bench.fastest_kernel_time(levers)
+    if not kernels.empty:
+        blocks += [
+            Text("Where a step's kernel time goes on the fastest path of each shape (torch.profiler, one worker)."),
+            Table(kernels),
+        ]
+    return blocks
 
 
 def _scan_throughput(directory: Path, frame: pd.DataFrame | None) -> list:
