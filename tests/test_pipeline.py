@@ -69,6 +69,9 @@ BAD = [
     ("EXP.model", {"d_state": 4}, "d_state is an axis of the grid, not an override"),
     ("EXP.train", {"stepz": 4}, "unknown key(s) in experiments"),
     ("EXP.confirm", "yes", "confirm must be one of none, selected, edge, all"),
+    ("EXP.extra_seeds", {"nope": [3]}, "extra_seeds: 'nope' is not in the experiment's architectures"),
+    ("EXP.extra_seeds", {"mamba2": [0]}, "extra_seeds.mamba2: seed(s) [0] are already in the experiment's seeds"),
+    ("EXP.extra_seeds", [3, 4], "extra_seeds must map architectures to lists of seeds"),
     ("data.num_queries", 6, "num_queries must be <= num_pairs=4 or 'all', got 6"),
     ("model.headdim", 24, "must be divisible by headdim (24)"),
     ("run.device", "tpu", "device must be one of auto, cpu, cuda"),
@@ -144,6 +147,21 @@ def test_an_architectures_lrs_replace_the_experiments():
     experiment_lrs = set(params["experiments"][_experiment(params)]["lrs"])
     assert {lr for arch, lr in rates if arch == "mamba2"} == {1.0e-2, 3.0e-2}
     assert {lr for arch, lr in rates if arch != "mamba2"} == experiment_lrs
+
+
+def test_extra_seeds_add_cells_for_their_architecture_only():
+    params = default_params()
+    experiment = params["experiments"][_experiment(params)]
+    experiment["extra_seeds"] = {"mamba2": [7]}
+    resolved = build_params(params).recall
+    seeds = {(cell.architecture, cell.train.seed) for cell in resolved.cells}
+    assert {s for arch, s in seeds if arch == "mamba2"} == {*experiment["seeds"], 7}
+    assert {s for arch, s in seeds if arch != "mamba2"} == set(experiment["seeds"])
+    # every num_pairs, d_state and rate of the row gets the extra seed
+    base = build_params(default_params()).recall
+    added = len(resolved.cells) - len(base.cells)
+    rates = {c.train.lr for c in base.cells if c.architecture == "mamba2"}
+    assert added == len(experiment["num_pairs"]) * len(experiment["d_state"]) * len(rates)
 
 
 def test_commands_carry_ids_not_settings():

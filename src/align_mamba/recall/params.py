@@ -174,6 +174,8 @@ class Experiment:
 
     confirm: which failed cells train again at twice the steps before they count as failures:
     edge (those next to a success: the same row at another num_pairs or rate learned), all, or none.
+    extra_seeds: (architecture, seeds) pairs, seeds run for that architecture on top of `seeds`
+    (more seeds where the experiment measures a cliff, whose outcomes are bimodal).
     """
 
     name: str
@@ -187,6 +189,11 @@ class Experiment:
     expect: tuple[Expectation, ...] = ()
     question: str = ""
     confirm: str = "edge"
+    extra_seeds: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def seeds_of(self, architecture: str) -> tuple[int, ...]:
+        """The seeds `architecture` runs in this experiment: `seeds`, then its extra seeds."""
+        return self.seeds + dict(self.extra_seeds).get(architecture, ())
 
 
 @dataclass(frozen=True)
@@ -347,6 +354,7 @@ EXPERIMENT_KEYS = (
     "model",
     "train",
     "confirm",
+    "extra_seeds",
     "expect",
 )
 
@@ -366,6 +374,7 @@ def _experiment(name: str, entry: Any, architectures: Mapping[str, Architecture]
     expect = entry.get("expect") or []
     require(isinstance(expect, list), f"{where}.expect must be a list")
     rows = tuple(_expectation(row, f"{where}.expect[{i}]") for i, row in enumerate(expect))
+    seeds = _ints(entry.get("seeds"), f"{where}.seeds", 0, MAX_SEED)
     for row in rows:
         require(row.architecture in names, f"{where}.expect: {row.architecture!r} is not in the experiment")
     return Experiment(
@@ -373,14 +382,31 @@ def _experiment(name: str, entry: Any, architectures: Mapping[str, Architecture]
         architectures=tuple(names),
         num_pairs=_ints(entry.get("num_pairs"), f"{where}.num_pairs", 1),
         d_state=_ints(entry.get("d_state"), f"{where}.d_state", 1),
-        seeds=_ints(entry.get("seeds"), f"{where}.seeds", 0, MAX_SEED),
+        seeds=seeds,
         lrs=_rates(entry.get("lrs"), f"{where}.lrs"),
         model=_overrides(ModelConfig, entry.get("model"), f"{where}.model", forbidden=AXES),
         train=_overrides(TrainConfig, entry.get("train"), f"{where}.train", forbidden=AXES),
         expect=rows,
         question=str(entry.get("question", "")),
         confirm=_confirm(entry.get("confirm", "edge"), f"{where}.confirm"),
+        extra_seeds=_extra_seeds(entry.get("extra_seeds"), names, seeds, f"{where}.extra_seeds"),
     )
+
+
+def _extra_seeds(value: Any, names: list[str], seeds: tuple[int, ...], where: str) -> tuple:
+    """{architecture: [seed, ...]} as (architecture, seeds) pairs: architectures of the experiment,
+    seeds not among its `seeds`."""
+    if value is None:
+        return ()
+    require(isinstance(value, Mapping), f"{where} must map architectures to lists of seeds, got {value!r}")
+    out = []
+    for arch, extra in value.items():
+        require(arch in names, f"{where}: {arch!r} is not in the experiment's architectures")
+        extra = _ints(extra, f"{where}.{arch}", 0, MAX_SEED)
+        again = sorted(set(extra) & set(seeds))
+        require(not again, f"{where}.{arch}: seed(s) {again} are already in the experiment's seeds")
+        out.append((arch, extra))
+    return tuple(out)
 
 
 CONFIRM_MODES = ("none", "selected", "edge", "all")
@@ -456,7 +482,7 @@ def resolve_cells(
             for num_pairs in experiment.num_pairs:
                 for d_state in experiment.d_state:
                     for lr in arch.lrs or experiment.lrs:
-                        for seed in experiment.seeds:
+                        for seed in experiment.seeds_of(name):
                             cell = _resolve(experiment, arch, num_pairs, d_state, lr, seed, model, train, run)
                             if cell.id in cells:
                                 known = cells[cell.id]
