@@ -20,10 +20,10 @@ from align_mamba.recall.metrics import (
     CellRecord,
     Confirm,
 )
-from align_mamba.recall.params import build_recall_params, cell_record
+from align_mamba.recall.params import Experiment, ReportSettings, build_recall_params, cell_record
 from align_mamba.report import write_report
 from align_mamba.report.__main__ import main
-from align_mamba.report.experiments import ExperimentResult, load_runs
+from align_mamba.report.experiments import ExperimentResult, capacity_table, load_runs, points_table
 
 CHANCE_LOSS = math.log(4096)  # the full vocabulary's 4096 values
 
@@ -312,6 +312,23 @@ def test_blind_start_plots_against_k(tmp_path):
     write_report(root, tmp_path / "out")
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "figures/positions_blind_start.png" in markdown and "k=0: hybrid-0, k=1: hybrid-1" in markdown
+
+
+def test_series_show_without_their_override_hash_in_the_architectures_order(tmp_path):
+    """Every cell of an experiment with an override carries its hash (-xHASH); where an
+    architecture has one series, tables and figures name it plainly; rows keep the params' order
+    of architectures (here hybrid-1 first), not the alphabet's."""
+    root = tmp_path / "cells"
+    for arch in ("hybrid-0", "hybrid-1"):
+        for seed in (0, 1):
+            metrics = metrics_json(arch, 8, 8, seed, 1.0, experiments=("blind_start",))
+            metrics["cell"]["id"] += "-xabc123"
+            write_cell(root, metrics)
+    experiment = Experiment("blind_start", ("hybrid-1", "hybrid-0"), (8,), (8,), (0, 1), (3.0e-3,))
+    result = ExperimentResult(experiment, load_runs(root), ReportSettings(), recorded=True)
+    assert result.series == ["hybrid-1-xabc123", "hybrid-0-xabc123"]
+    assert points_table(result)["architecture"].tolist() == ["hybrid-1", "hybrid-0"]
+    assert capacity_table(result)["architecture"].tolist() == ["hybrid-1", "hybrid-0"]
 
 
 def test_cli_exits_2_with_one_line_on_an_old_metrics_file(cells_dir, tmp_path):

@@ -10,7 +10,7 @@ hypothesis table, then every grid point with successes/seeds and their Wilson in
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,7 +171,13 @@ class ExperimentResult:
             Point(s, n, d, tuple(sorted(rs, key=lambda r: r.metrics.seed)), len(compared[(s, n, d)]))
             for (s, n, d), rs in sorted(grouped.items())
         ]
-        self.series = sorted({p.series for p in self.points})
+        # the params' order of architectures (hybrid-0, hybrid-1, hybrid-2, ..., not hybrid-0, hybrid-16)
+        order = {name: i for i, name in enumerate(experiment.architectures)}
+        arch_of = {series(r.metrics): r.metrics.architecture for r in mine}
+        self.series = sorted({p.series for p in self.points}, key=lambda s: (order.get(arch_of[s], len(order)), s))
+        # shown without the override hash where an architecture has one series in this experiment
+        count = Counter(arch_of[s] for s in self.series)
+        self.labels = {s: arch_of[s] if count[arch_of[s]] == 1 else s for s in self.series}
         self.d_states = sorted({p.d_state for p in self.points})
 
     def point(self, series_name: str, num_pairs: int, d_state: int) -> Point | None:
@@ -313,6 +319,10 @@ class ExperimentResult:
             lines.append(f"{self.experiment.name}: no hypothesis stated; mean capacity {caps}")
         return lines
 
+    def label(self, series_name: str) -> str:
+        """How tables and figures name a series: the architecture, or the series where it is ambiguous."""
+        return self.labels.get(series_name, series_name)
+
     def point_exists(self, series_name: str, d_state: int) -> bool:
         return any(p.series == series_name and p.d_state == d_state for p in self.points)
 
@@ -375,8 +385,11 @@ def rate_table(result: ExperimentResult) -> pd.DataFrame:
         return pd.DataFrame()
     lrs = sorted({lr for rates in by_point.values() for lr in rates})
     rows = []
-    for (s, n, d), rates in sorted(by_point.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
-        row = {"architecture": s, "d_state": d, "num_pairs": n}
+    rank = {s: i for i, s in enumerate(result.series)}
+    for (s, n, d), rates in sorted(
+        by_point.items(), key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0][2], kv[0][1])
+    ):
+        row = {"architecture": result.label(s), "d_state": d, "num_pairs": n}
         for lr in lrs:
             runs = rates.get(lr, [])
             acc = [r.metrics.accuracy for r in runs]
@@ -390,7 +403,7 @@ def points_table(result: ExperimentResult) -> pd.DataFrame:
     """Every grid point: successes/seeds with the Wilson interval beside the mean accuracy."""
     t, conf = result.threshold, result.settings.confidence
     rows = []
-    for p in sorted(result.points, key=lambda p: (p.series, p.d_state, p.num_pairs)):
+    for p in sorted(result.points, key=lambda p: (result.series.index(p.series), p.d_state, p.num_pairs)):
         k, n = sum(r.learned(t) for r in p.kept), len(p.kept)
         low, high = stats.wilson(k, n, conf)
         first = [r.metrics.accuracy for r in p.kept]
@@ -399,7 +412,7 @@ def points_table(result: ExperimentResult) -> pd.DataFrame:
         lrs = pd.Series([r.metrics.lr for r in p.kept]).value_counts().sort_index()
         rows.append(
             {
-                "architecture": p.series,
+                "architecture": result.label(p.series),
                 "d_state": p.d_state,
                 "num_pairs": p.num_pairs,
                 "state (floats)": p.kept[0].metrics.state_size.total,
@@ -426,7 +439,7 @@ def capacity_table(result: ExperimentResult) -> pd.DataFrame:
             est = result.capacity_estimate(s, d)
             rows.append(
                 {
-                    "architecture": s,
+                    "architecture": result.label(s),
                     "d_state": d,
                     "capacity per seed": ", ".join(
                         f"s{seed}: {'none' if c is None else c}" for seed, c in caps.items()
@@ -453,7 +466,7 @@ def cliff_figure(result: ExperimentResult) -> Figure:
             if not line:
                 continue
             x = [p.num_pairs for p in line]
-            ax.plot(x, [np.mean(p.accuracies()) for p in line], label=s, **styles[s])
+            ax.plot(x, [np.mean(p.accuracies()) for p in line], label=result.label(s), **styles[s])
             for p in line:
                 ax.scatter([p.num_pairs] * len(p.kept), p.accuracies(), s=12, alpha=0.4, color=styles[s]["color"])
         ax.axhline(result.threshold, color="grey", linestyle=":", linewidth=1)
@@ -486,7 +499,7 @@ def capacity_figure(result: ExperimentResult) -> Figure | None:
             highs.append((est.high or est.value) - est.value)
         if not xs:
             continue
-        label = s + (f" (slope {stats.loglog_slope(xs, ys):.2f})" if len(set(xs)) >= 2 else "")
+        label = result.label(s) + (f" (slope {stats.loglog_slope(xs, ys):.2f})" if len(set(xs)) >= 2 else "")
         ax.errorbar(xs, ys, yerr=[lows, highs], capsize=3, label=label, **styles[s])
         drawn = True
     if not drawn:

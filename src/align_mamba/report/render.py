@@ -175,7 +175,9 @@ def _experiment(result: experiments.ExperimentResult, runs: list[experiments.Run
             Image(
                 f"positions_{exp.name}",
                 f"{exp.name}: accuracy and steps to learn against the one "
-                f"decoder layer k that cross-attends (" + ", ".join(f"k={k}: {s}" for k, s in by_k.items()) + ").",
+                f"decoder layer k that cross-attends ("
+                + ", ".join(f"k={k}: {result.label(s)}" for k, s in by_k.items())
+                + ").",
                 figures.png_bytes(experiments.position_figure(result, by_k)),
             )
         )
