@@ -272,6 +272,17 @@ def _interval(recall: float, low: float, high: float) -> str:
     return f"{recall:.2f} [{low:.2f}, {high:.2f}]"
 
 
+def _recall_per_system(group: pd.DataFrame, names: list[str]) -> dict[str, str]:
+    """{system: "recall [low, high]"} of one breakdown value's rows; "—" for a system without one."""
+    by_system = group.set_index("system")
+    return {
+        name: _interval(*by_system.loc[name, ["recall", "wilson_low", "wilson_high"]])
+        if name in by_system.index
+        else "—"
+        for name in names
+    }
+
+
 def per_format_table(breakdowns: pd.DataFrame) -> pd.DataFrame:
     """Span recall [Wilson 95%] per format (rows) and system (columns), on test and test_unseen;
     `held out` marks the formats of test_unseen (never in training)."""
@@ -280,19 +291,13 @@ def per_format_table(breakdowns: pd.DataFrame) -> pd.DataFrame:
     names = systems(frame)
     rows = []
     for (split, fmt), group in frame.groupby(["split", "value"], sort=False):
-        by_system = group.set_index("system")
         rows.append(
             {
                 "split": split,
                 "format": fmt,
                 "held out": "yes" if fmt in heldout else "",
                 "secrets": int(group["true"].max()),
-                **{
-                    name: _interval(*by_system.loc[name, ["recall", "wilson_low", "wilson_high"]])
-                    if name in by_system.index
-                    else "—"
-                    for name in names
-                },
+                **_recall_per_system(group, names),
             }
         )
     table = pd.DataFrame(rows, columns=["split", "format", "held out", "secrets", *names])
@@ -309,18 +314,12 @@ def per_case_table(breakdowns: pd.DataFrame) -> pd.DataFrame:
     names = systems(frame)
     rows = []
     for (split, case), group in frame.groupby(["split", "value"], sort=False):
-        by_system = group.set_index("system")
         rows.append(
             {
                 "split": split,
                 "written as": case,
                 "secrets": int(group["true"].max()),
-                **{
-                    name: _interval(*by_system.loc[name, ["recall", "wilson_low", "wilson_high"]])
-                    if name in by_system.index
-                    else "—"
-                    for name in names
-                },
+                **_recall_per_system(group, names),
             }
         )
     table = pd.DataFrame(rows, columns=["split", "written as", "secrets", *names])
