@@ -61,6 +61,8 @@ case "$command" in
     if [ "${MPS:-0}" = 1 ]; then
       eval "$(tools/mps.sh start)"
       stop_mps="tools/mps.sh stop"
+    else
+      export ALIGN_MAMBA_MPS=off  # the cells' Snakemakes would each start (and stop) their own daemon
     fi
     # --keep-going: one cell that fails (a diverged rate) must not stop the others in a paid
     # allocation. --nolock: several Snakemakes share the copy, on disjoint outputs.

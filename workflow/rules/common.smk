@@ -2,9 +2,11 @@
 # any job starts) and lists every job from align_mamba.pipeline.stages: the same commands, inputs and
 # outputs dvc.yaml holds. Rules look their job up by wildcards; nothing here spells a command.
 import json
+import os
 import sys
 from pathlib import Path
 
+from align_mamba.core import mps
 from align_mamba.core.errors import ConfigError
 from align_mamba.pipeline import PARAMS_FILE, VALIDATED, dvc_yaml, stages
 
@@ -77,7 +79,27 @@ wildcard_constraints:
     tagger="|".join(JOBS["secrets_train"]),
 
 
+# CUDA MPS while cells share the GPU (align_mamba.core.mps): started where jobs run here, on device
+# cuda, several at once (the gpu-node profile), stopped at the end by the run that started it.
+_MPS_SCRIPT = Path(workflow.basedir) / "tools" / "mps.sh"
+_MPS_STARTED = []
+
+
+onstart:
+    if mps.wanted(USES_GPU, _slots, workflow.local_exec, os.environ):
+        started, message = mps.start(_MPS_SCRIPT, os.environ)  # the jobs inherit the client variables
+        _MPS_STARTED.append(started)
+        logger.info(message)
+
+
+onerror:
+    if any(_MPS_STARTED):
+        mps.stop(_MPS_SCRIPT)
+
+
 onsuccess:
+    if any(_MPS_STARTED):
+        mps.stop(_MPS_SCRIPT)
     # Snakemake's results become DVC's record too, without rerunning, so `dvc status` is clean.
     # Only stages whose outputs all exist are committed (a partial run leaves the rest), and a
     # failure here is a warning: the run itself succeeded. A node without DVC says so and goes on.

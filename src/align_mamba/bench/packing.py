@@ -14,7 +14,9 @@ invocation, so a fresh machine starts as warm as the last one). `--modes serial`
 time one run each, e.g. in two calls on a machine with a per-command time limit: each run's seconds
 go into OUT/packing.json as soon as it ends, merged with what an earlier invocation for the same
 grid, slots and cores wrote there; the speedup appears once both are in. The runs' Snakemake output
-is in OUT/serial.log and OUT/packed.log, the warm-ups' in OUT/warmup.log.
+is in OUT/serial.log and OUT/packed.log, the warm-ups' in OUT/warmup.log. The packed run shares the
+GPU through CUDA MPS as the profile's runs do where the machine allows it (ALIGN_MAMBA_MPS=off in
+the environment times it without).
 
 With `--levers`, it measures instead the packed throughput of each training speed lever (eager,
 cuda_graph, compile, mps, combined) at the study's 18-layer and 2-layer shapes, SLOTS processes
