@@ -45,6 +45,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from align_mamba.core import mps
 from align_mamba.core.atomic import atomic_write_json
 from align_mamba.core.errors import ConfigError
 from align_mamba.kernel_cache import CACHE_ENV
@@ -270,20 +271,13 @@ def worker_command(shape: int, lever: str, index: int, slots: int, data: Path, f
 
 def start_mps(root: Path) -> tuple[dict[str, str], str]:
     """({variable: value} the workers need, "") with MPS running; ({}, why not) otherwise."""
-    done = subprocess.run(["bash", str(root / "tools" / "mps.sh"), "start"], capture_output=True, text=True)
-    exports = dict(
-        item.split("=", 1)
-        for line in done.stdout.splitlines()
-        if line.startswith("export ")
-        for item in line.split()[1:]
-    )
-    if not exports:
-        return {}, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "tools/mps.sh start failed"
-    return exports, ""
+    exports: dict[str, str] = {}
+    started, message = mps.start(root / "tools" / "mps.sh", exports)
+    return (exports, "") if started else ({}, message)
 
 
 def stop_mps(root: Path) -> None:
-    subprocess.run(["bash", str(root / "tools" / "mps.sh"), "stop"], capture_output=True, text=True)
+    mps.stop(root / "tools" / "mps.sh")
 
 
 def aggregate(results: list[dict]) -> dict:
