@@ -4,8 +4,9 @@ Span level: predictions are first merged (`merge_spans`: a PEM key reported line
 span), then matched one-to-one to the true spans at IoU >= threshold (`match_spans`, a maximum
 matching). Also: the any-overlap hit rate, byte precision/recall/F1 pooled over the split's bytes,
 false alarms per MB, span recall by secret format, target decile, file length and hard case
-(base64, concat, ...; `plain` for a secret written as is) with Wilson 95% intervals, and per format how well predictions bound the true spans (`boundary_table`: the
-distribution of each true span's best IoU and its start/end errors in bytes).
+(base64, concat, ...; `plain` for a secret written as is) with Wilson 95% intervals, and per format
+how well predictions bound the true spans (`boundary_table`: the distribution of each true span's
+best IoU and its start/end errors in bytes).
 
 Empty denominators follow one rule everywhere: precision with nothing predicted is 1.0 (no claim
 was wrong) and recall (or hit rate) with nothing to find is 1.0 (nothing was missed); F1 is 0.0
