@@ -16,7 +16,8 @@ span from the first timed start to the last timed end. Levers:
   combined    cuda_graph + compile + mps
 Shapes (model settings of workflow/presets/study.yaml): 18 = hybrid [0, 2], 18 decoder and 2
 encoder layers, d_model 128, d_state 64, batch 128, 128 pairs (seq2seq layout); 2 = pure Mamba-2,
-2 layers, d_model 128, d_state 64, batch 256, 256 tokens (64 pairs, decoder layout).
+2 layers, d_model 128, d_state 64, batch 256, 256 tokens (64 pairs, decoder layout); 4 = pure
+Mamba-2 as experiments 01 and 04 train it, 4 layers, batch 256, 512 tokens (128 pairs).
 
 Rows go into OUT/levers.json as each finishes, merged with the rows an earlier invocation wrote on
 the same machine, GPU and slots, so a machine whose commands are time-limited can run one shape or
@@ -102,6 +103,8 @@ class Shape:
 
 SHAPES = {
     18: Shape(n_layers=18, variant="hybrid", batch=128, num_pairs=128, seq_len=512),
+    # the cliff's and d_state scaling's cells (most of the study): pure Mamba-2 at its hypothesis point
+    4: Shape(n_layers=4, variant="mamba2", batch=256, num_pairs=128, seq_len=512),
     2: Shape(n_layers=2, variant="mamba2", batch=256, num_pairs=64, seq_len=256),
 }
 
