@@ -23,7 +23,13 @@ from align_mamba.recall.metrics import (
 from align_mamba.recall.params import Experiment, ReportSettings, build_recall_params, cell_record
 from align_mamba.report import write_report
 from align_mamba.report.__main__ import main
-from align_mamba.report.experiments import ExperimentResult, capacity_table, load_runs, points_table
+from align_mamba.report.experiments import (
+    ExperimentResult,
+    capacity_table,
+    load_runs,
+    points_table,
+    position_figure,
+)
 
 CHANCE_LOSS = math.log(4096)  # the full vocabulary's 4096 values
 
@@ -312,6 +318,23 @@ def test_blind_start_plots_against_k(tmp_path):
     write_report(root, tmp_path / "out")
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "figures/positions_blind_start.png" in markdown and "k=0: hybrid-0, k=1: hybrid-1" in markdown
+
+
+def test_the_blind_start_figure_shows_the_seeds_learned_at_each_rate(tmp_path):
+    """Third panel: per rate, the share of runs at test accuracy ≥ 0.9 against k, each point labelled
+    learned/run (hybrid-0 learns at both rates, hybrid-1 at 3e-3 in 1 of 2 seeds and never at 1e-3)."""
+    root = tmp_path / "cells"
+    outcomes = {("hybrid-0", 3.0e-3): (1.0, 1.0), ("hybrid-0", 1.0e-3): (1.0, 1.0), ("hybrid-1", 3.0e-3): (1.0, 0.2)}
+    outcomes[("hybrid-1", 1.0e-3)] = (0.0, 0.0)
+    for (arch, lr), accuracies in outcomes.items():
+        for seed, acc in enumerate(accuracies):
+            write_cell(root, metrics_json(arch, 8, 8, seed, acc, lr=lr, experiments=("blind_start",)))
+    experiment = Experiment("blind_start", ("hybrid-0", "hybrid-1"), (8,), (8,), (0, 1), (1.0e-3, 3.0e-3))
+    result = ExperimentResult(experiment, load_runs(root), ReportSettings(), recorded=True)
+    rate_ax = position_figure(result, {0: "hybrid-0", 1: "hybrid-1"}).axes[2]
+    lines = {line.get_label(): list(line.get_ydata()) for line in rate_ax.get_lines()}
+    assert lines == {"lr 0.001": [1.0, 0.0], "lr 0.003": [1.0, 0.5]}
+    assert sorted(text.get_text() for text in rate_ax.texts) == ["0/2", "1/2", "2/2", "2/2"]
 
 
 def test_series_show_without_their_override_hash_in_the_architectures_order(tmp_path):

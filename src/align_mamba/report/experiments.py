@@ -530,8 +530,9 @@ def single_position_series(result: ExperimentResult, runs_by_series: dict[str, C
 
 
 def position_figure(result: ExperimentResult, by_k: dict[int, str]) -> Figure:
-    """Accuracy and steps-to-learn against the cross-attention layer k, a line per (num_pairs, d_state)."""
-    fig, (acc_ax, steps_ax) = panels(2, max_cols=2)
+    """Accuracy and steps-to-learn against the cross-attention layer k, a line per (num_pairs, d_state),
+    and the share of seeds that learned at each rate of the sweep (1× budget), a line per rate."""
+    fig, (acc_ax, steps_ax, rate_ax) = panels(3, max_cols=3)
     grid = sorted({(p.num_pairs, p.d_state) for p in result.points if p.series in by_k.values()})
     for i, (num_pairs, d_state) in enumerate(grid):
         ks, acc, steps_k, steps = [], [], [], []
@@ -549,12 +550,37 @@ def position_figure(result: ExperimentResult, by_k: dict[int, str]) -> Figure:
         label = f"np{num_pairs}, ds{d_state}"
         acc_ax.plot(ks, acc, marker="o", label=label)
         steps_ax.plot(steps_k, steps, marker="o", label=label)
+    _rate_lines(rate_ax, result, by_k, several=len(grid) > 1)
     acc_ax.set(xlabel="cross-attention layer k", ylabel="test accuracy (mean over seeds)", ylim=(-0.02, 1.02))
     steps_ax.set(
         xlabel="cross-attention layer k", ylabel=f"steps to validation accuracy ≥ {result.threshold:g} (median)"
     )
-    for ax in (acc_ax, steps_ax):
+    rate_ax.set(xlabel="cross-attention layer k", ylabel="seeds learned at this rate (1× budget)", ylim=(-0.08, 1.15))
+    for ax in (acc_ax, steps_ax, rate_ax):
         ax.set_xticks(list(by_k))
         ax.grid(alpha=0.3)
     acc_ax.legend(fontsize="small", loc="best")
+    rate_ax.legend(fontsize="small", loc="best")
     return fig
+
+
+def _rate_lines(ax, result: ExperimentResult, by_k: dict[int, str], several: bool) -> None:
+    """Per (rate, num_pairs, d_state): the share of runs at test accuracy ≥ threshold against k,
+    each point labelled learned/run."""
+    t = result.threshold
+    series_k = {s: k for k, s in by_k.items()}
+    runs = defaultdict(list)  # (lr, num_pairs, d_state) -> [(k, learned)]
+    for r in result.runs:
+        k = series_k.get(series(r.metrics))
+        if k is not None:
+            runs[(r.metrics.lr, r.metrics.num_pairs, r.metrics.d_state)].append((k, r.metrics.accuracy >= t - SLACK))
+    for (lr, num_pairs, d_state), pairs in sorted(runs.items()):
+        ks = sorted({k for k, _ in pairs})
+        learned = [sum(ok for kk, ok in pairs if kk == k) for k in ks]
+        counts = [sum(1 for kk, _ in pairs if kk == k) for k in ks]
+        label = f"lr {lr:g}" + (f", np{num_pairs} ds{d_state}" if several else "")
+        (line,) = ax.plot(ks, [a / n for a, n in zip(learned, counts)], marker="o", label=label)
+        for k, a, n in zip(ks, learned, counts):
+            ax.annotate(
+                f"{a}/{n}", (k, a / n), textcoords="offset points", xytext=(3, 4), fontsize=7, color=line.get_color()
+            )

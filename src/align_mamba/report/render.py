@@ -174,7 +174,7 @@ def _experiment(result: experiments.ExperimentResult, runs: list[experiments.Run
         blocks.append(
             Image(
                 f"positions_{exp.name}",
-                f"{exp.name}: accuracy and steps to learn against the one "
+                f"{exp.name}: accuracy, steps to learn and the seeds that learned at each rate against the one "
                 f"decoder layer k that cross-attends ("
                 + ", ".join(f"k={k}: {result.label(s)}" for k, s in by_k.items())
                 + ").",
