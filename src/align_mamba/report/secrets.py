@@ -272,63 +272,44 @@ def _interval(recall: float, low: float, high: float) -> str:
     return f"{recall:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def _recall_per_system(group: pd.DataFrame, names: list[str]) -> dict[str, str]:
-    """{system: "recall [low, high]"} of one breakdown value's rows; "—" for a system without one."""
-    by_system = group.set_index("system")
-    return {
-        name: _interval(*by_system.loc[name, ["recall", "wilson_low", "wilson_high"]])
-        if name in by_system.index
-        else "—"
-        for name in names
-    }
+def _recall_rows(breakdowns: pd.DataFrame, breakdown: str, column: str, value_order) -> pd.DataFrame:
+    """Span recall [Wilson 95%] of one breakdown on test and test_unseen: a row per (split, value)
+    named `column`, with the secrets counted and a column per system ("—" for a system without the
+    value); rows by split, then by `value_order` of the value."""
+    frame = breakdowns[(breakdowns["breakdown"] == breakdown) & breakdowns["split"].isin(SCORED)]
+    names = systems(frame)
+    rows = []
+    for (split, value), group in frame.groupby(["split", "value"], sort=False):
+        by_system = group.set_index("system")
+        recall = {
+            name: _interval(*by_system.loc[name, ["recall", "wilson_low", "wilson_high"]])
+            if name in by_system.index
+            else "—"
+            for name in names
+        }
+        rows.append({"split": split, column: value, "secrets": int(group["true"].max()), **recall})
+    table = pd.DataFrame(rows, columns=["split", column, "secrets", *names])
+    order = {split: i for i, split in enumerate(SCORED)}
+    return table.sort_values(
+        ["split", column],
+        key=lambda c: c.map(order) if c.name == "split" else c.map(value_order),
+        ignore_index=True,
+    )
 
 
 def per_format_table(breakdowns: pd.DataFrame) -> pd.DataFrame:
     """Span recall [Wilson 95%] per format (rows) and system (columns), on test and test_unseen;
     `held out` marks the formats of test_unseen (never in training)."""
-    frame = breakdowns[(breakdowns["breakdown"] == "per_format") & breakdowns["split"].isin(SCORED)]
-    heldout = set(frame[frame["split"] == "test_unseen"]["value"])
-    names = systems(frame)
-    rows = []
-    for (split, fmt), group in frame.groupby(["split", "value"], sort=False):
-        rows.append(
-            {
-                "split": split,
-                "format": fmt,
-                "held out": "yes" if fmt in heldout else "",
-                "secrets": int(group["true"].max()),
-                **_recall_per_system(group, names),
-            }
-        )
-    table = pd.DataFrame(rows, columns=["split", "format", "held out", "secrets", *names])
-    order = {split: i for i, split in enumerate(SCORED)}
-    return table.sort_values(
-        ["split", "format"], key=lambda c: c.map(order) if c.name == "split" else c, ignore_index=True
-    )
+    table = _recall_rows(breakdowns, "per_format", "format", lambda fmt: fmt)
+    heldout = set(table[table["split"] == "test_unseen"]["format"])
+    table.insert(2, "held out", ["yes" if fmt in heldout else "" for fmt in table["format"]])
+    return table
 
 
 def per_case_table(breakdowns: pd.DataFrame) -> pd.DataFrame:
     """Span recall [Wilson 95%] per hard case (rows: `plain` first, then base64, concat, ...) and
     system (columns), on test and test_unseen; empty when no scores.json has the by_case breakdown."""
-    frame = breakdowns[(breakdowns["breakdown"] == "by_case") & breakdowns["split"].isin(SCORED)]
-    names = systems(frame)
-    rows = []
-    for (split, case), group in frame.groupby(["split", "value"], sort=False):
-        rows.append(
-            {
-                "split": split,
-                "written as": case,
-                "secrets": int(group["true"].max()),
-                **_recall_per_system(group, names),
-            }
-        )
-    table = pd.DataFrame(rows, columns=["split", "written as", "secrets", *names])
-    order = {split: i for i, split in enumerate(SCORED)}
-    return table.sort_values(
-        ["split", "written as"],
-        key=lambda c: c.map(order) if c.name == "split" else c.map(lambda v: (v != PLAIN, v)),
-        ignore_index=True,
-    )
+    return _recall_rows(breakdowns, "by_case", "written as", lambda case: (case != PLAIN, case))
 
 
 def _quartiles(row) -> str:
