@@ -93,10 +93,6 @@ def _read_levers(path: Path) -> dict:
     return data
 
 
-def _number_or_dash(value, digits: int) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
-
-
 def levers_table(levers: dict) -> pd.DataFrame:
     """One row per (shape, lever): packed cell-steps/s and the speedup over eager packing measured in
     the same run, time-to-first-step, and why a lever did not run."""
@@ -106,10 +102,10 @@ def levers_table(levers: dict) -> pd.DataFrame:
             {
                 "layers": r["n_layers"],
                 "lever": r["lever"],
-                "cell-steps/s": _number_or_dash(r["cell_steps_per_s"], 1),
-                "ms per cell-step": _number_or_dash(r.get("ms_per_cell_step"), 1),
+                "cell-steps/s": _number(r["cell_steps_per_s"], 1),
+                "ms per cell-step": _number(r.get("ms_per_cell_step"), 1),
                 "speedup vs eager": "—" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.2f}x",
-                "first step (s)": _number_or_dash(r.get("first_step_seconds"), 1),
+                "first step (s)": _number(r.get("first_step_seconds"), 1),
                 "status": r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason', '')}",
             }
             for r in rows

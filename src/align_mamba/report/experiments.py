@@ -53,9 +53,13 @@ class Run:
     def learned(self, threshold: float) -> bool:
         return self.final.accuracy >= threshold - SLACK
 
+    def learned_at_1x(self, threshold: float) -> bool:
+        """Learned in the first run, at the step budget (a 2× rerun not counted)."""
+        return self.metrics.accuracy >= threshold - SLACK
+
     def outcome(self, threshold: float) -> str:
         m = self.metrics
-        if m.accuracy >= threshold - SLACK:
+        if self.learned_at_1x(threshold):
             return "learned"
         if self.rerun is not None:
             if self.learned(threshold):
@@ -160,15 +164,15 @@ class ExperimentResult:
             validation=lambda r: r.metrics.val_accuracy,
             rate=lambda r: r.metrics.lr,
         )
-        self.runs = mine
-        compared = defaultdict(set)
+        # every run of each grid point's rate sweep: (series, num_pairs, d_state) -> {lr: [runs]}
+        self.sweeps: dict[tuple[str, int, int], dict[float, list[Run]]] = defaultdict(lambda: defaultdict(list))
         for r in mine:
-            compared[(series(r.metrics), r.metrics.num_pairs, r.metrics.d_state)].add(r.metrics.lr)
+            self.sweeps[(series(r.metrics), r.metrics.num_pairs, r.metrics.d_state)][r.metrics.lr].append(r)
         grouped = defaultdict(list)
         for r in kept:
             grouped[(series(r.metrics), r.metrics.num_pairs, r.metrics.d_state)].append(r)
         self.points = [
-            Point(s, n, d, tuple(sorted(rs, key=lambda r: r.metrics.seed)), len(compared[(s, n, d)]))
+            Point(s, n, d, tuple(sorted(rs, key=lambda r: r.metrics.seed)), len(self.sweeps[(s, n, d)]))
             for (s, n, d), rs in sorted(grouped.items())
         ]
         # the params' order of architectures (hybrid-0, hybrid-1, hybrid-2, ..., not hybrid-0, hybrid-16)
@@ -378,9 +382,7 @@ def rate_table(result: ExperimentResult) -> pd.DataFrame:
     test accuracy, one column per rate (the window of rates a layout trains in). Empty when no
     point ran more than one rate."""
     t = result.threshold
-    by_point: dict[tuple, dict[float, list[Run]]] = defaultdict(lambda: defaultdict(list))
-    for r in result.runs:
-        by_point[(series(r.metrics), r.metrics.num_pairs, r.metrics.d_state)][r.metrics.lr].append(r)
+    by_point = result.sweeps
     if all(len(rates) < 2 for rates in by_point.values()):
         return pd.DataFrame()
     lrs = sorted({lr for rates in by_point.values() for lr in rates})
@@ -392,9 +394,9 @@ def rate_table(result: ExperimentResult) -> pd.DataFrame:
         row = {"architecture": result.label(s), "d_state": d, "num_pairs": n}
         for lr in lrs:
             runs = rates.get(lr, [])
-            acc = [r.metrics.accuracy for r in runs]
-            learned = sum(a >= t - SLACK for a in acc)
-            row[f"lr {lr:g}"] = f"{learned}/{len(runs)} ({np.mean(acc):.2f})" if runs else "—"
+            learned = sum(r.learned_at_1x(t) for r in runs)
+            mean = np.mean([r.metrics.accuracy for r in runs]) if runs else 0.0
+            row[f"lr {lr:g}"] = f"{learned}/{len(runs)} ({mean:.2f})" if runs else "—"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -567,13 +569,12 @@ def position_figure(result: ExperimentResult, by_k: dict[int, str]) -> Figure:
 def _rate_lines(ax, result: ExperimentResult, by_k: dict[int, str], several: bool) -> None:
     """Per (rate, num_pairs, d_state): the share of runs at test accuracy ≥ threshold against k,
     each point labelled learned/run."""
-    t = result.threshold
     series_k = {s: k for k, s in by_k.items()}
     runs = defaultdict(list)  # (lr, num_pairs, d_state) -> [(k, learned)]
-    for r in result.runs:
-        k = series_k.get(series(r.metrics))
-        if k is not None:
-            runs[(r.metrics.lr, r.metrics.num_pairs, r.metrics.d_state)].append((k, r.metrics.accuracy >= t - SLACK))
+    for (s, num_pairs, d_state), rates in result.sweeps.items():
+        if s in series_k:
+            for lr, at_rate in rates.items():
+                runs[(lr, num_pairs, d_state)] += [(series_k[s], r.learned_at_1x(result.threshold)) for r in at_rate]
     for (lr, num_pairs, d_state), pairs in sorted(runs.items()):
         ks = sorted({k for k, _ in pairs})
         learned = [sum(ok for kk, ok in pairs if kk == k) for k in ks]
