@@ -132,14 +132,49 @@ def experiments_of(runs: list[Run], recall: RecallParams | None) -> list[Experim
 
 
 @dataclass(frozen=True)
+class RateRuns:
+    """The runs (one per seed) at one learning rate of a grid point's sweep."""
+
+    lr: float
+    runs: tuple[Run, ...]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One grid point's learning-rate sweep: every run, grouped by rate in ascending order."""
+
+    series: str
+    num_pairs: int
+    d_state: int
+    rates: tuple[RateRuns, ...]
+
+    @classmethod
+    def of(cls, series_name: str, num_pairs: int, d_state: int, runs: list[Run]) -> "Sweep":
+        lrs = sorted({r.metrics.lr for r in runs})
+        by_rate = tuple(
+            RateRuns(lr, tuple(sorted((r for r in runs if r.metrics.lr == lr), key=lambda r: r.metrics.seed)))
+            for lr in lrs
+        )
+        return cls(series_name, num_pairs, d_state, by_rate)
+
+    def at(self, lr: float) -> tuple[Run, ...]:
+        return next((rate.runs for rate in self.rates if rate.lr == lr), ())
+
+
+@dataclass(frozen=True)
 class Point:
-    """One grid point of an experiment: its kept seeds (one run each) and every lr that competed."""
+    """One grid point of an experiment: its kept seeds (one run each) and the rate sweep they came from."""
 
     series: str
     num_pairs: int
     d_state: int
     kept: tuple[Run, ...]
-    compared: int
+    sweep: Sweep
+
+    @property
+    def compared(self) -> int:
+        """How many learning rates competed for each seed."""
+        return len(self.sweep.rates)
 
     def accuracies(self) -> list[float]:
         return [run.final.accuracy for run in self.kept]
@@ -164,15 +199,20 @@ class ExperimentResult:
             validation=lambda r: r.metrics.val_accuracy,
             rate=lambda r: r.metrics.lr,
         )
-        # every run of each grid point's rate sweep: (series, num_pairs, d_state) -> {lr: [runs]}
-        self.sweeps: dict[tuple[str, int, int], dict[float, list[Run]]] = defaultdict(lambda: defaultdict(list))
+
+        def where(r: Run) -> tuple[str, int, int]:
+            return series(r.metrics), r.metrics.num_pairs, r.metrics.d_state
+
+        swept, grouped = defaultdict(list), defaultdict(list)
         for r in mine:
-            self.sweeps[(series(r.metrics), r.metrics.num_pairs, r.metrics.d_state)][r.metrics.lr].append(r)
-        grouped = defaultdict(list)
+            swept[where(r)].append(r)
         for r in kept:
-            grouped[(series(r.metrics), r.metrics.num_pairs, r.metrics.d_state)].append(r)
+            grouped[where(r)].append(r)
+        # every run of each grid point's rate sweep, the kept ones and the rest
+        self.sweeps = [Sweep.of(s, n, d, rs) for (s, n, d), rs in sorted(swept.items())]
+        sweep_at = {(w.series, w.num_pairs, w.d_state): w for w in self.sweeps}
         self.points = [
-            Point(s, n, d, tuple(sorted(rs, key=lambda r: r.metrics.seed)), len(self.sweeps[(s, n, d)]))
+            Point(s, n, d, tuple(sorted(rs, key=lambda r: r.metrics.seed)), sweep_at[(s, n, d)])
             for (s, n, d), rs in sorted(grouped.items())
         ]
         # the params' order of architectures (hybrid-0, hybrid-1, hybrid-2, ..., not hybrid-0, hybrid-16)
@@ -382,18 +422,15 @@ def rate_table(result: ExperimentResult) -> pd.DataFrame:
     test accuracy, one column per rate (the window of rates a layout trains in). Empty when no
     point ran more than one rate."""
     t = result.threshold
-    by_point = result.sweeps
-    if all(len(rates) < 2 for rates in by_point.values()):
+    if all(len(sweep.rates) < 2 for sweep in result.sweeps):
         return pd.DataFrame()
-    lrs = sorted({lr for rates in by_point.values() for lr in rates})
+    lrs = sorted({rate.lr for sweep in result.sweeps for rate in sweep.rates})
     rows = []
     rank = {s: i for i, s in enumerate(result.series)}
-    for (s, n, d), rates in sorted(
-        by_point.items(), key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0][2], kv[0][1])
-    ):
-        row = {"architecture": result.label(s), "d_state": d, "num_pairs": n}
+    for sweep in sorted(result.sweeps, key=lambda w: (rank.get(w.series, len(rank)), w.d_state, w.num_pairs)):
+        row = {"architecture": result.label(sweep.series), "d_state": sweep.d_state, "num_pairs": sweep.num_pairs}
         for lr in lrs:
-            runs = rates.get(lr, [])
+            runs = sweep.at(lr)
             learned = sum(r.learned_at_1x(t) for r in runs)
             mean = np.mean([r.metrics.accuracy for r in runs]) if runs else 0.0
             row[f"lr {lr:g}"] = f"{learned}/{len(runs)} ({mean:.2f})" if runs else "—"
@@ -571,10 +608,12 @@ def _rate_lines(ax, result: ExperimentResult, by_k: dict[int, str], several: boo
     each point labelled learned/run."""
     series_k = {s: k for k, s in by_k.items()}
     runs = defaultdict(list)  # (lr, num_pairs, d_state) -> [(k, learned)]
-    for (s, num_pairs, d_state), rates in result.sweeps.items():
-        if s in series_k:
-            for lr, at_rate in rates.items():
-                runs[(lr, num_pairs, d_state)] += [(series_k[s], r.learned_at_1x(result.threshold)) for r in at_rate]
+    for sweep in result.sweeps:
+        if sweep.series in series_k:
+            for rate in sweep.rates:
+                runs[(rate.lr, sweep.num_pairs, sweep.d_state)] += [
+                    (series_k[sweep.series], r.learned_at_1x(result.threshold)) for r in rate.runs
+                ]
     for (lr, num_pairs, d_state), pairs in sorted(runs.items()):
         ks = sorted({k for k, _ in pairs})
         learned = [sum(ok for kk, ok in pairs if kk == k) for k in ks]
