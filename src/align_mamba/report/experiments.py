@@ -165,11 +165,20 @@ class Sweep:
 class Point:
     """One grid point of an experiment: its kept seeds (one run each) and the rate sweep they came from."""
 
-    series: str
-    num_pairs: int
-    d_state: int
     kept: tuple[Run, ...]
     sweep: Sweep
+
+    @property
+    def series(self) -> str:
+        return self.sweep.series
+
+    @property
+    def num_pairs(self) -> int:
+        return self.sweep.num_pairs
+
+    @property
+    def d_state(self) -> int:
+        return self.sweep.d_state
 
     @property
     def compared(self) -> int:
@@ -212,8 +221,7 @@ class ExperimentResult:
         self.sweeps = [Sweep.of(s, n, d, rs) for (s, n, d), rs in sorted(swept.items())]
         sweep_at = {(w.series, w.num_pairs, w.d_state): w for w in self.sweeps}
         self.points = [
-            Point(s, n, d, tuple(sorted(rs, key=lambda r: r.metrics.seed)), sweep_at[(s, n, d)])
-            for (s, n, d), rs in sorted(grouped.items())
+            Point(tuple(sorted(rs, key=lambda r: r.metrics.seed)), sweep_at[at]) for at, rs in sorted(grouped.items())
         ]
         # the params' order of architectures (hybrid-0, hybrid-1, hybrid-2, ..., not hybrid-0, hybrid-16)
         order = {name: i for i, name in enumerate(experiment.architectures)}
