@@ -56,14 +56,14 @@ def test_worked_example_in_docstring():
     )
     config = MQARConfig(num_pairs=2, seq_len=8, num_queries=2, train_size=1, val_size=1, test_size=1, seed=0)
     dec = mqar._decoder_arrays(config, draw)
-    assert dec["inputs"].tolist() == [[17, 5000, 42, 4100, 42, PAD, 17, PAD]]
-    assert dec["labels"].tolist() == [[-100, -100, -100, -100, 4100, -100, 5000, -100]]
-    assert dec["query_slot"].tolist() == [[1, 0]] and dec["query_distance"].tolist() == [[2, 6]]
+    assert dec.inputs.tolist() == [[17, 5000, 42, 4100, 42, PAD, 17, PAD]]
+    assert dec.labels.tolist() == [[-100, -100, -100, -100, 4100, -100, 5000, -100]]
+    assert dec.query_slot.tolist() == [[1, 0]] and dec.query_distance.tolist() == [[2, 6]]
     s2s = mqar._seq2seq_arrays(config, draw)
-    assert s2s["enc_inputs"].tolist() == [[BOS, 17, SEP, 5000, 42, SEP, 4100, EOS]]
-    assert s2s["dec_inputs"].tolist() == [[BOS, 42, 17]]
-    assert s2s["dec_labels"].tolist() == [[-100, 4100, 5000]]
-    assert s2s["query_distance"].tolist() == [[5, 9]]
+    assert s2s.enc_inputs.tolist() == [[BOS, 17, SEP, 5000, 42, SEP, 4100, EOS]]
+    assert s2s.dec_inputs.tolist() == [[BOS, 42, 17]]
+    assert s2s.dec_labels.tolist() == [[-100, 4100, 5000]]
+    assert s2s.query_distance.tolist() == [[5, 9]]
 
 
 @pytest.mark.parametrize("split", SPLITS)
@@ -141,19 +141,19 @@ def test_splits_share_no_context(dataset):
 
 def test_seen_contexts_are_dropped_and_refilled():
     config = _config(layouts=("seq2seq",))
-    plain = mqar.generate_split(config, "train", set())["seq2seq"]["enc_inputs"]
+    plain = mqar.generate_split(config, "train", set()).seq2seq.enc_inputs
     seen: set[bytes] = set()
     # Mark the contexts of rows 0, 5 and 9 as taken by another split.
     mqar._take_fresh(mqar._Draw(plain[[0, 5, 9], 1:-1:3], plain[[0, 5, 9], 3::3], None, None, None), seen, 3)
-    refilled = mqar.generate_split(config, "train", seen)["seq2seq"]["enc_inputs"]
+    refilled = mqar.generate_split(config, "train", seen).seq2seq.enc_inputs
     assert len(refilled) == config.train_size
     expected = np.delete(plain, [0, 5, 9], axis=0)
     assert np.array_equal(refilled[: len(expected)], expected)
 
 
 def test_smaller_split_is_a_prefix_of_a_larger_one():
-    small = mqar.generate_split(_config(train_size=50), "train", set())["decoder"]["inputs"]
-    large = mqar.generate_split(_config(train_size=500), "train", set())["decoder"]["inputs"]
+    small = mqar.generate_split(_config(train_size=50), "train", set()).decoder.inputs
+    large = mqar.generate_split(_config(train_size=500), "train", set()).decoder.inputs
     assert np.array_equal(small, large[:50])
 
 
@@ -161,8 +161,8 @@ def test_random_filler_keeps_the_same_pairs_and_queries():
     pad = mqar.generate_split(_config(), "test", set())
     rnd = mqar.generate_split(_config(filler="random"), "test", set())
     for name in ("enc_inputs", "dec_inputs", "dec_labels", "query_slot"):
-        assert np.array_equal(pad["seq2seq"][name], rnd["seq2seq"][name])
-    assert np.array_equal(pad["decoder"]["labels"], rnd["decoder"]["labels"])
+        assert np.array_equal(getattr(pad.seq2seq, name), getattr(rnd.seq2seq, name))
+    assert np.array_equal(pad.decoder.labels, rnd.decoder.labels)
 
 
 def test_corrupted_or_missing_files_are_detected(tmp_path):
@@ -307,7 +307,7 @@ def test_failed_write_leaves_no_partial_output(tmp_path, monkeypatch):
 
 def _gaps(config: MQARConfig, size: int = 2000) -> np.ndarray:
     """Gap of every query, (size, M), read back from the decoder labels."""
-    labels = mqar.generate_split(config, "test", set())["decoder"]["labels"][:size]
+    labels = mqar.generate_split(config, "test", set()).decoder.labels[:size]
     rows, positions = np.nonzero(labels != IGNORE_INDEX)
     return ((positions - 2 * config.num_pairs) // 2).reshape(len(labels), -1)
 
@@ -332,12 +332,12 @@ def test_single_query_gap_follows_zoology_distribution():
 
 def test_all_queries_cover_every_key_once():
     arrays = mqar.generate_split(_config(num_queries=None), "validation", set())
-    s2s = arrays["seq2seq"]
+    s2s = arrays.seq2seq
     n = BASE["num_pairs"]
-    assert s2s["dec_inputs"].shape == (BASE["val_size"], n + 1)
-    assert (np.sort(s2s["query_slot"], axis=1) == np.arange(n)).all()
-    assert np.array_equal(np.sort(s2s["dec_inputs"][:, 1:], axis=1), np.sort(s2s["enc_inputs"][:, 1:-1:3], axis=1))
-    assert ((arrays["decoder"]["labels"] != IGNORE_INDEX).sum(axis=1) == n).all()
+    assert s2s.dec_inputs.shape == (BASE["val_size"], n + 1)
+    assert (np.sort(s2s.query_slot, axis=1) == np.arange(n)).all()
+    assert np.array_equal(np.sort(s2s.dec_inputs[:, 1:], axis=1), np.sort(s2s.enc_inputs[:, 1:-1:3], axis=1))
+    assert ((arrays.decoder.labels != IGNORE_INDEX).sum(axis=1) == n).all()
 
 
 def test_cli_takes_dvc_spellings_length_per_pair_and_a_log_file(tmp_path):

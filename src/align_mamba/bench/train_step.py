@@ -85,9 +85,9 @@ RUNGS = (
 
 def mqar_batches(cfg: BenchConfig, count: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`count` batches (inputs, labels), each (ladder_batch, ladder_seq_len), of MQAR's decoder layout."""
-    split = generate_mqar(cfg.ladder_data_config(count))["train"]["decoder"]
-    inputs = torch.from_numpy(split["inputs"]).long().to(device).split(cfg.ladder_batch)
-    labels = torch.from_numpy(split["labels"]).long().to(device).split(cfg.ladder_batch)
+    train = generate_mqar(cfg.ladder_data_config(count))["train"].decoder
+    inputs = torch.from_numpy(train.inputs).long().to(device).split(cfg.ladder_batch)
+    labels = torch.from_numpy(train.labels).long().to(device).split(cfg.ladder_batch)
     return list(zip(inputs, labels))
 
 

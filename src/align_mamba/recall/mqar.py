@@ -8,9 +8,11 @@ sequence. Both layouts of a split render the same draws, queries in the same ord
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,10 +31,6 @@ IGNORE_INDEX = -100
 
 LAYOUTS = ("seq2seq", "decoder")
 FILLERS = ("pad", "random")
-LAYOUT_ARRAYS = {
-    "decoder": ("inputs", "labels", "query_slot", "query_distance"),
-    "seq2seq": ("enc_inputs", "dec_inputs", "dec_labels", "query_slot", "query_distance"),
-}
 SPLITS = ("train", "validation", "test")
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 # Held-out splits come first so that train is the one that drops and refills on a collision.
@@ -292,8 +290,78 @@ def _draw_chunk(config: MQARConfig, rng: np.random.Generator, filler_rng: np.ran
     return _Draw(keys, values, slots, gaps, filler)
 
 
-def _decoder_arrays(config: MQARConfig, draw: _Draw) -> dict[str, np.ndarray]:
-    """Zoology layout: inputs, labels (c, L); query_slot, query_distance (c, M)."""
+class _LayoutArrays:
+    """The arrays of one layout for n examples, one field per ``{name}.npy`` file, first axis n."""
+
+    layout: ClassVar[str]
+
+    def named(self) -> dict[str, np.ndarray]:
+        """{array name: array}, in field order (the order files are written)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def empty(self, size: int):
+        """Arrays of `size` rows shaped and typed like these, to be filled chunk by chunk with `put`."""
+        return type(self)(**{name: np.empty((size,) + a.shape[1:], dtype=a.dtype) for name, a in self.named().items()})
+
+    def put(self, start: int, chunk) -> None:
+        """Copy `chunk`'s rows into rows [start, start + len(chunk))."""
+        for name, rows in chunk.named().items():
+            getattr(self, name)[start : start + len(rows)] = rows
+
+
+@dataclass(frozen=True)
+class DecoderArrays(_LayoutArrays):
+    """Zoology layout: inputs, labels (n, L); query_slot, query_distance (n, M)."""
+
+    layout: ClassVar[str] = "decoder"
+    inputs: np.ndarray
+    labels: np.ndarray
+    query_slot: np.ndarray
+    query_distance: np.ndarray
+
+
+@dataclass(frozen=True)
+class Seq2SeqArrays(_LayoutArrays):
+    """Encoder-decoder layout: enc_inputs (n, 3N+2); dec_inputs, dec_labels (n, M+1); metadata (n, M)."""
+
+    layout: ClassVar[str] = "seq2seq"
+    enc_inputs: np.ndarray
+    dec_inputs: np.ndarray
+    dec_labels: np.ndarray
+    query_slot: np.ndarray
+    query_distance: np.ndarray
+
+
+# The .npy files of each layout, in the order they are written.
+LAYOUT_ARRAYS = {cls.layout: tuple(f.name for f in dataclasses.fields(cls)) for cls in (DecoderArrays, Seq2SeqArrays)}
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """One split rendered in each layout of its config (config order)."""
+
+    split: str
+    layouts: tuple[DecoderArrays | Seq2SeqArrays, ...]
+
+    def layout(self, name: str) -> DecoderArrays | Seq2SeqArrays:
+        for arrays in self.layouts:
+            if arrays.layout == name:
+                return arrays
+        raise ConfigError(
+            f"layout {name!r} was not generated (this split has {', '.join(a.layout for a in self.layouts)})"
+        )
+
+    @property
+    def decoder(self) -> DecoderArrays:
+        return self.layout("decoder")
+
+    @property
+    def seq2seq(self) -> Seq2SeqArrays:
+        return self.layout("seq2seq")
+
+
+def _decoder_arrays(config: MQARConfig, draw: _Draw) -> DecoderArrays:
+    """The decoder layout of c drawn examples (see ``generate_mqar``)."""
     c, n = draw.keys.shape
     if draw.filler is None:
         inputs = np.full((c, config.seq_len), PAD, dtype=TOKEN_DTYPE)
@@ -305,16 +373,16 @@ def _decoder_arrays(config: MQARConfig, draw: _Draw) -> dict[str, np.ndarray]:
     np.put_along_axis(inputs, positions, np.take_along_axis(draw.keys, draw.slots, axis=1), axis=1)
     labels = np.full((c, config.seq_len), IGNORE_INDEX, dtype=TOKEN_DTYPE)
     np.put_along_axis(labels, positions, np.take_along_axis(draw.values, draw.slots, axis=1), axis=1)
-    return {
-        "inputs": inputs,
-        "labels": labels,
-        "query_slot": draw.slots.astype(META_DTYPE),
-        "query_distance": (positions - 2 * draw.slots).astype(META_DTYPE),
-    }
+    return DecoderArrays(
+        inputs=inputs,
+        labels=labels,
+        query_slot=draw.slots.astype(META_DTYPE),
+        query_distance=(positions - 2 * draw.slots).astype(META_DTYPE),
+    )
 
 
-def _seq2seq_arrays(config: MQARConfig, draw: _Draw) -> dict[str, np.ndarray]:
-    """Encoder-decoder layout: enc_inputs (c, 3N+2); dec_inputs, dec_labels (c, M+1); metadata (c, M)."""
+def _seq2seq_arrays(config: MQARConfig, draw: _Draw) -> Seq2SeqArrays:
+    """The seq2seq layout of c drawn examples (see ``generate_mqar``)."""
     c, n = draw.keys.shape
     m = draw.slots.shape[1]
     enc = np.empty((c, 3 * n + 2), dtype=TOKEN_DTYPE)
@@ -328,13 +396,13 @@ def _seq2seq_arrays(config: MQARConfig, draw: _Draw) -> dict[str, np.ndarray]:
     labels = np.full((c, m + 1), IGNORE_INDEX, dtype=TOKEN_DTYPE)
     labels[:, 1:] = np.take_along_axis(draw.values, draw.slots, axis=1)
     distance = enc.shape[1] - (1 + 3 * draw.slots) + np.arange(1, m + 1)
-    return {
-        "enc_inputs": enc,
-        "dec_inputs": dec,
-        "dec_labels": labels,
-        "query_slot": draw.slots.astype(META_DTYPE),
-        "query_distance": distance.astype(META_DTYPE),
-    }
+    return Seq2SeqArrays(
+        enc_inputs=enc,
+        dec_inputs=dec,
+        dec_labels=labels,
+        query_slot=draw.slots.astype(META_DTYPE),
+        query_distance=distance.astype(META_DTYPE),
+    )
 
 
 _BUILDERS = {"decoder": _decoder_arrays, "seq2seq": _seq2seq_arrays}
@@ -369,8 +437,8 @@ def _chunk_rows(config: MQARConfig) -> int:
     return max(1, min(_MAX_CHUNK_ROWS, _MAX_CHUNK_CELLS // max(len(config.tokens.key_range), config.seq_len)))
 
 
-def generate_split(config: MQARConfig, split: str, seen: set[bytes]) -> dict[str, dict[str, np.ndarray]]:
-    """Generate one split as {layout: {array name: array}} for each layout in ``config.layouts``.
+def generate_split(config: MQARConfig, split: str, seen: set[bytes]) -> SplitArrays:
+    """Generate one split in each layout of ``config.layouts``.
 
     Examples whose context (the keys and values of the pairs, in order) has a digest in ``seen`` are
     dropped and replaced by further draws from the split's own stream; the digests of the kept
@@ -379,29 +447,29 @@ def generate_split(config: MQARConfig, split: str, seen: set[bytes]) -> dict[str
     size = config.split_size(split)
     rng, filler_rng = _split_rngs(config, split)
     rows = _chunk_rows(config)
-    arrays: dict[str, dict[str, np.ndarray]] = {}
+    filled_layouts: list[DecoderArrays | Seq2SeqArrays] = []
     filled = 0
     # Acceptance is at least one half (see _check_sizes_fit); this bound is never reached in practice.
     for _ in range(4 * math.ceil(size / rows) + 16):
         draw = _draw_chunk(config, rng, filler_rng, rows)
         kept = _take_fresh(draw, seen, size - filled)
         fresh = draw.take(kept)
-        for layout in config.layouts:
-            for name, chunk in _BUILDERS[layout](config, fresh).items():
-                if name not in arrays.setdefault(layout, {}):
-                    arrays[layout][name] = np.empty((size,) + chunk.shape[1:], dtype=chunk.dtype)
-                arrays[layout][name][filled : filled + len(kept)] = chunk
+        chunks = [_BUILDERS[layout](config, fresh) for layout in config.layouts]
+        if not filled_layouts:
+            filled_layouts = [chunk.empty(size) for chunk in chunks]
+        for arrays, chunk in zip(filled_layouts, chunks):
+            arrays.put(filled, chunk)
         filled += len(kept)
         if filled == size:
-            return arrays
+            return SplitArrays(split, tuple(filled_layouts))
     raise ConfigError(
         f"{split} split: could not draw {size} examples with distinct contexts; "
         "reduce train_size, val_size or test_size"
     )
 
 
-def generate_mqar(config: MQARConfig) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """Generate every split: {split: {layout: {array name: array}}}; test, then validation, then train.
+def generate_mqar(config: MQARConfig) -> dict[str, SplitArrays]:
+    """Generate every split, keyed by split name; test, then validation, then train.
 
     Per example: N distinct keys drawn uniformly from the key range, N values uniformly (with
     replacement) from the value range (see Tokens), M distinct queried pair slots, and M distinct gaps g from

@@ -12,6 +12,7 @@ import dataclasses
 import io
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ from align_mamba.recall.mqar import (
     VALUE_RANGE,
     VOCAB_SIZE,
     MQARConfig,
+    SplitArrays,
     generate_mqar,
     token_spec,
 )
@@ -117,13 +119,13 @@ class MQARSplit:
         return inputs, queries, targets.reshape(-1).to(device, non_blocking=True).long(), context
 
 
-def _write_arrays(root: Path, splits: dict[str, dict[str, dict[str, np.ndarray]]]) -> dict[str, dict]:
-    """Write every array under ``root``; returns {relative path: {sha256, shape, dtype}}."""
+def _write_arrays(root: Path, splits: Iterable[SplitArrays]) -> dict[str, dict]:
+    """Write every array under ``root``; returns {relative path: {sha256, shape, dtype}} (the manifest's files)."""
     files = {}
-    for split, layouts in splits.items():
-        for layout, arrays in layouts.items():
-            for name, array in arrays.items():
-                relative = f"{split}/{layout}/{name}.npy"
+    for split in splits:
+        for arrays in split.layouts:
+            for name, array in arrays.named().items():
+                relative = f"{split.split}/{arrays.layout}/{name}.npy"
                 array = np.ascontiguousarray(array)
                 digest = write_file(root / relative, lambda sink, a=array: np.save(sink, a, allow_pickle=False))
                 files[relative] = {"sha256": digest, "shape": list(array.shape), "dtype": str(array.dtype)}
@@ -156,7 +158,7 @@ def write_mqar(config: MQARConfig, out_dir: str | os.PathLike) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staged = sibling(out_dir, "tmp")
     try:
-        files = _write_arrays(staged, splits)
+        files = _write_arrays(staged, splits.values())
         manifest = sealed_manifest_bytes(_manifest(config, files))
         write_file(staged / MANIFEST_NAME, lambda sink: sink.write(manifest))
         move_into_place(staged, out_dir)
