@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from align_mamba.core.atomic import atomic_write_json
@@ -91,15 +92,15 @@ def inputs(params: RecallParams, cell: Cell) -> list[Cell]:
     return list({c.id: c for c in others if c.id != cell.id}.values())
 
 
-def chosen(cells: list[Cell]) -> Cell:
+def chosen(cells: list[Cell], validation: Callable[[Cell], float] = best_validation) -> Cell:
     """The cell selection on validation keeps (report.stats.select_on_validation: ties to the smaller rate)."""
-    return max(cells, key=lambda c: (best_validation(c), -c.train.lr))
+    return max(cells, key=lambda c: (validation(c), -c.train.lr))
 
 
-def decide(params: RecallParams, cell: Cell) -> tuple[bool, str]:
-    """(rerun?, why), from validation accuracies only."""
+def decide(params: RecallParams, cell: Cell, validation: Callable[[Cell], float] = best_validation) -> tuple[bool, str]:
+    """(rerun?, why), from validation accuracies only (`validation`: a cell's best; default: its train.json)."""
     threshold = params.report.capacity_threshold
-    own = best_validation(cell)
+    own = validation(cell)
     if own >= threshold:
         return False, f"validation accuracy {own:.4f} reached the threshold {threshold}"
     modes = cell.confirm_modes(params)
@@ -108,15 +109,15 @@ def decide(params: RecallParams, cell: Cell) -> tuple[bool, str]:
     why_not = []
     if "selected" in modes:
         rates = sweep(params, cell)
-        best = chosen(rates)
+        best = chosen(rates, validation)
         if best.id == cell.id:
             return True, (
                 f"validation accuracy {own:.4f} below {threshold} at the rate kept for its seed (best of "
                 f"{len(rates)} on validation): rerun at {BUDGET_FACTOR}x the steps"
             )
-        why_not.append(f"the rate kept for its seed is {best.train.lr:g} ({best_validation(best):.4f})")
+        why_not.append(f"the rate kept for its seed is {best.train.lr:g} ({validation(best):.4f})")
     if "edge" in modes:
-        successes = [c.id for c in row(params, cell) if best_validation(c) >= threshold]
+        successes = [c.id for c in row(params, cell) if validation(c) >= threshold]
         if successes:
             return True, (
                 f"validation accuracy {own:.4f} below {threshold} while {', '.join(successes)} succeeded: "

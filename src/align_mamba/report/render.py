@@ -17,6 +17,7 @@ import pandas as pd
 
 from align_mamba.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, null_non_finite
 from align_mamba.core.errors import ConfigError
+from align_mamba.recall import schedule
 from align_mamba.recall.params import RecallParams, ReportSettings
 from align_mamba.report import bench, experiments, figures, secrets, stats
 
@@ -99,9 +100,21 @@ def _header(runs: list[experiments.Run], results: list[experiments.ExperimentRes
     return Section("What this run shows", tuple(lines))
 
 
-def _experiment(result: experiments.ExperimentResult, runs: list[experiments.Run], not_run: list[str]) -> Section:
+def _experiment(
+    result: experiments.ExperimentResult, runs: list[experiments.Run], not_run: list[str], skipped: list[str]
+) -> Section:
     exp, t = result.experiment, result.threshold
     blocks: list = [Text(exp.question)] if exp.question else []
+    if skipped:
+        blocks.append(
+            Text(
+                f"{len(skipped)} cell(s) of this experiment's grid were not needed (skipped.txt): by the lead-rate "
+                "rule (`python -m align_mamba.recall.schedule`) a grid point's first seed runs every rate, and "
+                "another seed runs the rest of its sweep only if it failed on validation at the rate that was "
+                "best for the first seed; these seeds learned there. A seed still counts as failed only after "
+                "every rate failed."
+            )
+        )
     if not_run:
         ran = sum(len(p.kept) for p in result.points)
         blocks.append(
@@ -440,6 +453,7 @@ def build_sections(
     secrets_dir: Path | None = None,
     taggers: list[str] | None = None,
     not_run: dict[str, list[str]] | None = None,
+    skipped: dict[str, list[str]] | None = None,
 ) -> tuple[list[Section], dict]:
     """The report's sections in order, and the headline metrics (rounded; None: no capacity).
 
@@ -448,8 +462,9 @@ def build_sections(
     sections; a directory without results gives its section one line saying how to produce them.
     taggers: the tagger folders of secrets_dir to report (None: every one with a summary.json).
     not_run: per experiment, the ids of its cells that have no metrics file yet (a partial study).
+    skipped: per experiment, the ids of its cells the lead-rate rule leaves out (recall.schedule).
     """
-    not_run = not_run or {}
+    not_run, skipped = not_run or {}, skipped or {}
     results = [
         experiments.ExperimentResult(exp, runs, settings, recorded=any(r.metrics.cell.experiments for r in runs))
         for exp in experiments.experiments_of(runs, recall)
@@ -465,12 +480,18 @@ def build_sections(
         header = dataclasses.replace(header, blocks=(warning, *header.blocks))
     sections = [
         header,
-        *(_experiment(result, runs, not_run.get(result.experiment.name, [])) for result in results),
+        *(
+            _experiment(result, runs, not_run.get(name, []), skipped.get(name, []))
+            for result in results
+            for name in [result.experiment.name]
+        ),
         _provenance(runs),
     ]
     metrics: dict = {"cells": len(runs)}
     if missing:
         metrics["cells_not_run"] = missing
+    if skipped:
+        metrics["cells_skipped"] = len({cell_id for ids in skipped.values() for cell_id in ids})
     for result in results:
         metrics.update(result.headline())
     extras = [_benchmark(Path(bench_dir))] if bench_dir is not None else []
@@ -541,6 +562,11 @@ def render_html(sections: list[Section]) -> str:
     )
 
 
+def _present(cells_dir: Path, recall: RecallParams) -> list[Path]:
+    """The metrics files of `recall`'s cells that exist under `cells_dir`."""
+    return [path for cell in recall.cells if (path := Path(cells_dir) / f"{cell.id}.json").is_file()]
+
+
 def write_report(
     cells_dir: Path,
     out_dir: Path,
@@ -572,22 +598,33 @@ def write_report(
     )
     extra += " --partial" if partial else ""
     command = command or f"python -m align_mamba.report {params}--cells {cells_dir} --out {out_dir}{extra}"
-    expected = [Path(cells_dir) / f"{cell.id}.json" for cell in recall.cells] if recall is not None else None
+    runs = experiments.load_runs(cells_dir, _present(cells_dir, recall) if recall is not None else None)
     not_run: dict[str, list[str]] = {}
-    if partial and recall is not None:
-        present = []
-        for cell, path in zip(recall.cells, expected):
-            if path.is_file():
-                present.append(path)
-            else:
-                for name in cell.experiments:
-                    not_run.setdefault(name, []).append(cell.id)
-        expected = present
-    runs = experiments.load_runs(cells_dir, expected)
-    sections, metrics = build_sections(runs, recall, command, settings, bench_dir, secrets_dir, taggers, not_run)
+    skipped: dict[str, list[str]] = {}
+    if recall is not None:
+        validation = {run.metrics.cell.id: run.metrics.val_accuracy for run in runs}
+        unneeded = set(schedule.plan(recall, validation, set()).skipped)
+        missing = [cell for cell in recall.cells if cell.id not in validation]
+        if not partial and any(cell.id not in unneeded for cell in missing):
+            first = next(cell for cell in missing if cell.id not in unneeded)
+            raise ConfigError(
+                f"{sum(cell.id not in unneeded for cell in missing)} metrics file(s) of the experiments are "
+                f"missing, e.g. {Path(cells_dir) / first.id}.json (--partial reports a study under way)"
+            )
+        for cell in missing:
+            for name in cell.experiments:
+                (skipped if cell.id in unneeded else not_run).setdefault(name, []).append(cell.id)
+    sections, metrics = build_sections(
+        runs, recall, command, settings, bench_dir, secrets_dir, taggers, not_run, skipped
+    )
     if partial:
         listing = "".join(f"{name}\t{cell_id}\n" for name, ids in sorted(not_run.items()) for cell_id in ids)
         atomic_write_text(out_dir / "not_run.txt", listing)
+    if skipped:
+        listing = "".join(f"{name}\t{cell_id}\n" for name, ids in sorted(skipped.items()) for cell_id in ids)
+        atomic_write_text(out_dir / "skipped.txt", listing)
+    else:
+        (out_dir / "skipped.txt").unlink(missing_ok=True)  # an earlier report's, of cells since run
     for block in (b for s in sections for b in s.blocks if isinstance(b, Image)):
         atomic_write_bytes(out_dir / "figures" / f"{block.name}.png", block.png)
     atomic_write_text(out_dir / "cells.csv", cells_frame(runs, settings.capacity_threshold).to_csv(index=False))
