@@ -36,7 +36,6 @@ from align_mamba.core.cli import OneLineParser, setup_logging
 from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.recall.confirm import decide
 from align_mamba.recall.confirm import inputs as confirm_inputs
-from align_mamba.recall.metrics import CellMetrics, read_json
 from align_mamba.recall.params import Cell, RecallParams, load_recall_params
 
 log = logging.getLogger("align_mamba.recall.schedule")
@@ -60,8 +59,28 @@ def _point(cell: Cell) -> tuple:
     return (cell.architecture, cell.suffix, cell.num_pairs, cell.model.d_state)
 
 
-def _best(cells: Iterable[Cell], validation: Mapping[str, float]) -> Cell:
-    return max(cells, key=lambda c: (validation[c.id], -c.train.lr))
+def _lead_rate_rule(
+    points: Mapping[tuple, list[Cell]], validation: Mapping[str, float], threshold: float
+) -> tuple[set[str], set[str]]:
+    """(needed, undecided) cell ids: a point's lead seed at every rate, the others at its lead rate,
+    and every rate of a seed that failed there; undecided waits on a lead seed or a lead-rate run."""
+    needed: set[str] = set()
+    undecided: set[str] = set()
+    for cells in points.values():
+        lead_seed = min(c.train.seed for c in cells)
+        lead = [c for c in cells if c.train.seed == lead_seed]
+        lead_rate = None
+        if all(c.id in validation for c in lead):
+            lead_rate = max(lead, key=lambda c: (validation[c.id], -c.train.lr)).train.lr
+        for cell in cells:
+            at_lead = next((c.id for c in cells if c.train.seed == cell.train.seed and c.train.lr == lead_rate), None)
+            if cell.train.seed == lead_seed or cell.id == at_lead:
+                needed.add(cell.id)
+            elif at_lead is None or at_lead not in validation:
+                undecided.add(cell.id)
+            elif validation[at_lead] < threshold:
+                needed.add(cell.id)
+    return needed, undecided
 
 
 def plan(
@@ -77,51 +96,31 @@ def plan(
     follow in params order).
     """
     threshold = params.report.capacity_threshold
+    by_id = {cell.id: cell for cell in params.cells}
     points: dict[tuple, list[Cell]] = defaultdict(list)
     for cell in params.cells:
         points[_point(cell)].append(cell)
+    needed, undecided = _lead_rate_rule(points, validation, threshold)
 
     def failed(cell: Cell) -> bool:
         return cell.id in validation and validation[cell.id] < threshold
 
-    needed: set[str] = set()
-    undecided: set[str] = set()
-    for cells in points.values():
-        lead_seed = min(c.train.seed for c in cells)
-        lead = [c for c in cells if c.train.seed == lead_seed]
-        lead_rate = _best(lead, validation).train.lr if all(c.id in validation for c in lead) else None
-        by_seed = defaultdict(list)
-        for cell in cells:
-            by_seed[cell.train.seed].append(cell)
-        for seed, sweep in by_seed.items():
-            at_lead = [c for c in sweep if c.train.lr == lead_rate]
-            for cell in sweep:
-                if seed == lead_seed or cell.train.lr == lead_rate or any(map(failed, at_lead)):
-                    needed.add(cell.id)
-                elif lead_rate is None or not all(c.id in validation for c in at_lead):
-                    undecided.add(cell.id)
-
-    # A failed seed's confirm jobs read other cells (`edge`: the adjacent num_pairs at the same
-    # rate): those are needed too, and so are the cells the confirm jobs of their own failed seeds
-    # read (a fixed point; each round only adds). A seed that learned at some rate needs no rerun.
-    by_id = {cell.id: cell for cell in params.cells}
-
-    def seed_failed(cell: Cell) -> bool:
-        sweep = [c for c in points[_point(cell)] if c.train.seed == cell.train.seed and c.id in needed]
-        return all(map(failed, sweep))
-
     def to_confirm() -> list[Cell]:
+        """The needed failures of seeds that failed at every needed rate of their point."""
         return [
-            by_id[i] for i in needed if failed(by_id[i]) and by_id[i].confirm_modes(params) and seed_failed(by_id[i])
+            cell
+            for cell in map(by_id.get, needed)
+            if failed(cell)
+            and cell.confirm_modes(params)
+            and all(failed(c) for c in points[_point(cell)] if c.train.seed == cell.train.seed and c.id in needed)
         ]
 
-    while True:
-        wanted = {other.id for cell in to_confirm() for other in confirm_inputs(params, cell)}
-        if wanted <= needed:
-            break
+    # What those confirm jobs read is needed too, and so is what the confirm jobs of its own failed
+    # seeds read: a fixed point, each round only adds.
+    while not (wanted := {c.id for cell in to_confirm() for c in confirm_inputs(params, cell)}) <= needed:
         needed |= wanted
     confirms = [
-        cell.id
+        cell.id + CONFIRM
         for cell in to_confirm()
         if cell.id not in confirmed
         and all(c.id in validation for c in confirm_inputs(params, cell))
@@ -134,22 +133,24 @@ def plan(
     def ordered(ids: Iterable[str]) -> tuple[str, ...]:
         return tuple(sorted(ids, key=lambda i: position.get(i, position[i.removesuffix(CONFIRM)])))
 
-    ready = {i for i in needed if i not in validation} | {i + CONFIRM for i in confirms}
-    undecided -= needed
     skipped = set(by_id) - needed - undecided
-    return Plan(ordered(ready), ordered(undecided - set(validation)), ordered(skipped - set(validation)))
+    return Plan(
+        ready=ordered([*(needed - set(validation)), *confirms]),
+        waiting=ordered(undecided - needed - set(validation)),
+        skipped=ordered(skipped - set(validation)),
+    )
 
 
 def read_cells(cells_dir: Path) -> tuple[dict[str, float], set[str]]:
     """(best validation accuracy by cell id, ids with a confirm file) from a study's metrics files."""
-    validation, confirmed = {}, set()
-    for path in sorted(Path(cells_dir).rglob("*.json")):
-        if path.name.endswith(CONFIRM + ".json"):
-            confirmed.add(path.relative_to(cells_dir).as_posix().removesuffix(CONFIRM + ".json"))
-            continue
-        metrics = CellMetrics.from_json(read_json(path), str(path))
-        validation[metrics.cell.id] = metrics.val_accuracy
-    return validation, confirmed
+    # Imported here: the report imports this module for its skipped cells.
+    from align_mamba.report.experiments import load_runs
+
+    if not any(Path(cells_dir).rglob("*.json")):
+        return {}, set()  # a study that has not started
+    runs = load_runs(cells_dir)
+    validation = {run.metrics.cell.id: run.metrics.val_accuracy for run in runs}
+    return validation, {run.metrics.cell.id for run in runs if run.confirm is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     params = load_recall_params(args.params)
     if not args.cells.is_dir():
         raise ConfigError(f"--cells: no folder {args.cells}")
+    if args.order and not args.order.is_file():
+        raise ConfigError(f"--order: no file {args.order}")
     order = args.order.read_text().split() if args.order else []
     result = plan(params, *read_cells(args.cells), order)
     listing = "".join(f"{i}\n" for i in result.ready + result.waiting)
