@@ -481,9 +481,8 @@ def build_sections(
     sections = [
         header,
         *(
-            _experiment(result, runs, not_run.get(name, []), skipped.get(name, []))
+            _experiment(result, runs, not_run.get(result.experiment.name, []), skipped.get(result.experiment.name, []))
             for result in results
-            for name in [result.experiment.name]
         ),
         _provenance(runs),
     ]
@@ -562,6 +561,11 @@ def render_html(sections: list[Section]) -> str:
     )
 
 
+def _listing(ids: dict[str, list[str]]) -> str:
+    """One `experiment<TAB>cell id` line per cell, experiments in name order."""
+    return "".join(f"{name}\t{cell_id}\n" for name, cells in sorted(ids.items()) for cell_id in cells)
+
+
 def _present(cells_dir: Path, recall: RecallParams) -> list[Path]:
     """The metrics files of `recall`'s cells that exist under `cells_dir`."""
     return [path for cell in recall.cells if (path := Path(cells_dir) / f"{cell.id}.json").is_file()]
@@ -618,11 +622,9 @@ def write_report(
         runs, recall, command, settings, bench_dir, secrets_dir, taggers, not_run, skipped
     )
     if partial:
-        listing = "".join(f"{name}\t{cell_id}\n" for name, ids in sorted(not_run.items()) for cell_id in ids)
-        atomic_write_text(out_dir / "not_run.txt", listing)
+        atomic_write_text(out_dir / "not_run.txt", _listing(not_run))
     if skipped:
-        listing = "".join(f"{name}\t{cell_id}\n" for name, ids in sorted(skipped.items()) for cell_id in ids)
-        atomic_write_text(out_dir / "skipped.txt", listing)
+        atomic_write_text(out_dir / "skipped.txt", _listing(skipped))
     else:
         (out_dir / "skipped.txt").unlink(missing_ok=True)  # an earlier report's, of cells since run
     for block in (b for s in sections for b in s.blocks if isinstance(b, Image)):
