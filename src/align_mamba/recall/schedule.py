@@ -34,7 +34,7 @@ from pathlib import Path
 from align_mamba.core.atomic import atomic_write_text
 from align_mamba.core.cli import OneLineParser, setup_logging
 from align_mamba.core.errors import ConfigError, run_cli
-from align_mamba.recall.confirm import decide
+from align_mamba.recall.confirm import chosen, decide
 from align_mamba.recall.confirm import inputs as confirm_inputs
 from align_mamba.recall.params import Cell, RecallParams, load_recall_params
 
@@ -71,7 +71,7 @@ def _lead_rate_rule(
         lead = [c for c in cells if c.train.seed == lead_seed]
         lead_rate = None
         if all(c.id in validation for c in lead):
-            lead_rate = max(lead, key=lambda c: (validation[c.id], -c.train.lr)).train.lr
+            lead_rate = chosen(lead, lambda c: validation[c.id]).train.lr
         for cell in cells:
             at_lead = next((c.id for c in cells if c.train.seed == cell.train.seed and c.train.lr == lead_rate), None)
             if cell.train.seed == lead_seed or cell.id == at_lead:
