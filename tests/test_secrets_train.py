@@ -230,3 +230,45 @@ def test_evaluate_writes_scores_and_predictions_for_every_split(dataset, tmp_pat
         tmp_path / "model.pt", dataset, out, ["test"], "cpu", "reference", {"chunk_len": 256, "overlap": 32}
     )
     assert (out / "test" / "predictions.jsonl").read_bytes() == before
+
+
+SMALL = TaggerConfig(variant="transformer", d_model=16, n_layers=1, n_heads=2, window=8)
+
+
+def _saved_tagger(path: Path, class_names: tuple[str, ...], config: TaggerConfig = SMALL) -> ByteTagger:
+    torch.manual_seed(1)
+    model = ByteTagger(config, "sdpa", len(class_names), class_names)
+    meta = {"threshold": 0.5, "min_span_len": 8, "chunk_len": 512, "overlap": 64, "best_step": 7}
+    save_tagger(path, model, meta)
+    return model
+
+
+def test_init_from_copies_the_weights_and_matches_head_rows_by_class_name(dataset, tmp_path):
+    task = TaggerTask(_run(2, SMALL), dataset, "fresh")
+    names = task.class_names  # ("none", format, ...) from the dataset's manifest
+    # The file knows "none", the dataset's second and third formats and one format the dataset lacks.
+    old_names = ("none", names[3], names[2], "retired_format")
+    old = _saved_tagger(tmp_path / "old.pt", old_names)
+    warm = TaggerTask(_run(2, SMALL), dataset, "warm", init_from=tmp_path / "old.pt")
+    got, want = warm.model.state_dict(), old.state_dict()
+    for name, tensor in want.items():
+        if not name.startswith("head."):
+            assert torch.equal(got[name], tensor), name
+    fresh = task.model.state_dict()  # same seed: the rows the file does not know keep this init
+    for row, name in enumerate(names):
+        for key in ("head.weight", "head.bias"):
+            expected = want[key][old_names.index(name)] if name in old_names else fresh[key][row]
+            assert torch.equal(got[key][row], expected), (key, name)
+    assert warm.init_from["best_step"] == 7
+    assert warm.init_from["classes_new"] == [n for n in names if n not in old_names]
+    assert warm.fingerprint()["init_from"] == warm.init_from["sha256"] != task.fingerprint().get("init_from")
+
+
+def test_init_from_a_checkpoint_of_another_config_is_one_line(dataset, tmp_path, capsys):
+    _saved_tagger(tmp_path / "old.pt", ("none", "a"), TaggerConfig(variant="transformer", d_model=16, n_layers=2))
+    argv = ["--data", str(dataset), "--out", str(tmp_path / "run"), "--device", "cpu", "--init-from"]
+    argv += [str(tmp_path / "old.pt"), "--variant", "transformer", "--d-model", "16", "--n-layers", "1"]
+    assert run_cli(train_main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another model configuration (n_layers 2 there, 1 here" in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -22,6 +22,7 @@ back just the rows that may be secret, so a GPU scan moves bytes in and a few ro
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -422,6 +423,39 @@ def select_inference_path(model: ByteTagger, device: torch.device) -> str:
     for mixer in mixers:
         mixer.scan_block = CPU_SCAN_BLOCK
     return f"cpu scan (SSD recurrence, blocks of {CPU_SCAN_BLOCK})"
+
+
+def warm_start(model: ByteTagger, path: Path) -> dict[str, Any]:
+    """Copy a saved tagger's weights into `model` (same TaggerConfig up to chunk_size) before training continues.
+
+    The output head is matched by class name: a class the file knows keeps its row of head.weight
+    and head.bias, a class it does not know (a format the new data adds) keeps `model`'s fresh
+    initialisation, and a class only the file knows is dropped. Every other tensor is copied as is.
+    Returns what the training summary records: {"path", "sha256", "best_step", "classes_new"}.
+    A corrupt file, or one of another architecture, is one line naming it.
+    """
+    payload = load_checkpoint(path, "byte-tagger checkpoint", legacy=False)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise DataIntegrityError(f"{path} is not a byte-tagger checkpoint (format {payload.get('format')!r})")
+    saved_config, config = payload["tagger_config"], to_dict(model.config)
+    # chunk_size only sets how the SSD is computed (one chunked form or another), not what it computes
+    differ = sorted(key for key in config if key != "chunk_size" and saved_config.get(key) != config[key])
+    if differ:
+        shown = ", ".join(f"{key} {saved_config.get(key)!r} there, {config[key]!r} here" for key in differ)
+        raise ConfigError(f"--init-from {path}: another model configuration ({shown})")
+    old_names, weights = list(payload["class_names"]), dict(payload["state_dict"])
+    head = {name: model.state_dict()[name].clone() for name in ("head.weight", "head.bias")}
+    for row, name in enumerate(model.class_names):
+        if name in old_names:
+            for key in head:
+                head[key][row] = weights[key][old_names.index(name)]
+    load_weights(model, {**weights, **head}, path)
+    return {
+        "path": str(path),
+        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "best_step": payload["meta"].get("best_step"),
+        "classes_new": [name for name in model.class_names if name not in old_names],
+    }
 
 
 def load_tagger(path: Path, device: torch.device, backend: str = "auto") -> tuple[ByteTagger, dict[str, Any]]:

@@ -33,7 +33,7 @@ from align_mamba.core.loop import Loop, check_out_dir, prepare_out_dir, resolve_
 from align_mamba.core.params import require, require_positive, to_dict
 from align_mamba.core.train_config import TrainConfig
 from align_mamba.secrets.data import load_secret_split, read_file_bytes, read_secret_manifest
-from align_mamba.secrets.infer import predict_spans, save_tagger
+from align_mamba.secrets.infer import predict_spans, save_tagger, warm_start
 from align_mamba.secrets.score import SplitScores, score_split
 from align_mamba.secrets.spans import LabelledFile, mask_to_ranges
 from align_mamba.secrets.tagger import ByteTagger, TaggerConfig
@@ -164,7 +164,7 @@ class TaggerTask:
     selection_label = "validation span F1"
     validation_columns = HISTORY_COLUMNS[4:]
 
-    def __init__(self, run: TaggerRun, data_dir: Path, name: str):
+    def __init__(self, run: TaggerRun, data_dir: Path, name: str, init_from: Path | None = None):
         self.run_config, self.cfg, self.name = run, run.train, name
         self.device, self.backend = resolve_run_device(self.cfg, run.model.mixer)
         self.manifest = read_secret_manifest(data_dir)
@@ -178,13 +178,17 @@ class TaggerTask:
             raise DataIntegrityError(f"{data_dir}: the validation split has no files (early stopping needs them)")
         self.sampler = CropSampler([np.frombuffer(data, dtype=np.uint8) for data in contents], labels, run)
         torch.manual_seed(self.cfg.seed)
-        self.model = ByteTagger(run.model, self.backend, len(self.class_names), self.class_names).to(self.device)
+        self.model = ByteTagger(run.model, self.backend, len(self.class_names), self.class_names)
+        # continued training of a saved tagger (e.g. the shipped one on harder data): its weights, not random ones
+        self.init_from = warm_start(self.model, init_from) if init_from is not None else None
+        self.model = self.model.to(self.device)
         weights = torch.full((len(self.class_names),), run.tagger.secret_weight)
         weights[0] = 1.0
         self.class_weights = weights.to(self.device)
 
     def fingerprint(self) -> dict:
-        return fingerprint(self.run_config, self.manifest)
+        start = {"init_from": self.init_from["sha256"]} if self.init_from else {}
+        return {**fingerprint(self.run_config, self.manifest), **start}
 
     def step_loss(self, step: int) -> torch.Tensor:
         """Per-byte cross-entropy of crop batch `step`, secret bytes weighted by secret_weight."""
@@ -229,13 +233,17 @@ class TaggerTask:
             "variant": run.model.variant,
             "class_names": list(self.class_names),
             "formats": self.formats,
+            "init_from": self.init_from,
             **{section: to_dict(getattr(run, section)) for section in SECTIONS},
         }
 
     def save_model(self, path: Path, weights: dict[str, torch.Tensor], summary: dict[str, Any]) -> None:
         inference = self.run_config.tagger
         meta = {
-            **{k: summary[k] for k in ("name", "variant", "seed", "best_step", "best_val_span_f1", "formats")},
+            **{
+                k: summary[k]
+                for k in ("name", "variant", "seed", "best_step", "best_val_span_f1", "formats", "init_from")
+            },
             **{k: getattr(inference, k) for k in ("threshold", "min_span_len", "chunk_len", "overlap")},
             "train_backend": self.backend,
             "train_device": str(self.device),
@@ -244,11 +252,19 @@ class TaggerTask:
 
 
 def train_tagger(
-    run: TaggerRun, data_dir: Path, out_dir: Path, resume_dir: Path | None = None, name: str | None = None
+    run: TaggerRun,
+    data_dir: Path,
+    out_dir: Path,
+    resume_dir: Path | None = None,
+    name: str | None = None,
+    init_from: Path | None = None,
 ) -> dict:
-    """Train one tagger end to end (resuming if a matching checkpoint exists); returns train.json's summary."""
+    """Train one tagger end to end (resuming if a matching checkpoint exists); returns train.json's summary.
+
+    init_from: a saved tagger of the same config to continue from (`warm_start`) instead of random weights.
+    """
     check_out_dir(out_dir)
-    task = TaggerTask(run, data_dir, name or out_dir.name)  # validates the data before anything is written
+    task = TaggerTask(run, data_dir, name or out_dir.name, init_from)  # validates the data before anything is written
     prepare_out_dir(out_dir)
     return Loop(task, run.train, out_dir, resume_dir or out_dir / "resume").run()
 
@@ -280,12 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="YAML with model:, train:, tagger: sections; flags override it")
     parser.add_argument("--name", help="the tagger's name in logs and reports (default: the --out folder's name)")
     parser.add_argument("--tagger", help="with --params: the secrets.taggers entry to train")
+    parser.add_argument(
+        *flag_names("init_from"),
+        dest="init_from",
+        type=Path,
+        help="start from this tagger checkpoint (same model settings; head rows matched by class name)",
+    )
     add_dataclass_arguments(parser, SECTIONS)
     args = parse_with_params(parser, argv, _settings)
     setup_logging(args.log)
     tagger_run = TaggerRun(**load_sections(args, SECTIONS))
     with output_lock(args.out):
-        train_tagger(tagger_run, args.data, args.out, args.resume_dir, args.name)
+        train_tagger(tagger_run, args.data, args.out, args.resume_dir, args.name, args.init_from)
     return 0
 
 
