@@ -1,7 +1,10 @@
 """Rescore the saved predictions (predictions.jsonl per split) against a dataset's labels and write
 each split's scores.json again, with the current scorer (by_case included); print recall by case.
 
-    python rescore.py DATA_DIR      # DATA_DIR: the gpu_grid preset's secrets data (README)
+    python rescore.py DATA_DIR [PROBE_DIR]
+
+DATA_DIR: the gpu_grid preset's secrets data (README); PROBE_DIR: the folder holding the splits'
+predictions (default: this one).
 """
 
 import json
@@ -12,7 +15,7 @@ from align_mamba.secrets.data import load_secret_split
 from align_mamba.secrets.score import score_split
 from align_mamba.secrets.spans import Span
 
-here = Path(__file__).parent
+here = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).parent
 for split in ("test", "test_unseen", "test_decoys"):
     files = load_secret_split(Path(sys.argv[1]), split)
     rows = [json.loads(line) for line in (here / split / "predictions.jsonl").read_text().splitlines()]
