@@ -15,7 +15,11 @@ from align_mamba.secrets.data import load_secret_split
 from align_mamba.secrets.score import score_split
 from align_mamba.secrets.spans import Span
 
+if len(sys.argv) not in (2, 3):
+    sys.exit("usage: python rescore.py DATA_DIR [PROBE_DIR]")
 here = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).parent
+if not (here / "test" / "predictions.jsonl").is_file():
+    sys.exit(f"{here}: no test/predictions.jsonl (PROBE_DIR is the folder an evaluate run wrote its splits to)")
 for split in ("test", "test_unseen", "test_decoys"):
     files = load_secret_split(Path(sys.argv[1]), split)
     rows = [json.loads(line) for line in (here / split / "predictions.jsonl").read_text().splitlines()]
