@@ -13,7 +13,11 @@ import shutil
 import tarfile
 from datetime import datetime
 
+import pytest
 from pipeline_helpers import ROOT, project_copy, run
+
+from align_mamba.core.errors import DataIntegrityError
+from align_mamba.recall.merge import merge
 
 CELL = "hybrid-0/np4-ds8-lr0.003-s0"
 
@@ -62,6 +66,14 @@ def test_an_allocation_runs_outside_the_project_and_packs_its_cell(tmp_path):
         names = packed.getnames()
     assert f"results/cells/{CELL}.json" in names and f"runs/{CELL}/history.csv" in names
     assert not any(name.endswith(".pt") for name in names)  # never checkpoints
+    assert "logs/setup.txt" in names  # what ran where, for the study's allocation record
+    # the study takes GPU cells only: this CPU pack is refused whole, in one line
+    study = tmp_path / "study"
+    (study / "cells").mkdir(parents=True)
+    shutil.copyfile(project / "workflow" / "presets" / "tiny.yaml", study / "params.yaml")
+    with pytest.raises(DataIntegrityError, match="a study cell runs the kernels on a GPU"):
+        merge(tmp_path / "out", study)
+    assert not any(study.rglob("*.json"))
     log = (tmp_path / "out" / "allocation.log").read_text()
     assert "rule mqar_data" in log and "rule train" in log and "rule evaluate" in log
     # a second start refuses to run over the first allocation's outputs

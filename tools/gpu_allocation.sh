@@ -8,6 +8,7 @@
 #                                                           ID.confirm: that cell's confirm job (below)
 #   tools/gpu_allocation.sh wait SECONDS                    wait up to SECONDS for the run; print progress
 #   tools/gpu_allocation.sh pack OUT_DIR                    OUT_DIR/allocation.tgz + allocation.log
+#                                                           (merge it: python -m align_mamba.recall.merge)
 #                                                           (+ kernel_cache.txz.NN: the kernel cache)
 #   tools/gpu_allocation.sh kernels PREFIX                  unpack PREFIX.NN into the kernel cache
 # The run happens in a scratch copy of the workflow (ALLOCATION_DIR, default /tmp/align-mamba-allocation:
@@ -45,6 +46,14 @@ case "$command" in
     cp -r Snakefile workflow src tools "$work/"
     cp "$preset" "$work/params.yaml"
     cd "$work"
+    # what ran where, for the study's allocation record (`pack` carries logs/)
+    { date -u
+      nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2> /dev/null || echo "no GPU (nvidia-smi absent)"
+      for package in torch triton mamba_ssm; do
+        printf '%s %s ' "$package" "$(python3 -c "import $package; print($package.__version__)" 2> /dev/null || echo absent)"
+      done; echo
+      echo "cells: $#, slots: $slots, preset: $preset"
+    } > logs/setup.txt
     export PYTHONPATH=$work/src${PYTHONPATH:+:$PYTHONPATH}
     python3 -m align_mamba.pipeline dvc > /dev/null  # the validate rule checks dvc.yaml against params.yaml
     trains=() confirms=()
