@@ -310,6 +310,18 @@ def test_lr_is_chosen_on_validation_not_test(tmp_path, recall):
     assert "| mamba2 | 8 | 8 | 0/2 (0.15) | 2/2 (1.00) |" in markdown
 
 
+def test_a_kept_rate_at_an_end_of_the_sweep_is_marked(tmp_path):
+    """Three rates run: a seed kept at the highest is marked; one kept in the middle is not."""
+    root = tmp_path / "cells"
+    for seed, best in ((0, 1.0e-2), (1, 3.0e-3)):
+        for lr in (1.0e-3, 3.0e-3, 1.0e-2):
+            write_cell(root, metrics_json("mamba2", 8, 8, seed, 0.95, lr=lr, val_accuracy=0.9 if lr == best else 0.2))
+    write_report(root, tmp_path / "out", threshold=0.9)
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| 0.003 ×1, 0.01 ×1 (highest run) (3 rates run) |" in markdown
+    assert "(lowest run)" not in markdown
+
+
 def test_blind_start_plots_against_k(tmp_path):
     root = tmp_path / "cells"
     for arch, acc in (("hybrid-0", 1.0), ("hybrid-1", 0.2)):

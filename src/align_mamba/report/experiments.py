@@ -446,6 +446,15 @@ def rate_table(result: ExperimentResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _edge(point: Point, lr: float) -> str:
+    """The marker of a kept rate at an end of a sweep of 3 or more rates run, else "": the best rate
+    may lie beyond that end, so the sweep is not yet known to hold it."""
+    rates = [rate.lr for rate in point.sweep.rates]
+    if len(rates) < 3:
+        return ""
+    return " (highest run)" if lr == rates[-1] else " (lowest run)" if lr == rates[0] else ""
+
+
 def points_table(result: ExperimentResult) -> pd.DataFrame:
     """Every grid point: successes/seeds with the Wilson interval beside the mean accuracy."""
     t, conf = result.threshold, result.settings.confidence
@@ -456,7 +465,7 @@ def points_table(result: ExperimentResult) -> pd.DataFrame:
         first = [r.metrics.accuracy for r in p.kept]
         reruns = [f"s{r.metrics.seed}: {r.rerun.accuracy:.3f}" for r in p.kept if r.rerun is not None]
         failed = [f"s{r.metrics.seed} {r.outcome(t)}" for r in p.kept if not r.outcome(t).startswith("learned")]
-        lrs = pd.Series([r.metrics.lr for r in p.kept]).value_counts().sort_index()
+        kept_lrs = pd.Series([r.metrics.lr for r in p.kept]).value_counts().sort_index()
         rows.append(
             {
                 "architecture": result.label(p.series),
@@ -467,7 +476,7 @@ def points_table(result: ExperimentResult) -> pd.DataFrame:
                 f"Wilson {conf:.0%}": f"[{low:.2f}, {high:.2f}]",
                 "accuracy: mean (per seed)": f"{np.mean(first):.3f} (" + ", ".join(f"{a:.2f}" for a in first) + ")",
                 "2× budget rerun": ", ".join(reruns) or "—",
-                "lr kept on validation": ", ".join(f"{lr:g} ×{c}" for lr, c in lrs.items())
+                "lr kept on validation": ", ".join(f"{lr:g} ×{c}{_edge(p, lr)}" for lr, c in kept_lrs.items())
                 + f" ({p.compared} {'rate' if p.compared == 1 else 'rates'} run)",
                 "steps to learn (median)": _median_steps(list(p.kept), t),
                 "failed seeds": "; ".join(failed) or "—",

@@ -142,7 +142,9 @@ def _experiment(
             f"budget failed too. A failure is a **chance plateau** when its final training loss is within "
             f"{stats.PLATEAU_TOLERANCE:.0%} of ln(#values), the loss of a uniform guess (optimisation never "
             f"started), **no recall** when the loss left it but accuracy stayed below "
-            f"{stats.PARTIAL_RECALL_MIN:g}, else **partial recall**. Steps to learn: the first validation step at ≥ {t:g}."
+            f"{stats.PARTIAL_RECALL_MIN:g}, else **partial recall**. Steps to learn: the first validation step at ≥ {t:g}. "
+            f"A kept rate at the highest or lowest of 3 or more rates run is marked so: the best rate may lie "
+            f"beyond the sweep."
         ),
         Table(experiments.points_table(result)),
     ]
