@@ -113,3 +113,13 @@ def test_a_cell_of_another_study_and_a_damaged_archive_are_one_line(tmp_path, ca
     assert run_cli(main, ["--pack", str(damaged), "--study", str(study)]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a readable gzip tar archive" in err and len(err.splitlines()) == 1
+
+
+def test_a_confirm_rerun_is_the_cell_at_its_budget_factor_times_the_steps(tmp_path):
+    """A real 2x rerun merges; the same file claiming its steps were the cell's own is refused."""
+    name = "mamba2/np128-ds64-lr0.003-s0-x638412.confirm.json"
+    confirm = json.loads((STUDY / "cells" / name).read_text())
+    merge(_pack(tmp_path / "pack", {name: confirm}), _study(tmp_path / "study"))
+    confirm["cell"]["train"]["steps"] //= confirm["budget_factor"]
+    with pytest.raises(ConfigError, match="other settings than the study's"):
+        merge(_pack(tmp_path / "pack2", {name: confirm}), _study(tmp_path / "study2"))

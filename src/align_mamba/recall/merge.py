@@ -23,6 +23,7 @@ with one line naming the file, and nothing is written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -87,10 +88,10 @@ def check_file(packed: PackedFile, cells: dict[str, Cell], where: str) -> None:
         data = json.loads(packed.data)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataIntegrityError(f"{where}: not JSON ({err})") from None
-    is_confirm = packed.relative.endswith(CONFIRM_SUFFIX)
-    if is_confirm:
+    budget = 1
+    if packed.relative.endswith(CONFIRM_SUFFIX):
         confirm = Confirm.from_json(data, where)
-        metrics = confirm.metrics
+        metrics, budget = confirm.metrics, confirm.budget_factor
         cell_id = packed.relative[: -len(CONFIRM_SUFFIX)]
     else:
         metrics = CellMetrics.from_json(data, where)
@@ -102,7 +103,9 @@ def check_file(packed: PackedFile, cells: dict[str, Cell], where: str) -> None:
         return  # a confirm that decided no rerun was needed: nothing was trained
     if metrics.cell.id != cell_id:
         raise DataIntegrityError(f"{where}: the file is named for {cell_id} but holds cell {metrics.cell.id}")
-    if metrics.cell.model != cell.model or metrics.cell.train != cell.train:
+    # a confirm's rerun is the cell at `budget` times its steps, nothing else changed
+    train = dataclasses.replace(cell.train, steps=cell.train.steps * budget)
+    if metrics.cell.model != cell.model or metrics.cell.train != train:
         raise ConfigError(
             f"{where}: trained with other settings than the study's {cell_id} (a pack of another preset?)"
         )
