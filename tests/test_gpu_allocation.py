@@ -141,3 +141,27 @@ def test_a_packed_kernel_cache_is_restored_whole_or_not_at_all(tmp_path):
     damaged = run(restore, tmp_path)
     assert "damaged; starting cold" in damaged.stderr
     assert list((tmp_path / "restored").iterdir()) == []
+
+
+def test_no_cell_starts_after_the_allocations_last_start_time(tmp_path):
+    """STOP_STARTING_AFTER=0: the cells are listed as not started, none trains, the run ends;
+    a value that is not whole seconds is one line before anything runs."""
+    project = project_copy(tmp_path / "project")
+    (project / "tools").mkdir()
+    for name in ("gpu_allocation.sh", "mps.sh"):
+        (project / "tools" / name).write_bytes((ROOT / "tools" / name).read_bytes())
+    cells = ["mamba2/np4-ds8-lr0.003-s0", CELL]
+
+    def allocation(stop: str, *args: str, check: bool = True):
+        env = ["env", f"ALLOCATION_DIR={tmp_path / 'allocation'}", f"STOP_STARTING_AFTER={stop}"]
+        return run([*env, "bash", "tools/gpu_allocation.sh", *args], project, check=check)
+
+    refused = allocation("soon", "start", "workflow/presets/tiny.yaml", "1", *cells, check=False)
+    assert refused.returncode == 2 and refused.stderr.strip() == "STOP_STARTING_AFTER must be whole seconds, got 'soon'"
+    assert not (tmp_path / "allocation").exists()
+    allocation("0", "start", "workflow/presets/tiny.yaml", "1", *cells)
+    waited = allocation("0", "wait", "300").stdout
+    assert "finished" in waited and "cells not started (STOP_STARTING_AFTER): 2" in waited
+    not_started = (tmp_path / "allocation" / "logs" / "not_started.txt").read_text().split()
+    assert not_started == [f"results/cells/{cell}.json" for cell in cells]
+    assert not (tmp_path / "allocation" / "runs").exists()  # nothing trained

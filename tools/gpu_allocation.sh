@@ -21,6 +21,8 @@
 # `start` puts those packs' summaries (runs/*/train.json, history.csv) back into the scratch copy,
 # and the confirm targets run in a second Snakemake that may not retrain them (--allowed-rules:
 # validate, mqar_data, confirm), beside the first, on min(confirms, SLOTS/2) of the slots.
+# STOP_STARTING_AFTER=SECONDS before `start`: no cell starts later than that after `start` (set it to
+# the allocation's length less a cell's time); the cells it held back are listed in logs/not_started.txt.
 # MPS=1 before `start`: the cells share the GPU through a CUDA MPS daemon (tools/mps.sh), started
 # where the machine allows it (else one line, and the run goes on without it) and stopped when the
 # run ends. Compiled and autotuned kernels are cached in ALIGN_MAMBA_CACHE_DIR (default
@@ -33,6 +35,9 @@ work=${ALLOCATION_DIR:-/tmp/align-mamba-allocation}
 case "$command" in
   start)
     preset=${1:?PRESET}; slots=${2:?SLOTS}; shift 2
+    started=$(date +%s)
+    [[ -z "${STOP_STARTING_AFTER:-}" || "$STOP_STARTING_AFTER" =~ ^[0-9]+$ ]] || {
+      echo "STOP_STARTING_AFTER must be whole seconds, got '$STOP_STARTING_AFTER'" >&2; exit 2; }
     [ $# -gt 0 ] || { echo "start: no cell ids (python -m align_mamba.pipeline check lists them)" >&2; exit 2; }
     project=$PWD
     packs=()
@@ -96,6 +101,10 @@ case "$command" in
     [ ${#trains[@]} -gt 0 ] && printf '%s\n' "${trains[@]}" > logs/cells.txt
     { echo '#!/usr/bin/env bash'
       echo '# one cell (results/cells/ARCH/ID.json): its train and evaluate jobs, its own log'
+      if [ -n "${STOP_STARTING_AFTER:-}" ]; then
+        # a cell that cannot finish inside the allocation only slows those that can
+        echo "[ \$(date +%s) -le $(( started + STOP_STARTING_AFTER )) ] || { echo \"\$1\" >> logs/not_started.txt; exit 0; }"
+      fi
       echo "exec $(printf '%q ' "${snakemake[@]}") \"\$1\" --resources gpu_slots=1 \\"
       echo '  > "logs/cells/$(basename "$(dirname "$1")")_$(basename "$1" .json).log" 2>&1'
     } > logs/cell.sh
@@ -117,6 +126,7 @@ case "$command" in
     while kill -0 "$(cat logs/allocation.pid)" 2> /dev/null && [ $SECONDS -lt $deadline ]; do sleep 10; done
     kill -0 "$(cat logs/allocation.pid)" 2> /dev/null && echo "still running" || echo "finished"
     echo "cells finished: $(grep -l "steps (100%) done" logs/cells/*.log 2> /dev/null | wc -l) of $(wc -l < logs/cells.txt)"
+    [ -f logs/not_started.txt ] && echo "cells not started (STOP_STARTING_AFTER): $(wc -l < logs/not_started.txt)"
     for log in logs/data.log logs/cells/*.log logs/confirm.log; do
       [ -f "$log" ] && { grep -E "Error|error:" "$log" | sed "s#^#$log: #" | tail -3 || true; }
     done
