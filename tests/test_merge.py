@@ -123,3 +123,15 @@ def test_a_confirm_rerun_is_the_cell_at_its_budget_factor_times_the_steps(tmp_pa
     confirm["cell"]["train"]["steps"] //= confirm["budget_factor"]
     with pytest.raises(ConfigError, match="other settings than the study's"):
         merge(_pack(tmp_path / "pack2", {name: confirm}), _study(tmp_path / "study2"))
+
+
+def test_the_command_line_names_each_merged_cell_and_the_next_commands(tmp_path, capsys):
+    name = "mamba2/np128-ds64-lr0.003-s0-x638412.confirm.json"
+    files = {f"{CELLS[0]}.json": _metrics(CELLS[0]), name: json.loads((STUDY / "cells" / name).read_text())}
+    study = _study(tmp_path / "study")
+    assert run_cli(main, ["--pack", str(_pack(tmp_path / "pack", files)), "--study", str(study)]) == 0
+    out, err = capsys.readouterr()
+    assert f"{CELLS[0]}: test 0.990, validation 0.991, 1250 steps" in err
+    assert "mamba2/np128-ds64-lr0.003-s0-x638412.confirm: test 0.003" in err and "3000 steps" in err
+    assert "merged 1 metrics file(s) and 1 confirm file(s)" in err
+    assert out.startswith("next: python -m align_mamba.recall.schedule") and "align_mamba.report" in out

@@ -112,6 +112,21 @@ def check_file(packed: PackedFile, cells: dict[str, Cell], where: str) -> None:
     _gpu_metrics(metrics, where)
 
 
+def describe(path: Path) -> str:
+    """One line on a merged file: its cell, test and best validation accuracy, steps trained."""
+    data = json.loads(path.read_text())
+    name = path.name.removesuffix(".json")
+    if path.name.endswith(CONFIRM_SUFFIX):
+        if not data["needed"]:
+            return f"{path.parent.name}/{name}: no 2x rerun ({data.get('reason', '')})"
+        data = {k: v for k, v in data.items() if k not in ("needed", "reason", "budget_factor")}
+    m = CellMetrics.from_json(data, str(path))
+    return (
+        f"{path.parent.name}/{name}: test {m.accuracy:.3f}, validation {m.val_accuracy:.3f}, "
+        f"{m.steps_trained} steps ({m.stop_reason})"
+    )
+
+
 def _as_ids(cells_txt: bytes) -> bytes:
     """logs/cells.txt's `results/cells/ARCH/STEM.json` lines as cell ids, `ARCH/STEM`."""
     lines = cells_txt.decode().split()
@@ -187,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         len(present),
         folder,
     )
+    for relative in added:
+        log.info("  %s", describe(args.study / "cells" / relative))
     s = args.study
     print(
         f"next: python -m align_mamba.recall.schedule --params {s}/params.yaml --cells {s}/cells "
