@@ -82,20 +82,22 @@ def _gpu_metrics(metrics: CellMetrics, where: str) -> None:
             )
 
 
-def check_file(packed: PackedFile, cells: dict[str, Cell], where: str) -> None:
-    """Raise unless `packed` is a whole GPU metrics (or confirm) file of one of `cells`."""
+def parse(relative: str, raw: bytes, where: str) -> tuple[str, CellMetrics | None, int, str]:
+    """(cell id, metrics, budget factor, reason) of a metrics or confirm file named `relative` under
+    cells/; metrics None: a confirm that decided no rerun was needed (its reason says why)."""
     try:
-        data = json.loads(packed.data)
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataIntegrityError(f"{where}: not JSON ({err})") from None
-    budget = 1
-    if packed.relative.endswith(CONFIRM_SUFFIX):
+    if relative.endswith(CONFIRM_SUFFIX):
         confirm = Confirm.from_json(data, where)
-        metrics, budget = confirm.metrics, confirm.budget_factor
-        cell_id = packed.relative[: -len(CONFIRM_SUFFIX)]
-    else:
-        metrics = CellMetrics.from_json(data, where)
-        cell_id = packed.relative[: -len(".json")]
+        return relative[: -len(CONFIRM_SUFFIX)], confirm.metrics, confirm.budget_factor, confirm.reason
+    return relative[: -len(".json")], CellMetrics.from_json(data, where), 1, ""
+
+
+def check_file(packed: PackedFile, cells: dict[str, Cell], where: str) -> None:
+    """Raise unless `packed` is a whole GPU metrics (or confirm) file of one of `cells`."""
+    cell_id, metrics, budget, _ = parse(packed.relative, packed.data, where)
     cell = cells.get(cell_id)
     if cell is None:
         raise ConfigError(f"{where}: {cell_id} is not a cell of the study's params.yaml")
@@ -112,19 +114,13 @@ def check_file(packed: PackedFile, cells: dict[str, Cell], where: str) -> None:
     _gpu_metrics(metrics, where)
 
 
-def describe(path: Path) -> str:
+def describe(packed: PackedFile) -> str:
     """One line on a merged file: its cell, test and best validation accuracy, steps trained."""
-    data = json.loads(path.read_text())
-    name = path.name.removesuffix(".json")
-    if path.name.endswith(CONFIRM_SUFFIX):
-        if not data["needed"]:
-            return f"{path.parent.name}/{name}: no 2x rerun ({data.get('reason', '')})"
-        data = {k: v for k, v in data.items() if k not in ("needed", "reason", "budget_factor")}
-    m = CellMetrics.from_json(data, str(path))
-    return (
-        f"{path.parent.name}/{name}: test {m.accuracy:.3f}, validation {m.val_accuracy:.3f}, "
-        f"{m.steps_trained} steps ({m.stop_reason})"
-    )
+    _, m, _, reason = parse(packed.relative, packed.data, packed.relative)
+    name = packed.relative.removesuffix(".json")
+    if m is None:
+        return f"{name}: no 2x rerun ({reason})"
+    return f"{name}: test {m.accuracy:.3f}, validation {m.val_accuracy:.3f}, {m.steps_trained} steps ({m.stop_reason})"
 
 
 def _as_ids(cells_txt: bytes) -> bytes:
@@ -203,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         folder,
     )
     for relative in added:
-        log.info("  %s", describe(args.study / "cells" / relative))
+        log.info("  %s", describe(PackedFile(relative, (args.study / "cells" / relative).read_bytes())))
     s = args.study
     print(
         f"next: python -m align_mamba.recall.schedule --params {s}/params.yaml --cells {s}/cells "
