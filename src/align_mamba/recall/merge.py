@@ -34,12 +34,11 @@ from pathlib import Path
 from align_mamba.core.atomic import atomic_write_bytes
 from align_mamba.core.cli import OneLineParser, setup_logging
 from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
-from align_mamba.recall.metrics import CellMetrics, Confirm
+from align_mamba.recall.metrics import CONFIRM_FILE_SUFFIX, CellMetrics, Confirm
 from align_mamba.recall.params import Cell, load_recall_params
 
 log = logging.getLogger("align_mamba.recall.merge")
 CELLS_PREFIX = "results/cells/"
-CONFIRM_SUFFIX = ".confirm.json"
 
 
 @dataclass(frozen=True)
@@ -89,9 +88,9 @@ def parse(relative: str, raw: bytes, where: str) -> tuple[str, CellMetrics | Non
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataIntegrityError(f"{where}: not JSON ({err})") from None
-    if relative.endswith(CONFIRM_SUFFIX):
+    if relative.endswith(CONFIRM_FILE_SUFFIX):
         confirm = Confirm.from_json(data, where)
-        return relative[: -len(CONFIRM_SUFFIX)], confirm.metrics, confirm.budget_factor, confirm.reason
+        return relative[: -len(CONFIRM_FILE_SUFFIX)], confirm.metrics, confirm.budget_factor, confirm.reason
     return relative[: -len(".json")], CellMetrics.from_json(data, where), 1, ""
 
 
@@ -186,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log)
     added, present, folder = merge(args.pack, args.study, args.allocation)
-    confirms = sum(name.endswith(CONFIRM_SUFFIX) for name in added)
+    confirms = sum(name.endswith(CONFIRM_FILE_SUFFIX) for name in added)
     if not added:
         log.info("nothing new: all %d file(s) of the pack are already in %s", len(present), args.study)
         return 0

@@ -44,6 +44,7 @@ from align_mamba.core.params import (
     to_dict,
 )
 from align_mamba.recall.config import ModelConfig, TrainConfig
+from align_mamba.recall.metrics import CONFIRM_FILE_SUFFIX
 from align_mamba.recall.mqar import MQARConfig
 
 # Seeds become wildcards and file names; NumPy and torch take any seed below 2**63, but a bound this
@@ -233,7 +234,7 @@ class Cell:
 
     @property
     def confirm_metrics(self) -> str:
-        return f"results/cells/{self.id}.confirm.json"
+        return f"results/cells/{self.id}{CONFIRM_FILE_SUFFIX}"
 
 
 def data_dir(num_pairs: int) -> str:

@@ -36,10 +36,10 @@ from align_mamba.core.cli import OneLineParser, setup_logging
 from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.recall.confirm import chosen, decide
 from align_mamba.recall.confirm import inputs as confirm_inputs
+from align_mamba.recall.metrics import CONFIRM_ID_SUFFIX
 from align_mamba.recall.params import Cell, RecallParams, load_recall_params
 
 log = logging.getLogger("align_mamba.recall.schedule")
-CONFIRM = ".confirm"
 
 
 @dataclass(frozen=True)
@@ -120,18 +120,18 @@ def plan(
     while not (wanted := {c.id for cell in to_confirm() for c in confirm_inputs(params, cell)}) <= needed:
         needed |= wanted
     confirms = [
-        cell.id + CONFIRM
+        cell.id + CONFIRM_ID_SUFFIX
         for cell in to_confirm()
         if cell.id not in confirmed
         and all(c.id in validation for c in confirm_inputs(params, cell))
         and decide(params, cell, lambda c: validation[c.id])[0]
     ]
 
-    ranked = list(dict.fromkeys([*(i for i in order if i.removesuffix(CONFIRM) in by_id), *by_id]))
+    ranked = list(dict.fromkeys([*(i for i in order if i.removesuffix(CONFIRM_ID_SUFFIX) in by_id), *by_id]))
     position = {cell_id: i for i, cell_id in enumerate(ranked)}
 
     def ordered(ids: Iterable[str]) -> tuple[str, ...]:
-        return tuple(sorted(ids, key=lambda i: position.get(i, position[i.removesuffix(CONFIRM)])))
+        return tuple(sorted(ids, key=lambda i: position.get(i, position[i.removesuffix(CONFIRM_ID_SUFFIX)])))
 
     skipped = set(by_id) - needed - undecided
     return Plan(

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from align_mamba.core.errors import ConfigError
-from align_mamba.recall.metrics import CellMetrics, Confirm, read_json
+from align_mamba.recall.metrics import CONFIRM_FILE_SUFFIX, CellMetrics, Confirm, read_json
 from align_mamba.recall.params import (
     Expectation,
     Experiment,
@@ -29,7 +29,6 @@ from align_mamba.recall.params import (
 from align_mamba.report import stats
 from align_mamba.report.figures import architecture_styles, log2_axis, panels
 
-CONFIRM_SUFFIX = ".confirm.json"
 # A mean of 0.85 and 0.95 is 0.8999999999999999 in floating point; it reaches a 0.9 threshold.
 SLACK = 1e-9
 
@@ -92,7 +91,7 @@ def load_runs(cells_dir: Path, expected: list[Path] | None = None) -> list[Run]:
             raise ConfigError(f"{len(missing)} metrics file(s) of the experiments are missing, e.g. {missing[0]}")
         paths = sorted(expected)
     else:
-        paths = sorted(p for p in cells_dir.rglob("*.json") if not p.name.endswith(CONFIRM_SUFFIX))
+        paths = sorted(p for p in cells_dir.rglob("*.json") if not p.name.endswith(CONFIRM_FILE_SUFFIX))
     runs, seen = [], {}
     for path in paths:
         data = read_json(path)
@@ -102,7 +101,7 @@ def load_runs(cells_dir: Path, expected: list[Path] | None = None) -> list[Run]:
         if metrics.cell.id in seen:
             raise ConfigError(f"two metrics files for cell {metrics.cell.id}: {seen[metrics.cell.id]}, {path}")
         seen[metrics.cell.id] = path
-        confirm_path = path.with_name(path.name[: -len(".json")] + CONFIRM_SUFFIX)
+        confirm_path = path.with_name(path.name[: -len(".json")] + CONFIRM_FILE_SUFFIX)
         confirm = Confirm.from_json(read_json(confirm_path), str(confirm_path)) if confirm_path.is_file() else None
         runs.append(Run(metrics, confirm))
     if not runs:
