@@ -13,6 +13,7 @@ from align_mamba.report.stats import (
     combine_verdicts,
     failure_kind,
     loglog_slope,
+    provisional,
     select_on_validation,
     slope_estimate,
     verdict,
@@ -86,6 +87,13 @@ def test_each_verdict_rule():
     assert combine_verdicts(["supported", "inconclusive"]) == "inconclusive"
     assert combine_verdicts(["supported", "refuted", "inconclusive"]) == "refuted"
     assert combine_verdicts([]) == "inconclusive"
+    # a point with cells still to run marks what it decides, and only that
+    assert provisional("supported", 3) == "supported (provisional)" and provisional("refuted", 0) == "refuted"
+    assert provisional("inconclusive", 3) == "inconclusive"
+    assert combine_verdicts(["supported", "supported (provisional)"]) == "supported (provisional)"
+    assert combine_verdicts(["refuted (provisional)", "refuted"]) == "refuted"
+    assert combine_verdicts(["refuted (provisional)", "supported"]) == "refuted (provisional)"
+    assert combine_verdicts(["supported (provisional)", "inconclusive"]) == "inconclusive"
 
 
 def test_learning_rate_selection_follows_validation_and_ignores_test():

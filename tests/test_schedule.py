@@ -19,7 +19,7 @@ TINY = ROOT / "workflow" / "presets" / "tiny.yaml"
 RATES = (1.0e-3, 3.0e-3, 1.0e-2)
 
 
-def params_with(tmp_path, monkeypatch, num_pairs=(2,), seeds=(0, 1, 2), confirm="selected"):
+def params_with(tmp_path, monkeypatch, num_pairs=(2,), seeds=(0, 1, 2), confirm="selected", expect=()):
     raw = yaml.safe_load(TINY.read_text())
     raw["experiments"] = {
         "cliff": {
@@ -30,6 +30,7 @@ def params_with(tmp_path, monkeypatch, num_pairs=(2,), seeds=(0, 1, 2), confirm=
             "seeds": list(seeds),
             "lrs": list(RATES),
             "confirm": confirm,
+            "expect": list(expect),
         }
     }
     path = tmp_path / "params.yaml"
@@ -66,6 +67,18 @@ def test_the_docstring_example(sweep):
     validation |= {cid(2, 1e-3, 2): 0.50, cid(2, 1e-2, 2): 0.02}
     assert plan(sweep, validation, set()).ready == (cid(2, 1e-3, 2) + ".confirm",)
     assert plan(sweep, validation, {cid(2, 1e-3, 2)}).ready == ()
+
+
+def test_a_seed_that_learned_off_the_lead_rate_needs_nothing_more(sweep):
+    # seed 1 ran at 3e-3 and learned before the lead seed's sweep finished; the lead rate then came
+    # out as 1e-2, where seed 2 still has to run
+    validation = {cid(2, 3e-3, 1): 0.95, cid(2, 1e-3, 0): 0.40, cid(2, 3e-3, 0): 0.99, cid(2, 1e-2, 0): 0.995}
+    result = plan(sweep, validation, set())
+    assert result.ready == (cid(2, 1e-2, 2),)
+    assert set(result.skipped) == {cid(2, 1e-3, 1), cid(2, 1e-2, 1)}
+    # a seed that ran off the lead rate and failed there still goes to the lead rate
+    validation[cid(2, 3e-3, 1)] = 0.30
+    assert set(plan(sweep, validation, set()).ready) == {cid(2, 1e-2, 1), cid(2, 1e-2, 2)}
 
 
 def test_ties_on_validation_lead_to_the_smaller_rate(sweep):
@@ -141,3 +154,17 @@ def test_a_needed_cell_missing_still_fails_without_partial(sweep, tmp_path):
     write_sweep(tmp_path / "cells", validation | {(2, 3e-3, 1): 0.95})
     with pytest.raises(ConfigError, match="3 metrics file\\(s\\) of the experiments are missing"):
         write_report(tmp_path / "cells", tmp_path / "out", recall=sweep)
+
+
+def test_a_verdict_on_a_point_with_cells_to_run_is_provisional(tmp_path, monkeypatch):
+    expect = {"kind": "accuracy", "architecture": "mamba2", "num_pairs": 2, "d_state": 4, "range": [0.9, 1.0]}
+    recall = params_with(tmp_path, monkeypatch, expect=[expect])
+    validation = {(2, lr, 0): val for lr, val in zip(RATES, (0.4, 0.99, 0.01))}
+    write_sweep(tmp_path / "cells", validation | {(2, 3e-3, 1): 0.95})
+    # seed 2 has still to run at the lead rate: two seeds already put the mean inside the range
+    metrics = write_report(tmp_path / "cells", tmp_path / "out", recall=recall, partial=True)
+    assert metrics["cliff.verdict.accuracy.mamba2.np2.ds4"] == "supported (provisional)"
+    assert "→ **supported (provisional)**" in (tmp_path / "out" / "report.md").read_text()
+    write_sweep(tmp_path / "cells", {(2, 3e-3, 2): 0.97})
+    metrics = write_report(tmp_path / "cells", tmp_path / "out", recall=recall)
+    assert metrics["cliff.verdict.accuracy.mamba2.np2.ds4"] == "supported"

@@ -9,10 +9,12 @@ seed that learns at one rate has learned, whatever the other rates do. Per grid 
   validation accuracy (ties to the smaller rate, as the report's selection);
 - every other seed runs at the lead rate first, and at the rest of its sweep only if it failed
   there on validation: a seed counts as failed only after every rate failed, as on the full grid;
+  a seed that has learned at any rate it ran needs nothing more (the lead rate can move after it
+  ran, when the lead seed's sweep grows by a rate);
 - a seed that failed at every rate gets its confirm jobs (2x-budget reruns) that will rerun, by
   the confirm stage's own decision from validation, once everything they read has run; what they
   read (`edge`: the adjacent num_pairs at the same rate) is needed too. A seed that learned needs none.
-Cells never needed are *skipped* (their seed learned at the lead rate), never run and never filled
+Cells never needed are *skipped* (their seed learned), never run and never filled
 in; the report lists them. Only validation accuracy decides; no test number enters. A failed seed
 is the same as on the full grid (Snakemake, DVC: every cell); a seed that learned keeps the best of
 the rates it ran, so its kept rate and accuracy can differ from the full grid's.
@@ -47,7 +49,7 @@ class Plan:
     """Cell ids (and `ID.confirm` job ids) by what the lead-rate rule makes of them, in run order.
 
     ready: needed and decidable now; waiting: needed unless a lead seed's sweep, still running,
-    decides otherwise; skipped: not needed (their seed learned at its point's lead rate).
+    decides otherwise; skipped: not needed (their seed learned, at its point's lead rate or another it ran).
     """
 
     ready: tuple[str, ...]
@@ -72,9 +74,16 @@ def _lead_rate_rule(
         lead_rate = None
         if all(c.id in validation for c in lead):
             lead_rate = chosen(lead, lambda c: validation[c.id]).train.lr
+        learned = {c.train.seed for c in cells if validation.get(c.id, 0.0) >= threshold}
         for cell in cells:
             at_lead = next((c.id for c in cells if c.train.seed == cell.train.seed and c.train.lr == lead_rate), None)
-            if cell.train.seed == lead_seed or cell.id == at_lead:
+            if cell.train.seed == lead_seed:
+                needed.add(cell.id)
+            elif cell.train.seed in learned:
+                # settled: it learned at a rate it ran (one run before the lead rate was known,
+                # or before the lead seed's sweep grew); another rate cannot undo that
+                continue
+            elif cell.id == at_lead:
                 needed.add(cell.id)
             elif at_lead is None or at_lead not in validation:
                 undecided.add(cell.id)
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(listing, end="")
     log.info(
-        "%d ready, %d waiting on a lead seed's sweep, %d skipped (their seed learned at the lead rate)",
+        "%d ready, %d waiting on a lead seed's sweep, %d skipped (their seed learned)",
         len(result.ready),
         len(result.waiting),
         len(result.skipped),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,8 +192,18 @@ class Point:
 class ExperimentResult:
     """An experiment's runs reduced to grid points, capacities and hypothesis rows."""
 
-    def __init__(self, experiment: Experiment, runs: list[Run], settings: ReportSettings, recorded: bool):
+    def __init__(
+        self,
+        experiment: Experiment,
+        runs: list[Run],
+        settings: ReportSettings,
+        recorded: bool,
+        pending: Iterable[tuple[str, int, int]] = (),
+    ):
+        """pending: (architecture, num_pairs, d_state) of each of this experiment's cells still to
+        run (a study under way); a verdict resting on such a point is marked provisional."""
         self.experiment, self.settings = experiment, settings
+        self.pending = Counter(pending)
         self.threshold = settings.capacity_threshold
         mine = [r for r in runs if not recorded or experiment.name in r.metrics.cell.experiments]
         kept = stats.select_on_validation(
@@ -295,7 +306,9 @@ class ExperimentResult:
                     "where": f"num_pairs {h.num_pairs}, d_state {h.d_state}",
                     "estimate": est,
                     "measured": (est.text() + extra) if values else "not run",
-                    "verdict": stats.verdict(est, h.low, h.high),
+                    "verdict": stats.provisional(
+                        stats.verdict(est, h.low, h.high), self._pending(h.architecture, h.num_pairs, h.d_state)
+                    ),
                 }
             ]
         if h.kind == "capacity_ratio":
@@ -312,8 +325,11 @@ class ExperimentResult:
                         "estimate": est,
                         "measured": est.text() if est.value is not None else "no capacity (0)",
                         # no seed with a capacity: the ratio is 0 at every resample
-                        "verdict": stats.verdict(
-                            est if est.value is not None else stats.Estimate(0.0, 0.0, 0.0, est.n), h.low, h.high
+                        "verdict": stats.provisional(
+                            stats.verdict(
+                                est if est.value is not None else stats.Estimate(0.0, 0.0, 0.0, est.n), h.low, h.high
+                            ),
+                            self._pending(h.architecture, d_state=d_state),
                         ),
                     }
                 )
@@ -343,9 +359,17 @@ class ExperimentResult:
                 "where": "d_state " + ", ".join(str(d) for d in caps),
                 "estimate": est,
                 "measured": measured,
-                "verdict": stats.verdict(est, h.low, h.high),
+                "verdict": stats.provisional(stats.verdict(est, h.low, h.high), self._pending(h.architecture)),
             }
         ]
+
+    def _pending(self, architecture: str, num_pairs: int | None = None, d_state: int | None = None) -> int:
+        """Cells still to run of `architecture` at num_pairs and d_state (None: at any)."""
+        return sum(
+            n
+            for (a, p, d), n in self.pending.items()
+            if a == architecture and num_pairs in (None, p) and d_state in (None, d)
+        )
 
     def verdict_lines(self) -> list[str]:
         """One line per expectation: its claim, measured value and verdict (the report's first lines)."""

@@ -111,8 +111,8 @@ def _experiment(
                 f"{len(skipped)} cell(s) of this experiment's grid were not needed (skipped.txt): by the lead-rate "
                 "rule (`python -m align_mamba.recall.schedule`) a grid point's first seed runs every rate, and "
                 "another seed runs the rest of its sweep only if it failed on validation at the rate that was "
-                "best for the first seed; these seeds learned there. A seed still counts as failed only after "
-                "every rate failed."
+                "best for the first seed; these seeds learned there (or at another rate they ran first). A "
+                "seed still counts as failed only after every rate failed."
             )
         )
     if not_run:
@@ -456,6 +456,7 @@ def build_sections(
     taggers: list[str] | None = None,
     not_run: dict[str, list[str]] | None = None,
     skipped: dict[str, list[str]] | None = None,
+    pending: dict[str, list[tuple[str, int, int]]] | None = None,
 ) -> tuple[list[Section], dict]:
     """The report's sections in order, and the headline metrics (rounded; None: no capacity).
 
@@ -465,10 +466,13 @@ def build_sections(
     taggers: the tagger folders of secrets_dir to report (None: every one with a summary.json).
     not_run: per experiment, the ids of its cells that have no metrics file yet (a partial study).
     skipped: per experiment, the ids of its cells the lead-rate rule leaves out (recall.schedule).
+    pending: per experiment, (architecture, num_pairs, d_state) of each not_run cell: the verdicts
+    resting on those points are provisional.
     """
-    not_run, skipped = not_run or {}, skipped or {}
+    not_run, skipped, pending = not_run or {}, skipped or {}, pending or {}
+    recorded = any(r.metrics.cell.experiments for r in runs)
     results = [
-        experiments.ExperimentResult(exp, runs, settings, recorded=any(r.metrics.cell.experiments for r in runs))
+        experiments.ExperimentResult(exp, runs, settings, recorded, pending.get(exp.name, ()))
         for exp in experiments.experiments_of(runs, recall)
     ]
     header = _header(runs, results, command)
@@ -607,6 +611,7 @@ def write_report(
     runs = experiments.load_runs(cells_dir, _present(cells_dir, recall) if recall is not None else None)
     not_run: dict[str, list[str]] = {}
     skipped: dict[str, list[str]] = {}
+    pending: dict[str, list[tuple[str, int, int]]] = {}
     if recall is not None:
         validation = {run.metrics.cell.id: run.metrics.val_accuracy for run in runs}
         unneeded = set(schedule.plan(recall, validation, set()).skipped)
@@ -620,8 +625,10 @@ def write_report(
         for cell in missing:
             for name in cell.experiments:
                 (skipped if cell.id in unneeded else not_run).setdefault(name, []).append(cell.id)
+                if cell.id not in unneeded:
+                    pending.setdefault(name, []).append((cell.architecture, cell.num_pairs, cell.model.d_state))
     sections, metrics = build_sections(
-        runs, recall, command, settings, bench_dir, secrets_dir, taggers, not_run, skipped
+        runs, recall, command, settings, bench_dir, secrets_dir, taggers, not_run, skipped, pending
     )
     if partial:
         atomic_write_text(out_dir / "not_run.txt", _listing(not_run))

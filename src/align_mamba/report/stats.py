@@ -22,8 +22,11 @@ T = TypeVar("T")
 VERDICT_RULE = (
     "**supported**: the whole measured interval lies inside the expected range; **refuted**: the "
     "interval lies entirely outside it; **inconclusive**: the two overlap in part, or fewer than "
-    "{min_seeds} seeds measured it, or the interval is unbounded on the side that decides."
+    "{min_seeds} seeds measured it, or the interval is unbounded on the side that decides. A verdict "
+    "marked **(provisional)** rests on grid points some of whose cells have not run yet (a study under "
+    "way): what those cells show can change it."
 )
+PROVISIONAL = " (provisional)"
 MIN_SEEDS = 2
 # A final training loss within this fraction of ln(#values) is the chance plateau.
 PLATEAU_TOLERANCE = 0.05
@@ -166,14 +169,23 @@ def verdict(measured: Estimate, low: float, high: float, min_seeds: int = MIN_SE
     return "inconclusive"
 
 
+def provisional(verdict_: str, pending: int) -> str:
+    """A verdict of grid points with `pending` cells not yet run: marked, as they can change it."""
+    return verdict_ + PROVISIONAL if pending and verdict_ != "inconclusive" else verdict_
+
+
 def combine_verdicts(verdicts: Iterable[str]) -> str:
-    """Several measured points of one hypothesis: refuted if any is, supported only if all are."""
+    """Several measured points of one hypothesis: refuted if any is, supported only if all are;
+    provisional where the verdict that decides rests on a provisional point."""
     verdicts = list(verdicts)
     if not verdicts:
         return "inconclusive"
-    if "refuted" in verdicts:
-        return "refuted"
-    return "supported" if all(v == "supported" for v in verdicts) else "inconclusive"
+    final = [v.removesuffix(PROVISIONAL) for v in verdicts]
+    if "refuted" in final:
+        return "refuted" if "refuted" in verdicts else "refuted" + PROVISIONAL
+    if all(v == "supported" for v in final):
+        return "supported" if final == verdicts else "supported" + PROVISIONAL
+    return "inconclusive"
 
 
 def select_on_validation(
