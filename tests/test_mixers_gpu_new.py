@@ -26,11 +26,14 @@ from align_mamba.recall.models import build_model
 pytestmark = pytest.mark.gpu
 
 # float32: the kernels' chunked algebra differs from the reference's (e.g. fla's WY solve by blocked
-# inversion); these bounds are the first run's to confirm, not yet measured values. Mamba-3's
-# kernel keeps its per-chunk states for the backward in bfloat16 even for float32 inputs
-# (mamba3_siso_fwd's SSM_States), so its float32 gradients get a bf16-sized bound.
+# inversion); the DeltaNet bounds are the first run's to confirm, not yet measured values. Mamba-3's
+# kernel is not float32-exact even for float32 inputs: it takes tanh, cos and sin of the rotary angle
+# with PTX approximations (tanh.approx.f32, relative error ~5e-4) and keeps its per-chunk states for
+# the backward in bfloat16 (mamba3_siso_fwd's SSM_States). Measured on an H100 at L64-N16:
+# output 4.0e-3, input gradient 5.1e-3, parameter gradients 4.0e-3 to 1.2e-2 (B_bias), so its
+# float32 bound is the bf16 one (results/gpu/new_mixers/parity_h100_mamba3.txt).
 TOL = 2e-3
-MAMBA3_TOL = 1e-2
+MAMBA3_TOL = 3e-2
 BF16_TOL = 3e-2
 
 
