@@ -34,8 +34,8 @@ from pathlib import Path
 from align_mamba.core.atomic import atomic_write_bytes
 from align_mamba.core.cli import OneLineParser, setup_logging
 from align_mamba.core.errors import ConfigError, DataIntegrityError, run_cli
-from align_mamba.recall.metrics import CONFIRM_FILE_SUFFIX, CellMetrics, Confirm
-from align_mamba.recall.params import Cell, load_recall_params
+from align_mamba.recall.metrics import CellMetrics, Confirm
+from align_mamba.recall.params import CONFIRM_FILE_SUFFIX, Cell, load_recall_params
 
 log = logging.getLogger("align_mamba.recall.merge")
 CELLS_PREFIX = "results/cells/"

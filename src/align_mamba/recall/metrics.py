@@ -27,11 +27,6 @@ from align_mamba.recall.config import ModelConfig, TrainConfig
 
 SCHEMA_VERSION = 1
 
-# A cell's 2x-budget rerun: its id is the cell's id plus CONFIRM_ID_SUFFIX (what the orchestrators and
-# the schedule name), its file the cell's stem plus CONFIRM_FILE_SUFFIX, beside the cell's own file.
-CONFIRM_ID_SUFFIX = ".confirm"
-CONFIRM_FILE_SUFFIX = CONFIRM_ID_SUFFIX + ".json"
-
 
 def chance_loss(num_values: int) -> float:
     """ln(#values): the cross-entropy of a model that has learned the answer is some value but not

@@ -44,7 +44,6 @@ from align_mamba.core.params import (
     to_dict,
 )
 from align_mamba.recall.config import ModelConfig, TrainConfig
-from align_mamba.recall.metrics import CONFIRM_FILE_SUFFIX
 from align_mamba.recall.mqar import MQARConfig
 
 # Seeds become wildcards and file names; NumPy and torch take any seed below 2**63, but a bound this
@@ -195,6 +194,12 @@ class Experiment:
     def seeds_of(self, architecture: str) -> tuple[int, ...]:
         """The seeds `architecture` runs in this experiment: `seeds`, then its extra seeds."""
         return self.seeds + dict(self.extra_seeds).get(architecture, ())
+
+
+# A cell's 2x-budget rerun: its id is the cell's id plus CONFIRM_ID_SUFFIX (what the orchestrators and
+# the schedule name), its file the cell's stem plus CONFIRM_FILE_SUFFIX, beside the cell's own file.
+CONFIRM_ID_SUFFIX = ".confirm"
+CONFIRM_FILE_SUFFIX = CONFIRM_ID_SUFFIX + ".json"
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,7 @@ from align_mamba.core.cli import OneLineParser, setup_logging
 from align_mamba.core.errors import ConfigError, run_cli
 from align_mamba.recall.confirm import chosen, decide
 from align_mamba.recall.confirm import inputs as confirm_inputs
-from align_mamba.recall.metrics import CONFIRM_ID_SUFFIX
-from align_mamba.recall.params import Cell, RecallParams, load_recall_params
+from align_mamba.recall.params import CONFIRM_ID_SUFFIX, Cell, RecallParams, load_recall_params
 
 log = logging.getLogger("align_mamba.recall.schedule")
 

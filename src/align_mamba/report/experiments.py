@@ -20,8 +20,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from align_mamba.core.errors import ConfigError
-from align_mamba.recall.metrics import CONFIRM_FILE_SUFFIX, CellMetrics, Confirm, read_json
+from align_mamba.recall.metrics import CellMetrics, Confirm, read_json
 from align_mamba.recall.params import (
+    CONFIRM_FILE_SUFFIX,
     Expectation,
     Experiment,
     RecallParams,
