@@ -238,12 +238,14 @@ def test_report_answers_the_hypotheses_with_intervals(cells_dir, recall, tmp_pat
         "cliff: the hybrid recalls every pair — expected [0.9, 1], measured "
         "num_pairs 8, d_state 8: 0.985 [0.980, 0.990]; 2/2 seeds learned → **supported**"
     )
-    assert "mamba2 recalls 8 pairs at d_state 8" in lines[8] and lines[8].endswith("**refuted**")
+    # refuted by failures whose 2x reruns are due and have not run: provisional until they have
+    assert "mamba2 recalls 8 pairs at d_state 8" in lines[8] and lines[8].endswith("**refuted (provisional)**")
     # capacity / d_state: 4/8 = 0.5 at d_state 8 (supported); mean(8, 4)/16 = 0.375 at 16, where seed 0
     # learned the largest num_pairs tested: a lower bound, the interval open at the top
     assert "d_state 8: 0.500 [0.500, 0.500]; d_state 16: 0.375 [0.250, ∞] → **inconclusive**" in lines[10]
     assert metrics["cliff.verdict.accuracy.hybrid-0.np8.ds8"] == "supported"
-    assert metrics["cliff.verdict.capacity_ratio.mamba2.ds8"] == "supported"
+    # (its failures at 8 pairs could still learn at 2x, which would raise the capacity)
+    assert metrics["cliff.verdict.capacity_ratio.mamba2.ds8"] == "supported (provisional)"
     assert metrics["cliff.capacity.mamba2.ds16"] == 6.0 and metrics["cliff.capacity.hybrid-0.ds8"] == 8.0
     assert metrics["cliff.accuracy.mamba2.np8.ds16"] == round((0.97 + 0.3) / 2, 3)
     assert metrics["cells"] == 16 and list(metrics) == sorted(metrics)

@@ -88,8 +88,8 @@ def test_each_verdict_rule():
     assert combine_verdicts(["supported", "refuted", "inconclusive"]) == "refuted"
     assert combine_verdicts([]) == "inconclusive"
     # a point with cells still to run marks what it decides, and only that
-    assert provisional("supported", 3) == "supported (provisional)" and provisional("refuted", 0) == "refuted"
-    assert provisional("inconclusive", 3) == "inconclusive"
+    assert provisional("supported", True) == "supported (provisional)" and provisional("refuted", False) == "refuted"
+    assert provisional("inconclusive", True) == "inconclusive"
     assert combine_verdicts(["supported", "supported (provisional)"]) == "supported (provisional)"
     assert combine_verdicts(["refuted (provisional)", "refuted"]) == "refuted"
     assert combine_verdicts(["refuted (provisional)", "supported"]) == "refuted (provisional)"

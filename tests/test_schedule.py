@@ -1,5 +1,6 @@
 """The lead-rate rule: which cells a study under scarce GPU time runs next, from validation alone."""
 
+import json
 import os
 import subprocess
 import sys
@@ -168,3 +169,29 @@ def test_a_verdict_on_a_point_with_cells_to_run_is_provisional(tmp_path, monkeyp
     write_sweep(tmp_path / "cells", {(2, 3e-3, 2): 0.97})
     metrics = write_report(tmp_path / "cells", tmp_path / "out", recall=recall)
     assert metrics["cliff.verdict.accuracy.mamba2.np2.ds4"] == "supported"
+
+
+def test_a_capacity_that_cells_to_run_can_still_raise_is_starred(tmp_path, monkeypatch):
+    expect = {"kind": "capacity_ratio", "architecture": "mamba2", "range": [0.25, 1.0]}
+    recall = params_with(tmp_path, monkeypatch, num_pairs=(2, 4), seeds=(0, 1), expect=[expect])
+    # seed 0: learns 2 pairs at 3e-3 and fails 4 at every rate; seed 1 learns 2 at the lead rate
+    validation = {(2, lr, 0): v for lr, v in zip(RATES, (0.4, 0.99, 0.01))}
+    validation |= {(4, lr, 0): v for lr, v in zip(RATES, (0.1, 0.2, 0.05))} | {(2, 3e-3, 1): 0.95}
+    write_sweep(tmp_path / "cells", validation)
+    metrics = write_report(tmp_path / "cells", tmp_path / "out", recall=recall, partial=True)
+    report = (tmp_path / "out" / "report.md").read_text()
+    # seed 0's failure at 4 pairs waits on its 2x rerun, seed 1 has 4 pairs to run: both can rise
+    assert "| mamba2 | 4 | s0: 2*, s1: 2* |" in report
+    assert metrics["cliff.verdict.capacity_ratio.mamba2.ds4"] == "supported (provisional)"
+    # seed 1 fails 4 pairs at every rate; both 2x reruns fail: nothing can raise a capacity
+    write_sweep(tmp_path / "cells", {(4, lr, 1): 0.1 for lr in RATES})
+    # (each seed's kept rate: 3e-3 for seed 0, the best on validation; 1e-3 for seed 1, the tie's smaller)
+    for seed, lr in ((0, 3e-3), (1, 1e-3)):
+        stem = tmp_path / "cells" / "mamba2" / f"np4-ds4-lr{lr:g}-s{seed}"
+        rerun = metrics_json("mamba2", 4, 4, seed, 0.1, lr=lr, val_accuracy=0.1, steps=200)
+        stem.with_name(stem.name + ".confirm.json").write_text(
+            json.dumps({"needed": True, "budget_factor": 2, **rerun})
+        )
+    metrics = write_report(tmp_path / "cells", tmp_path / "out", recall=recall)
+    assert "| mamba2 | 4 | s0: 2, s1: 2 |" in (tmp_path / "out" / "report.md").read_text()
+    assert metrics["cliff.verdict.capacity_ratio.mamba2.ds4"] == "supported"

@@ -199,10 +199,10 @@ class ExperimentResult:
         runs: list[Run],
         settings: ReportSettings,
         recorded: bool,
-        pending: Iterable[tuple[str, int, int]] = (),
+        pending: Iterable[tuple[str, int, int, int]] = (),
     ):
-        """pending: (architecture, num_pairs, d_state) of each of this experiment's cells still to
-        run (a study under way); a verdict resting on such a point is marked provisional."""
+        """pending: (architecture, num_pairs, d_state, seed) of each of this experiment's cells still
+        to run (a study under way); a verdict or a capacity resting on them is marked provisional."""
         self.experiment, self.settings = experiment, settings
         self.pending = Counter(pending)
         self.threshold = settings.capacity_threshold
@@ -241,6 +241,7 @@ class ExperimentResult:
         # shown without the override hash where an architecture has one series in this experiment
         count = Counter(arch_of[s] for s in self.series)
         self.labels = {s: arch_of[s] if count[arch_of[s]] == 1 else s for s in self.series}
+        self.architecture_of = arch_of
         self.d_states = sorted({p.d_state for p in self.points})
 
     def point(self, series_name: str, num_pairs: int, d_state: int) -> Point | None:
@@ -308,7 +309,7 @@ class ExperimentResult:
                     "estimate": est,
                     "measured": (est.text() + extra) if values else "not run",
                     "verdict": stats.provisional(
-                        stats.verdict(est, h.low, h.high), self._pending(h.architecture, h.num_pairs, h.d_state)
+                        stats.verdict(est, h.low, h.high), self._pending(h.architecture, h.num_pairs, h.d_state) > 0
                     ),
                 }
             ]
@@ -330,7 +331,7 @@ class ExperimentResult:
                             stats.verdict(
                                 est if est.value is not None else stats.Estimate(0.0, 0.0, 0.0, est.n), h.low, h.high
                             ),
-                            self._pending(h.architecture, d_state=d_state),
+                            self.capacity_pending(h.architecture, d_state),
                         ),
                     }
                 )
@@ -360,17 +361,30 @@ class ExperimentResult:
                 "where": "d_state " + ", ".join(str(d) for d in caps),
                 "estimate": est,
                 "measured": measured,
-                "verdict": stats.provisional(stats.verdict(est, h.low, h.high), self._pending(h.architecture)),
+                "verdict": stats.provisional(stats.verdict(est, h.low, h.high), self.capacity_pending(h.architecture)),
             }
         ]
 
-    def _pending(self, architecture: str, num_pairs: int | None = None, d_state: int | None = None) -> int:
-        """Cells still to run of `architecture` at num_pairs and d_state (None: at any)."""
+    def _pending(
+        self, architecture: str, num_pairs: int | None = None, d_state: int | None = None, seed: int | None = None
+    ) -> int:
+        """Cells still to run of `architecture` at num_pairs, d_state and seed (None: at any)."""
         return sum(
             n
-            for (a, p, d), n in self.pending.items()
-            if a == architecture and num_pairs in (None, p) and d_state in (None, d)
+            for (a, p, d, s), n in self.pending.items()
+            if a == architecture and num_pairs in (None, p) and d_state in (None, d) and seed in (None, s)
         )
+
+    def capacity_pending(self, architecture: str, d_state: int | None = None, seed: int | None = None) -> bool:
+        """Whether a capacity can still change: a cell still to run above the capacity of its seed
+        (a capacity is the largest num_pairs learned, so cells below it cannot move it), at d_state
+        and seed (None: any)."""
+        series_name = self.series_of(architecture)
+        for a, num_pairs, d, s in self.pending:
+            if a == architecture and d_state in (None, d) and seed in (None, s):
+                if num_pairs > (self.capacities(series_name, d)[0].get(s) or 0):
+                    return True
+        return False
 
     def verdict_lines(self) -> list[str]:
         """One line per expectation: its claim, measured value and verdict (the report's first lines)."""
@@ -522,7 +536,8 @@ def capacity_table(result: ExperimentResult) -> pd.DataFrame:
                     "architecture": result.label(s),
                     "d_state": d,
                     "capacity per seed": ", ".join(
-                        f"s{seed}: {'none' if c is None else c}" for seed, c in caps.items()
+                        f"s{seed}: {'none' if c is None else c}{'*' if result.capacity_pending(result.architecture_of[s], d, seed) else ''}"
+                        for seed, c in caps.items()
                     ),
                     f"mean capacity [{result.settings.confidence:.0%} bootstrap]": est.text(1),
                     "largest num_pairs tested": largest,

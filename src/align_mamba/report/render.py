@@ -18,7 +18,7 @@ import pandas as pd
 from align_mamba.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, null_non_finite
 from align_mamba.core.errors import ConfigError
 from align_mamba.recall import schedule
-from align_mamba.recall.params import RecallParams, ReportSettings
+from align_mamba.recall.params import CONFIRM_ID_SUFFIX, RecallParams, ReportSettings
 from align_mamba.report import bench, experiments, figures, secrets, stats
 
 TITLE = "align-mamba: MQAR recall, experiment by experiment"
@@ -161,7 +161,8 @@ def _experiment(
     blocks += [
         Text(
             "Capacity per seed: the largest num_pairs it learned (a seed with none counts 0 in the mean; "
-            "∞ as the interval's top: a seed still learned the largest num_pairs tested)."
+            "∞ as the interval's top: a seed still learned the largest num_pairs tested; * a seed with "
+            "cells of this d_state still to run, whose capacity can change)."
         ),
         Table(experiments.capacity_table(result)),
     ]
@@ -456,7 +457,7 @@ def build_sections(
     taggers: list[str] | None = None,
     not_run: dict[str, list[str]] | None = None,
     skipped: dict[str, list[str]] | None = None,
-    pending: dict[str, list[tuple[str, int, int]]] | None = None,
+    pending: dict[str, list[tuple[str, int, int, int]]] | None = None,
 ) -> tuple[list[Section], dict]:
     """The report's sections in order, and the headline metrics (rounded; None: no capacity).
 
@@ -466,8 +467,8 @@ def build_sections(
     taggers: the tagger folders of secrets_dir to report (None: every one with a summary.json).
     not_run: per experiment, the ids of its cells that have no metrics file yet (a partial study).
     skipped: per experiment, the ids of its cells the lead-rate rule leaves out (recall.schedule).
-    pending: per experiment, (architecture, num_pairs, d_state) of each not_run cell: the verdicts
-    resting on those points are provisional.
+    pending: per experiment, (architecture, num_pairs, d_state, seed) of each not_run cell: the
+    verdicts and capacities resting on them are provisional.
     """
     not_run, skipped, pending = not_run or {}, skipped or {}, pending or {}
     recorded = any(r.metrics.cell.experiments for r in runs)
@@ -611,10 +612,12 @@ def write_report(
     runs = experiments.load_runs(cells_dir, _present(cells_dir, recall) if recall is not None else None)
     not_run: dict[str, list[str]] = {}
     skipped: dict[str, list[str]] = {}
-    pending: dict[str, list[tuple[str, int, int]]] = {}
+    pending: dict[str, list[tuple[str, int, int, int]]] = {}
     if recall is not None:
         validation = {run.metrics.cell.id: run.metrics.val_accuracy for run in runs}
-        unneeded = set(schedule.plan(recall, validation, set()).skipped)
+        confirmed = {run.metrics.cell.id for run in runs if run.confirm is not None}
+        plan = schedule.plan(recall, validation, confirmed)
+        unneeded = set(plan.skipped)
         missing = [cell for cell in recall.cells if cell.id not in validation]
         if not partial and any(cell.id not in unneeded for cell in missing):
             first = next(cell for cell in missing if cell.id not in unneeded)
@@ -626,7 +629,17 @@ def write_report(
             for name in cell.experiments:
                 (skipped if cell.id in unneeded else not_run).setdefault(name, []).append(cell.id)
                 if cell.id not in unneeded:
-                    pending.setdefault(name, []).append((cell.architecture, cell.num_pairs, cell.model.d_state))
+                    at = (cell.architecture, cell.num_pairs, cell.model.d_state, cell.train.seed)
+                    pending.setdefault(name, []).append(at)
+        # a failure whose 2x rerun is due and not yet run is not a failure yet either
+        by_id = {cell.id: cell for cell in recall.cells}
+        for job in plan.ready:
+            if job.endswith(CONFIRM_ID_SUFFIX):
+                cell = by_id[job.removesuffix(CONFIRM_ID_SUFFIX)]
+                at = (cell.architecture, cell.num_pairs, cell.model.d_state, cell.train.seed)
+                for name in cell.experiments:
+                    if recall.experiment(name).confirm != "none":
+                        pending.setdefault(name, []).append(at)
     sections, metrics = build_sections(
         runs, recall, command, settings, bench_dir, secrets_dir, taggers, not_run, skipped, pending
     )

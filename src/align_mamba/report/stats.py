@@ -169,8 +169,8 @@ def verdict(measured: Estimate, low: float, high: float, min_seeds: int = MIN_SE
     return "inconclusive"
 
 
-def provisional(verdict_: str, pending: int) -> str:
-    """A verdict of grid points with `pending` cells not yet run: marked, as they can change it."""
+def provisional(verdict_: str, pending: bool) -> str:
+    """A verdict that cells not yet run can still change (`pending`): marked so."""
     return verdict_ + PROVISIONAL if pending and verdict_ != "inconclusive" else verdict_
 
 
