@@ -204,7 +204,7 @@ class ExperimentResult:
         """pending: (architecture, num_pairs, d_state, seed) of each of this experiment's cells still
         to run (a study under way); a verdict or a capacity resting on them is marked provisional."""
         self.experiment, self.settings = experiment, settings
-        self.pending = Counter(pending)
+        self.pending = frozenset(pending)
         self.threshold = settings.capacity_threshold
         mine = [r for r in runs if not recorded or experiment.name in r.metrics.cell.experiments]
         kept = stats.select_on_validation(
@@ -309,7 +309,7 @@ class ExperimentResult:
                     "estimate": est,
                     "measured": (est.text() + extra) if values else "not run",
                     "verdict": stats.provisional(
-                        stats.verdict(est, h.low, h.high), self._pending(h.architecture, h.num_pairs, h.d_state) > 0
+                        stats.verdict(est, h.low, h.high), self.point_pending(h.architecture, h.num_pairs, h.d_state)
                     ),
                 }
             ]
@@ -365,26 +365,21 @@ class ExperimentResult:
             }
         ]
 
-    def _pending(
-        self, architecture: str, num_pairs: int | None = None, d_state: int | None = None, seed: int | None = None
-    ) -> int:
-        """Cells still to run of `architecture` at num_pairs, d_state and seed (None: at any)."""
-        return sum(
-            n
-            for (a, p, d, s), n in self.pending.items()
-            if a == architecture and num_pairs in (None, p) and d_state in (None, d) and seed in (None, s)
-        )
+    def point_pending(self, architecture: str, num_pairs: int, d_state: int) -> bool:
+        """Whether cells of `architecture` at this grid point are still to run."""
+        return any(a == architecture and p == num_pairs and d == d_state for a, p, d, _ in self.pending)
 
     def capacity_pending(self, architecture: str, d_state: int | None = None, seed: int | None = None) -> bool:
         """Whether a capacity can still change: a cell still to run above the capacity of its seed
         (a capacity is the largest num_pairs learned, so cells below it cannot move it), at d_state
         and seed (None: any)."""
         series_name = self.series_of(architecture)
-        for a, num_pairs, d, s in self.pending:
-            if a == architecture and d_state in (None, d) and seed in (None, s):
-                if num_pairs > (self.capacities(series_name, d)[0].get(s) or 0):
-                    return True
-        return False
+        capacities = {d: self.capacities(series_name, d)[0] for d in self.d_states}
+        return any(
+            num_pairs > (capacities.get(d, {}).get(s) or 0)
+            for a, num_pairs, d, s in self.pending
+            if a == architecture and d_state in (None, d) and seed in (None, s)
+        )
 
     def verdict_lines(self) -> list[str]:
         """One line per expectation: its claim, measured value and verdict (the report's first lines)."""
