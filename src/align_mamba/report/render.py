@@ -18,7 +18,7 @@ import pandas as pd
 from align_mamba.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, null_non_finite
 from align_mamba.core.errors import ConfigError
 from align_mamba.recall import schedule
-from align_mamba.recall.params import CONFIRM_ID_SUFFIX, RecallParams, ReportSettings
+from align_mamba.recall.params import CONFIRM_ID_SUFFIX, Cell, RecallParams, ReportSettings
 from align_mamba.report import bench, experiments, figures, secrets, stats
 
 TITLE = "align-mamba: MQAR recall, experiment by experiment"
@@ -161,8 +161,8 @@ def _experiment(
     blocks += [
         Text(
             "Capacity per seed: the largest num_pairs it learned (a seed with none counts 0 in the mean; "
-            "∞ as the interval's top: a seed still learned the largest num_pairs tested; * a seed with "
-            "cells of this d_state still to run, whose capacity can change)."
+            "∞ as the interval's top: a seed still learned the largest num_pairs tested; * a seed whose "
+            "capacity can still rise: cells of it at more pairs, or a failure's due 2× rerun, still to run)."
         ),
         Table(experiments.capacity_table(result)),
     ]
@@ -467,8 +467,8 @@ def build_sections(
     taggers: the tagger folders of secrets_dir to report (None: every one with a summary.json).
     not_run: per experiment, the ids of its cells that have no metrics file yet (a partial study).
     skipped: per experiment, the ids of its cells the lead-rate rule leaves out (recall.schedule).
-    pending: per experiment, (architecture, num_pairs, d_state, seed) of each not_run cell: the
-    verdicts and capacities resting on them are provisional.
+    pending: per experiment, (architecture, num_pairs, d_state, seed) of each not_run cell and of
+    each failure whose 2x rerun is due: the verdicts and capacities resting on them are provisional.
     """
     not_run, skipped, pending = not_run or {}, skipped or {}, pending or {}
     recorded = any(r.metrics.cell.experiments for r in runs)
@@ -578,6 +578,11 @@ def _present(cells_dir: Path, recall: RecallParams) -> list[Path]:
     return [path for cell in recall.cells if (path := Path(cells_dir) / f"{cell.id}.json").is_file()]
 
 
+def _grid_place(cell: Cell) -> tuple[str, int, int, int]:
+    """(architecture, num_pairs, d_state, seed): where a cell still to run leaves a result open."""
+    return cell.architecture, cell.num_pairs, cell.model.d_state, cell.train.seed
+
+
 def write_report(
     cells_dir: Path,
     out_dir: Path,
@@ -629,17 +634,15 @@ def write_report(
             for name in cell.experiments:
                 (skipped if cell.id in unneeded else not_run).setdefault(name, []).append(cell.id)
                 if cell.id not in unneeded:
-                    at = (cell.architecture, cell.num_pairs, cell.model.d_state, cell.train.seed)
-                    pending.setdefault(name, []).append(at)
+                    pending.setdefault(name, []).append(_grid_place(cell))
         # a failure whose 2x rerun is due and not yet run is not a failure yet either
         by_id = {cell.id: cell for cell in recall.cells}
         for job in plan.ready:
             if job.endswith(CONFIRM_ID_SUFFIX):
                 cell = by_id[job.removesuffix(CONFIRM_ID_SUFFIX)]
-                at = (cell.architecture, cell.num_pairs, cell.model.d_state, cell.train.seed)
                 for name in cell.experiments:
                     if recall.experiment(name).confirm != "none":
-                        pending.setdefault(name, []).append(at)
+                        pending.setdefault(name, []).append(_grid_place(cell))
     sections, metrics = build_sections(
         runs, recall, command, settings, bench_dir, secrets_dir, taggers, not_run, skipped, pending
     )

@@ -23,8 +23,8 @@ VERDICT_RULE = (
     "**supported**: the whole measured interval lies inside the expected range; **refuted**: the "
     "interval lies entirely outside it; **inconclusive**: the two overlap in part, or fewer than "
     "{min_seeds} seeds measured it, or the interval is unbounded on the side that decides. A verdict "
-    "marked **(provisional)** rests on grid points some of whose cells have not run yet (a study under "
-    "way): what those cells show can change it."
+    "marked **(provisional)** rests on grid points with cells still to run (a study under way), or on "
+    "failures whose 2× rerun is due: what those runs show can change it."
 )
 PROVISIONAL = " (provisional)"
 MIN_SEEDS = 2
