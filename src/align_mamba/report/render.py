@@ -636,10 +636,9 @@ def write_report(
                 if cell.id not in unneeded:
                     pending.setdefault(name, []).append(_grid_place(cell))
         # a failure whose 2x rerun is due and not yet run is not a failure yet either
-        by_id = {cell.id: cell for cell in recall.cells}
         for job in plan.ready:
             if job.endswith(CONFIRM_ID_SUFFIX):
-                cell = by_id[job.removesuffix(CONFIRM_ID_SUFFIX)]
+                cell = recall.cell(job.removesuffix(CONFIRM_ID_SUFFIX))
                 for name in cell.experiments:
                     if recall.experiment(name).confirm != "none":
                         pending.setdefault(name, []).append(_grid_place(cell))
