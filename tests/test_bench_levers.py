@@ -4,6 +4,7 @@ how throughput and speedups are computed, and what a failure or a machine withou
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -59,7 +60,10 @@ def test_every_lever_runs_slots_workers_and_compares_with_eager(tmp_path, monkey
     assert rows["combined"]["speedup_vs_eager"] == pytest.approx(3.0)
     assert rows["cuda_graph"]["cuda_graph"] and rows["compile"]["compile"] == "default"
     assert rows["combined"]["mps"] and rows["combined"]["cuda_graph"] and not rows["cuda_graph"]["mps"]
-    assert run.calls[3][0].startswith("CUDA_MPS_PIPE_DIRECTORY=/tmp/p ")  # the mps lever's workers
+    assert " CUDA_MPS_PIPE_DIRECTORY=/tmp/p " in run.calls[3][0]  # the mps lever's workers
+    assert not any("CUDA_MPS" in c for c in run.calls[1])
+    # every worker runs with the threads a Snakemake job of the train rule gets
+    assert all(c.startswith("OMP_NUM_THREADS=1 ") and " MKL_NUM_THREADS=1 " in c for cs in run.calls for c in cs)
     assert all(" --shape 2 " in c and "--index 0 " in c for c in (calls[0] for calls in run.calls))
     saved = json.loads((tmp_path / "out" / "levers.json").read_text())
     assert saved["rows"] == result["rows"] and {"n_layers", "lever", "cell_steps_per_s", "speedup_vs_eager"} <= set(
@@ -80,6 +84,22 @@ def test_a_later_invocation_adds_its_rows_to_the_same_file(tmp_path):
     _measure(tmp_path, FakeWorkers({"eager": 10}), ("eager",))
     result = _measure(tmp_path, FakeWorkers({"cuda_graph": 25}), ("cuda_graph",))
     assert [(r["lever"], r["speedup_vs_eager"]) for r in result["rows"]] == [("eager", 1.0), ("cuda_graph", 2.5)]
+
+
+def test_the_workers_threads_are_the_train_rules():
+    """Snakemake exports OMP_NUM_THREADS & co = a job's threads; the workers must match the rule."""
+    rule = (ROOT / "workflow" / "rules" / "train.smk").read_text().split("rule train:", 1)[1]
+    threads = re.search(r"^    threads: (\d+)$", rule, re.MULTILINE)
+    assert threads and int(threads.group(1)) == levers.JOB_THREADS
+
+
+def test_rows_written_with_other_worker_threads_are_not_merged(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    old = {"slots": 4, "device": "fake", "host": levers.platform.node(), "rows": [{"n_layers": 2, "lever": "eager"}]}
+    (out / "levers.json").write_text(json.dumps(old))  # no worker_threads: a file from before they were set
+    result = _measure(tmp_path, FakeWorkers({"cuda_graph": 25}), ("cuda_graph",))
+    assert [r["lever"] for r in result["rows"]] == ["cuda_graph"] and result["worker_threads"] == 1
 
 
 def test_the_lever_settings_are_the_train_settings():

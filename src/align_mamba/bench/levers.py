@@ -4,7 +4,8 @@
         --shapes 18 2 --slots 8 --out results/gpu/packing
 
 For each (shape, lever) SLOTS worker processes train the same cell side by side on the GPU, as the
-gpu-node profile packs a grid: each builds the cell through align_mamba.recall.train (RecallTask
+gpu-node profile packs a grid, with the thread environment Snakemake gives each of its jobs
+(JOB_THREADS): each builds the cell through align_mamba.recall.train (RecallTask
 and core.loop's step, so a lever runs exactly the code a grid cell runs), takes `warmup` untimed
 steps (Triton autotunes, inductor compiles, the CUDA graph is captured), waits at a file barrier
 until every worker is warm, then times `steps` steps. cell_steps_per_s is SLOTS·steps over the
@@ -57,6 +58,20 @@ log = logging.getLogger("align_mamba.bench.levers")
 LEVERS = ("eager", "cuda_graph", "compile", "mps", "combined")
 BARRIER_TIMEOUT_S = 900.0
 PROFILE_STEPS = 5
+# Each worker gets the thread environment Snakemake gives a job of the train rule (`threads: 1`):
+# it exports these variables = the rule's threads. Without them every worker starts one CPU thread
+# per core, and eight workers on sixteen cores wait at each other's OpenMP barriers on the host-side
+# batch indexing: measured on an H100, 8 such workers took 340-440 ms per step at every shape (2, 4
+# and 18 layers), where the GPU's share at 2 layers was about 120 ms.
+JOB_THREADS = 1
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 # Where a step's kernel time goes, by kernel (GPU) or operator (CPU) name: the first pattern that
 # matches names the category. Inductor's kernels first: their names also hold the ops they fuse.
 KERNEL_CATEGORIES = (
@@ -340,7 +355,8 @@ def measure_levers(
     run = run or run_shell
     os.environ.setdefault(CACHE_ENV, str(root / ".cache" / "kernels"))  # inherited by every worker
     out.mkdir(parents=True, exist_ok=True)
-    key = {"slots": slots, "device": device or _device_name(), "host": platform.node()}
+    # rows of a file written with other worker threads (or before they were set) are not comparable
+    key = {"slots": slots, "device": device or _device_name(), "host": platform.node(), "worker_threads": JOB_THREADS}
     cfg = {"steps": steps, "warmup": warmup, "compile_mode": compile_mode, "profile_steps": profile_steps}
     path = out / "levers.json"
     rows = [
@@ -365,12 +381,13 @@ def measure_one(root, out, work, n_layers, lever, slots, data, cfg, run) -> dict
     folder = work / f"{n_layers}-{lever}"
     subprocess.run(["rm", "-rf", str(folder)], check=True)
     folder.mkdir(parents=True)
-    env = ""
+    exports = dict.fromkeys(THREAD_VARIABLES, str(JOB_THREADS))
     if row["mps"]:
-        exports, why = start_mps(root)
-        if not exports:
+        mps_exports, why = start_mps(root)
+        if not mps_exports:
             return {**row, "status": "skipped", "reason": why, "cell_steps_per_s": None}
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in exports.items()) + " "
+        exports.update(mps_exports)
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in exports.items()) + " "
     commands = [env + worker_command(n_layers, lever, i, slots, data, folder, cfg) for i in range(slots)]
     try:
         run(commands, root, out / f"levers-{n_layers}-{lever}.log")
