@@ -142,6 +142,11 @@ def test_a_worker_on_the_cpu_times_its_steps_and_profiles_where_they_go(tmp_path
     assert sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
     assert set(shares) <= {label for label, _ in levers.KERNEL_CATEGORIES} | {"other"}
     assert {"matmul", "elementwise"} <= set(shares)  # on the CPU the reference scan is aten ops too
+    for row in result["kernel_time"]:  # the heaviest members of each category, which sum to no more than it
+        largest = [k["ms_per_step"] for k in row["largest"]]
+        assert 1 <= len(largest) <= levers.TOP_KERNELS and largest == sorted(largest, reverse=True)
+        assert sum(largest) <= row["ms_per_step"] + 1e-3
+        assert all(levers.category(k["name"]) == row["category"] for k in row["largest"])
 
 
 @pytest.mark.parametrize(

@@ -698,7 +698,7 @@ def test_levers_show_beside_eager_with_the_fastest_paths_kernel_time(outputs, tm
         shutil.copy(outputs["bench"] / name, tmp_path / name)
     kernel_time = [
         {"category": "SSD scan", "ms_per_step": 5.0, "share": 0.5},
-        {"category": "norm", "ms_per_step": 5.0, "share": 0.5},
+        {"category": "norm", "ms_per_step": 5.0, "share": 0.5, "largest": [{"name": "rms_bwd", "ms_per_step": 3.0}]},
     ]
     (tmp_path / "levers.json").write_text(json.dumps(_levers_json(kernel_time)))
     sections, _ = build_sections(load_runs(outputs["cells"]), None, "cmd", ReportSettings(), tmp_path)
@@ -707,6 +707,7 @@ def test_levers_show_beside_eager_with_the_fastest_paths_kernel_time(outputs, tm
     assert levers["speedup vs eager"].tolist() == ["1.00x", "2.50x", "—"]
     assert levers["status"].tolist()[-1] == "skipped: no MPS"
     assert kernels["fastest lever"].unique().tolist() == ["cuda_graph"] and kernels["share"].tolist() == ["50%", "50%"]
+    assert kernels["largest kernels (ms per step)"].tolist() == ["", "rms_bwd (3.00)"]  # none recorded: blank
 
     (tmp_path / "levers.json").write_text(json.dumps({"rows": [{"lever": "eager"}]}))
     with pytest.raises(DataIntegrityError, match="levers.json: expected rows with n_layers"):

@@ -58,6 +58,8 @@ log = logging.getLogger("align_mamba.bench.levers")
 LEVERS = ("eager", "cuda_graph", "compile", "mps", "combined")
 BARRIER_TIMEOUT_S = 900.0
 PROFILE_STEPS = 5
+TOP_KERNELS = 3  # per category, the heaviest kernels named in a row's kernel_time
+KERNEL_NAME_CHARS = 120  # templated CUDA kernel names run to thousands of characters
 # Each worker gets the thread environment Snakemake gives a job of the train rule (`threads: 1`):
 # it exports these variables = the rule's threads. Without them every worker starts one CPU thread
 # per core, and eight workers on sixteen cores wait at each other's OpenMP barriers on the host-side
@@ -199,8 +201,9 @@ def category(name: str) -> str:
 
 def kernel_time(run_steps, device: str, steps: int) -> list[dict]:
     """Profile run_steps() (`steps` training steps): time per step by category, largest first, as
-    [{category, ms_per_step, share}]. On a GPU the kernels' own device time; on the CPU the
-    operators' self time (a smoke test of the same bookkeeping)."""
+    [{category, ms_per_step, share, largest}], `largest` the category's TOP_KERNELS heaviest kernels
+    ({name, ms_per_step}: which copies or elementwise ops to go after). On a GPU the kernels' own
+    device time; on the CPU the operators' self time (a smoke test of the same bookkeeping)."""
     import torch
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
@@ -210,15 +213,29 @@ def kernel_time(run_steps, device: str, steps: int) -> list[dict]:
         run_steps()
         if cuda:
             torch.cuda.synchronize()
-    totals: Counter[str] = Counter()
+    by_kernel: Counter[str] = Counter()
     for event in prof.key_averages():
         if cuda and event.device_type == DeviceType.CUDA:
-            totals[category(event.key)] += event.self_device_time_total
+            by_kernel[event.key] += event.self_device_time_total
         elif not cuda and event.key.startswith("aten::"):
-            totals[category(event.key)] += event.self_cpu_time_total
+            by_kernel[event.key] += event.self_cpu_time_total
+    totals: Counter[str] = Counter()
+    members: dict[str, list[tuple[str, float]]] = {}
+    for name, us in by_kernel.most_common():
+        totals[category(name)] += us
+        members.setdefault(category(name), []).append((name, us))
     whole = sum(totals.values()) or 1.0
+
+    def ms(us: float) -> float:
+        return round(us / 1e3 / steps, 3)
+
     return [
-        {"category": name, "ms_per_step": round(us / 1e3 / steps, 3), "share": round(us / whole, 4)}
+        {
+            "category": name,
+            "ms_per_step": ms(us),
+            "share": round(us / whole, 4),
+            "largest": [{"name": k[:KERNEL_NAME_CHARS], "ms_per_step": ms(t)} for k, t in members[name][:TOP_KERNELS]],
+        }
         for name, us in totals.most_common()
     ]
 

@@ -128,6 +128,10 @@ def fastest_kernel_time(levers: dict) -> pd.DataFrame:
                 "category": k["category"],
                 "ms per step": f"{k['ms_per_step']:.2f}",
                 "share": f"{k['share']:.0%}",
+                # rows measured before the heaviest kernels were recorded have none
+                "largest kernels (ms per step)": "; ".join(
+                    f"{top['name'][:60]} ({top['ms_per_step']:.2f})" for top in k.get("largest", [])
+                ),
             }
             for k in best["kernel_time"]
         ]
