@@ -139,3 +139,21 @@ def test_the_cuda_step_makes_no_host_sync(mqar, tmp_path):
             loop.train_step(step)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize(
+    "device, omp, limited", [("cuda", None, True), ("cuda", "4", False), ("cpu", None, False)], ids=str
+)
+def test_a_gpu_run_takes_one_host_thread_unless_told_otherwise(monkeypatch, device, omp, limited):
+    """A GPU run's host work is batch indexing: one thread, so packed cells never wait at each other's
+    OpenMP barriers; an explicit OMP_NUM_THREADS (Snakemake's, a user's) and CPU runs are left alone."""
+    from align_mamba.core import loop
+
+    calls = []
+    monkeypatch.setattr(loop.torch, "set_num_threads", calls.append)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    loop.limit_host_threads(torch.device(device))
+    assert calls == ([1] if limited else [])
