@@ -222,8 +222,9 @@ def kernel_time(run_steps, device: str, steps: int) -> list[dict]:
     totals: Counter[str] = Counter()
     members: dict[str, list[tuple[str, float]]] = {}
     for name, us in by_kernel.most_common():
-        totals[category(name)] += us
-        members.setdefault(category(name), []).append((name, us))
+        group = category(name)
+        totals[group] += us
+        members.setdefault(group, []).append((name, us))
     whole = sum(totals.values()) or 1.0
 
     def ms(us: float) -> float:
