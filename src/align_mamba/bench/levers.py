@@ -61,10 +61,8 @@ PROFILE_STEPS = 5
 TOP_KERNELS = 3  # per category, the heaviest kernels named in a row's kernel_time
 KERNEL_NAME_CHARS = 120  # templated CUDA kernel names run to thousands of characters
 # Each worker gets the thread environment Snakemake gives a job of the train rule (`threads: 1`):
-# it exports these variables = the rule's threads. Without them every worker starts one CPU thread
-# per core, and eight workers on sixteen cores wait at each other's OpenMP barriers on the host-side
-# batch indexing: measured on an H100, 8 such workers took 340-440 ms per step at every shape (2, 4
-# and 18 layers), where the GPU's share at 2 layers was about 120 ms.
+# it exports these variables = the rule's threads, so the workers' CPU libraries (torch, BLAS,
+# numpy) run as a grid cell's do. Why one thread matters: core.loop.limit_host_threads.
 JOB_THREADS = 1
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",

@@ -111,8 +111,8 @@ def limit_host_threads(device: torch.device) -> None:
     under a millisecond. With PyTorch's default of a thread per core, cells packed on one machine
     wait at each other's OpenMP barriers instead (35-40x slower batch indexing, measured with two
     processes on two cores; 8 packed cells on an H100 took 420 ms per 2-layer step whose kernels need
-    about 120 ms). Snakemake
-    exports OMP_NUM_THREADS = the rule's threads to its jobs; a run started by hand gets the same."""
+    about 120 ms). Snakemake exports OMP_NUM_THREADS = the rule's threads to its jobs; a run started
+    by hand gets the same."""
     if device.type == "cuda" and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
         log.info("GPU run: 1 CPU thread for the host side (set OMP_NUM_THREADS to change it)")
