@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,7 @@ class FakeWorkers:
             seconds = int(args["--steps"]) / self.rate[lever]
             result = {"start": 100.0, "end": 100.0 + seconds, "steps": int(args["--steps"])}
             result.update(ms_per_step=1e3 * seconds / result["steps"], first_step_seconds=12.5, captured=False)
+            result["fused"] = levers.uses_fused(lever)
             Path(args["--result"]).write_text(json.dumps(result))
 
 
@@ -52,10 +55,14 @@ def _measure(tmp_path, run, lever_names=levers.LEVERS, **kw):
 def test_every_lever_runs_slots_workers_and_compares_with_eager(tmp_path, monkeypatch):
     monkeypatch.setattr(levers, "start_mps", lambda root: ({"CUDA_MPS_PIPE_DIRECTORY": "/tmp/p"}, ""))
     monkeypatch.setattr(levers, "stop_mps", lambda root: None)
+    monkeypatch.setattr(levers, "conv_installed", lambda: False)
     run = FakeWorkers({"eager": 10, "cuda_graph": 20, "compile": 12, "mps": 13, "combined": 30})
     result = _measure(tmp_path, run)
     rows = {row["lever"]: row for row in result["rows"]}
     assert list(rows) == list(levers.LEVERS) and all(len(commands) == 4 for commands in run.calls)
+    assert len(run.calls) == len(levers.LEVERS) - 1  # no causal-conv1d here: fused is a row, not a run
+    assert rows["fused"]["status"] == "skipped" and "causal-conv1d is not installed" in rows["fused"]["reason"]
+    assert all(row["steps"] == 10 for row in rows.values())
     assert rows["eager"]["cell_steps_per_s"] == pytest.approx(40.0)  # 4 workers x 10 steps/s
     assert rows["combined"]["speedup_vs_eager"] == pytest.approx(3.0)
     assert rows["cuda_graph"]["cuda_graph"] and rows["compile"]["compile"] == "default"
@@ -100,6 +107,39 @@ def test_rows_written_with_other_worker_threads_are_not_merged(tmp_path):
     (out / "levers.json").write_text(json.dumps(old))  # no worker_threads: a file from before they were set
     result = _measure(tmp_path, FakeWorkers({"cuda_graph": 25}), ("cuda_graph",))
     assert [r["lever"] for r in result["rows"]] == ["cuda_graph"] and result["worker_threads"] == 1
+
+
+def test_with_causal_conv1d_the_fused_lever_runs_and_the_others_stay_unfused(tmp_path, monkeypatch):
+    monkeypatch.setattr(levers, "conv_installed", lambda: True)
+    monkeypatch.setattr(levers, "start_mps", lambda root: ({"CUDA_MPS_PIPE_DIRECTORY": "/tmp/p"}, ""))
+    monkeypatch.setattr(levers, "stop_mps", lambda root: None)
+    run = FakeWorkers({"eager": 10, "fused": 16, "combined": 18})
+    rows = {r["lever"]: r for r in _measure(tmp_path, run, ("eager", "fused", "combined"))["rows"]}
+    assert rows["fused"]["status"] == "ok" and rows["fused"]["speedup_vs_eager"] == pytest.approx(1.6)
+    assert (rows["eager"]["fused"], rows["fused"]["fused"], rows["combined"]["fused"]) == (False, True, True)
+
+
+FAKE_CONV = "import sys; sys.path.insert(0, {path!r}); from align_mamba.bench import levers; from align_mamba.core.backends import has_causal_conv1d; "
+
+
+@pytest.mark.parametrize("hide, seen", [(False, True), (True, False)])
+def test_hiding_causal_conv1d_makes_the_worker_see_a_machine_without_it(tmp_path, hide, seen):
+    """A stand-in causal_conv1d package on sys.path (the real one needs CUDA): hidden, every import of it
+    and its submodules fails as on a machine without it, so mamba-ssm and align_mamba pick the unfused path."""
+    package = tmp_path / "causal_conv1d"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "cpp_functions.py").write_text("")
+    code = FAKE_CONV.format(path=str(tmp_path)) + ("levers.hide_causal_conv1d(); " if hide else "")
+    code += "print(has_causal_conv1d())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == str(seen)
+
+
+def test_hiding_causal_conv1d_after_mamba_ssm_imported_is_refused(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mamba_ssm", object())
+    with pytest.raises(RuntimeError, match="before mamba_ssm is imported"):
+        levers.hide_causal_conv1d()
 
 
 def test_the_lever_settings_are_the_train_settings():

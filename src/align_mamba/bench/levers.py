@@ -14,7 +14,11 @@ span from the first timed start to the last timed end. Levers:
   cuda_graph  train.cuda_graph: the whole step replayed from one CUDA graph
   compile     train.compile (--compile-mode, default "default")
   mps         today's step with the workers sharing the GPU through a CUDA MPS daemon (tools/mps.sh)
-  combined    cuda_graph + compile + mps
+  fused       mamba-ssm's fused Mamba-2 path: causal-conv1d's conv, the SSD scan and the gate in one
+              op (use_mem_eff_path); skipped where causal-conv1d is not installed
+  combined    cuda_graph + compile + mps, + fused where causal-conv1d is installed
+Every lever but fused and combined runs as on a machine without causal-conv1d (the worker hides the
+package), so eager is today's path wherever the benchmark runs; each row records `fused`.
 Shapes (model settings of workflow/presets/study.yaml): 18 = hybrid [0, 2], 18 decoder and 2
 encoder layers, d_model 128, d_state 64, batch 128, 128 pairs (seq2seq layout); 2 = pure Mamba-2,
 2 layers, d_model 128, d_state 64, batch 256, 256 tokens (64 pairs, decoder layout); 4 = pure
@@ -55,7 +59,8 @@ from align_mamba.kernel_cache import CACHE_ENV
 STARTED = time.time()  # this process's start, near enough: time-to-first-step counts from here
 log = logging.getLogger("align_mamba.bench.levers")
 
-LEVERS = ("eager", "cuda_graph", "compile", "mps", "combined")
+LEVERS = ("eager", "cuda_graph", "compile", "mps", "fused", "combined")
+CONV_INSTALL = "source .gpu/setup_device.sh --conv, or pip install causal-conv1d (the [cuda] extra)"
 BARRIER_TIMEOUT_S = 900.0
 PROFILE_STEPS = 5
 TOP_KERNELS = 3  # per category, the heaviest kernels named in a row's kernel_time
@@ -135,14 +140,30 @@ def uses_mps(lever: str) -> bool:
     return lever in ("mps", "combined")
 
 
+def uses_fused(lever: str) -> bool:
+    return lever in ("fused", "combined")
+
+
+def hide_causal_conv1d() -> None:
+    """Make this process see no causal-conv1d, as a machine without it: mamba-ssm's Mamba-2 then takes
+    its unfused path with PyTorch's conv. A None entry in sys.modules fails every import of the package
+    and its submodules with ImportError, which mamba-ssm's optional imports expect."""
+    if "mamba_ssm" in sys.modules:
+        raise RuntimeError("hide_causal_conv1d must run before mamba_ssm is imported")
+    sys.modules["causal_conv1d"] = None
+
+
 # ---- one worker ----------------------------------------------------------------------------------
 
 
 def worker(args: argparse.Namespace) -> dict:
     """Train the cell of `args.shape` with `args.lever`'s settings; time args.steps steps after the
     barrier. Returns (and writes to args.result) {start, end, steps, first_step_seconds, ...}."""
+    if not uses_fused(args.lever):
+        hide_causal_conv1d()
     import torch
 
+    from align_mamba.core.backends import runs_fused
     from align_mamba.core.fast_step import train_path
     from align_mamba.core.loop import Loop
     from align_mamba.recall.config import CellConfig, ModelConfig, TrainConfig
@@ -183,6 +204,7 @@ def worker(args: argparse.Namespace) -> dict:
         "first_step_seconds": round(first_step, 2),
         "train_path": train_path(train.cuda_graph, train.compile),
         "captured": loop.graph is not None and loop.graph.replay is not None,
+        "fused": runs_fused(task.model),
     }
     if args.index == 0 and args.profile_steps:  # after the timed span: the profiler's cost is not timed
         first = args.warmup + args.steps
@@ -303,6 +325,12 @@ def worker_command(shape: int, lever: str, index: int, slots: int, data: Path, f
     return shlex.join(parts)
 
 
+def conv_installed() -> bool:
+    from align_mamba.core.backends import has_causal_conv1d
+
+    return has_causal_conv1d()
+
+
 def start_mps(root: Path) -> tuple[dict[str, str], str]:
     """({variable: value} the workers need, "") with MPS running; ({}, why not) otherwise."""
     exports: dict[str, str] = {}
@@ -324,6 +352,7 @@ def aggregate(results: list[dict]) -> dict:
         "ms_per_step_per_process": round(sum(r["ms_per_step"] for r in results) / len(results), 3),
         "first_step_seconds": max(r["first_step_seconds"] for r in results),
         "captured": all(r["captured"] for r in results),
+        "fused": all(r["fused"] for r in results),
         # one worker's profile (the first): where its step's kernel time went
         "kernel_time": next((r["kernel_time"] for r in results if "kernel_time" in r), []),
     }
@@ -393,7 +422,14 @@ def measure_levers(
 def measure_one(root, out, work, n_layers, lever, slots, data, cfg, run) -> dict:
     """One row: SLOTS workers of `lever` at shape `n_layers`, with MPS around them where asked."""
     row = {"n_layers": n_layers, "lever": lever, "slots": slots, **lever_train(lever, cfg["compile_mode"])}
-    row["mps"] = uses_mps(lever)
+    row.update(mps=uses_mps(lever), steps=cfg["steps"], warmup=cfg["warmup"])  # a merged file mixes calls
+    if lever == "fused" and not conv_installed():
+        return {
+            **row,
+            "status": "skipped",
+            "reason": f"causal-conv1d is not installed ({CONV_INSTALL})",
+            "cell_steps_per_s": None,
+        }
     folder = work / f"{n_layers}-{lever}"
     subprocess.run(["rm", "-rf", str(folder)], check=True)
     folder.mkdir(parents=True)

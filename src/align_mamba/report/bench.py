@@ -95,7 +95,9 @@ def _read_levers(path: Path) -> dict:
 
 def levers_table(levers: dict) -> pd.DataFrame:
     """One row per (shape, lever): packed cell-steps/s and the speedup over eager packing measured in
-    the same run, time-to-first-step, and why a lever did not run."""
+    the same run, one worker's kernel time per step, whether causal-conv1d's fused path ran, the timed
+    steps (a file merged from several calls keeps each row's), time-to-first-step, and why a lever did
+    not run."""
     rows = sorted(levers["rows"], key=lambda r: (-r["n_layers"], r["lever"] != "eager"))
     return pd.DataFrame(
         [
@@ -105,12 +107,25 @@ def levers_table(levers: dict) -> pd.DataFrame:
                 "cell-steps/s": _number(r["cell_steps_per_s"], 1),
                 "ms per cell-step": _number(r.get("ms_per_cell_step"), 1),
                 "speedup vs eager": "—" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.2f}x",
+                "kernel ms per step (one worker)": _number(_kernel_ms(r), 1),
+                "fused Mamba-2 path": _yes_no(r.get("fused")),
+                "timed steps": r.get("steps", levers.get("steps", "—")),
                 "first step (s)": _number(r.get("first_step_seconds"), 1),
                 "status": r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason', '')}",
             }
             for r in rows
         ]
     )
+
+
+def _kernel_ms(row: dict) -> float | None:
+    """The profiled worker's GPU kernel time per step. Every packed cell puts this much on the card
+    per step, so ms_per_cell_step / this bounds what a lever that cuts launches, not kernels, can gain."""
+    return sum(k["ms_per_step"] for k in row["kernel_time"]) if row.get("kernel_time") else None
+
+
+def _yes_no(flag: bool | None) -> str:
+    return "—" if flag is None else ("yes" if flag else "no")  # None: a row written before it was recorded
 
 
 def fastest_kernel_time(levers: dict) -> pd.DataFrame:

@@ -339,7 +339,9 @@ def _levers(levers: dict) -> list:
         Text(
             f"Training-speed levers (`python -m align_mamba.bench.packing --levers`): {levers['slots']} cells packed "
             f"on {levers['device']}, each lever against eager packing measured in the same run; first step: process "
-            f"start to the end of the first training step (kernel cache at `ALIGN_MAMBA_CACHE_DIR`)."
+            f"start to the end of the first training step (kernel cache at `ALIGN_MAMBA_CACHE_DIR`). Each cell's step puts "
+            f"its kernel time on the one card, so where the kernel ms per step is near the ms per cell-step the card "
+            f"is busy with kernels, and only a lever that shortens them can pay."
         ),
         Table(bench.levers_table(levers)),
     ]
