@@ -4,7 +4,7 @@ alternating, median of 3 each. Usage: cli_vs.py WORK_DIR (the throughput tool's 
 import os, statistics, subprocess, sys, time
 from pathlib import Path
 from align_mamba.secrets.baselines import TOOLS
-env = {**os.environ, "PYTHONPATH": "/work/wt-scan/src"}
+env = dict(os.environ)  # the installed align_mamba: run from the project with `pip install -e .`
 print("file,bytes,align_mamba_scan_s,credsweeper_s,ratio")
 for directory in sorted(Path(sys.argv[1]).iterdir()):
     path = next((directory / "files").iterdir())
