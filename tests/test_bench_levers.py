@@ -56,7 +56,7 @@ def test_every_lever_runs_slots_workers_and_compares_with_eager(tmp_path, monkey
     monkeypatch.setattr(levers, "start_mps", lambda root: ({"CUDA_MPS_PIPE_DIRECTORY": "/tmp/p"}, ""))
     monkeypatch.setattr(levers, "stop_mps", lambda root: None)
     monkeypatch.setattr(levers, "conv_installed", lambda: False)
-    run = FakeWorkers({"eager": 10, "cuda_graph": 20, "compile": 12, "mps": 13, "combined": 30})
+    run = FakeWorkers({"eager": 10, "cuda_graph": 20, "compile": 12, "mps": 13, "chunk_64": 11, "combined": 30})
     result = _measure(tmp_path, run)
     rows = {row["lever"]: row for row in result["rows"]}
     assert list(rows) == list(levers.LEVERS) and all(len(commands) == 4 for commands in run.calls)
@@ -68,6 +68,9 @@ def test_every_lever_runs_slots_workers_and_compares_with_eager(tmp_path, monkey
     assert rows["cuda_graph"]["cuda_graph"] and rows["compile"]["compile"] == "default"
     assert rows["combined"]["mps"] and rows["combined"]["cuda_graph"] and not rows["cuda_graph"]["mps"]
     assert " CUDA_MPS_PIPE_DIRECTORY=/tmp/p " in run.calls[3][0]  # the mps lever's workers
+    assert (
+        rows["chunk_64"]["chunk_size"] == 64 and rows["eager"]["chunk_size"] == levers.SHAPES[2].model()["chunk_size"]
+    )
     assert not any("CUDA_MPS" in c for c in run.calls[1])
     # every worker runs with the threads a Snakemake job of the train rule gets
     assert all(c.startswith("OMP_NUM_THREADS=1 ") and " MKL_NUM_THREADS=1 " in c for cs in run.calls for c in cs)
@@ -80,7 +83,7 @@ def test_every_lever_runs_slots_workers_and_compares_with_eager(tmp_path, monkey
 
 def test_without_mps_and_with_a_failing_lever_the_rows_say_why(tmp_path, monkeypatch):
     monkeypatch.setattr(levers, "start_mps", lambda root: ({}, "mps: nvidia-cuda-mps-control not found"))
-    run = FakeWorkers({"eager": 10, "cuda_graph": 20}, fail="compile")
+    run = FakeWorkers({"eager": 10, "cuda_graph": 20, "chunk_64": 11}, fail="compile")
     rows = {row["lever"]: row for row in _measure(tmp_path, run)["rows"]}
     assert rows["mps"]["status"] == "skipped" and "not found" in rows["mps"]["reason"]
     assert rows["compile"]["status"] == "failed" and "exit status 1" in rows["compile"]["reason"]
@@ -185,7 +188,7 @@ def test_a_worker_on_the_cpu_times_its_steps_and_profiles_where_they_go(tmp_path
     for row in result["kernel_time"]:  # the heaviest members of each category, which sum to no more than it
         largest = [k["ms_per_step"] for k in row["largest"]]
         assert 1 <= len(largest) <= levers.TOP_KERNELS and largest == sorted(largest, reverse=True)
-        assert sum(largest) <= row["ms_per_step"] + 1e-3
+        assert sum(largest) <= row["ms_per_step"] + 5e-4 * (len(largest) + 1)  # each rounded to 3 decimals
         assert all(levers.category(k["name"]) == row["category"] for k in row["largest"])
 
 

@@ -16,6 +16,8 @@ span from the first timed start to the last timed end. Levers:
   mps         today's step with the workers sharing the GPU through a CUDA MPS daemon (tools/mps.sh)
   fused       mamba-ssm's fused Mamba-2 path: causal-conv1d's conv, the SSD scan and the gate in one
               op (use_mem_eff_path); skipped where causal-conv1d is not installed
+  chunk_64    today's step with the SSD scan blocked in chunks of 64 instead of the study's 256: the
+              same function up to rounding, less of the scan's quadratic intra-chunk work
   combined    cuda_graph + compile + mps, + fused where causal-conv1d is installed
 Every lever but fused and combined runs as on a machine without causal-conv1d (the worker hides the
 package), so eager is today's path wherever the benchmark runs; each row records `fused`.
@@ -59,7 +61,7 @@ from align_mamba.kernel_cache import CACHE_ENV
 STARTED = time.time()  # this process's start, near enough: time-to-first-step counts from here
 log = logging.getLogger("align_mamba.bench.levers")
 
-LEVERS = ("eager", "cuda_graph", "compile", "mps", "fused", "combined")
+LEVERS = ("eager", "cuda_graph", "compile", "mps", "fused", "chunk_64", "combined")
 CONV_INSTALL = "source .gpu/setup_device.sh --conv, or pip install causal-conv1d (the [cuda] extra)"
 BARRIER_TIMEOUT_S = 900.0
 PROFILE_STEPS = 5
@@ -136,6 +138,11 @@ def lever_train(lever: str, compile_mode: str) -> dict:
     return {"cuda_graph": graph, "compile": compile_mode if compiled else "none"}
 
 
+def lever_model(lever: str) -> dict:
+    """The model settings `lever` changes over its shape's (chunk_size only changes how the scan is blocked)."""
+    return {"chunk_size": 64} if lever == "chunk_64" else {}
+
+
 def uses_mps(lever: str) -> bool:
     return lever in ("mps", "combined")
 
@@ -171,7 +178,8 @@ def worker(args: argparse.Namespace) -> dict:
 
     shape = SHAPES[args.shape]
     settings = lever_train(args.lever, args.compile_mode)
-    model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in shape.model().items()})
+    settings_model = {**shape.model(), **lever_model(args.lever)}
+    model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings_model.items()})
     train = TrainConfig(
         steps=10**6,
         batch_size=args.batch or shape.batch,
@@ -422,7 +430,8 @@ def measure_levers(
 def measure_one(root, out, work, n_layers, lever, slots, data, cfg, run) -> dict:
     """One row: SLOTS workers of `lever` at shape `n_layers`, with MPS around them where asked."""
     row = {"n_layers": n_layers, "lever": lever, "slots": slots, **lever_train(lever, cfg["compile_mode"])}
-    row.update(mps=uses_mps(lever), steps=cfg["steps"], warmup=cfg["warmup"])  # a merged file mixes calls
+    row.update(mps=uses_mps(lever), chunk_size={**SHAPES[n_layers].model(), **lever_model(lever)}["chunk_size"])
+    row.update(steps=cfg["steps"], warmup=cfg["warmup"])  # a merged file mixes calls
     if lever == "fused" and not conv_installed():
         return {
             **row,
