@@ -80,7 +80,13 @@ def test_train_json_records_which_path_trained_the_cell(mqar, tmp_path, monkeypa
         CellConfig(CELLS["decoder"], _train(steps=2, eval_every=2, checkpoint_every=2)), mqar, tmp_path
     )
     assert summary["train"]["cuda_graph"] is False and summary["train"]["compile"] == "none"
-    assert summary["train_path"] == {"cuda_graph": False, "compile": "none", "mps": False, "kernel_cache": ""}
+    assert summary["train_path"] == {
+        "cuda_graph": False,
+        "compile": "none",
+        "fused_mamba2": False,
+        "mps": False,
+        "kernel_cache": "",
+    }
 
 
 # ---- refusals on the CPU (documented in core.fast_step and TrainConfig) --------------------------

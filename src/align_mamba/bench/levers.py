@@ -210,7 +210,7 @@ def worker(args: argparse.Namespace) -> dict:
         "steps": args.steps,
         "ms_per_step": 1e3 * (end - start) / args.steps,
         "first_step_seconds": round(first_step, 2),
-        "train_path": train_path(train.cuda_graph, train.compile),
+        "train_path": train_path(train.cuda_graph, train.compile, runs_fused(task.model)),
         "captured": loop.graph is not None and loop.graph.replay is not None,
         "fused": runs_fused(task.model),
     }

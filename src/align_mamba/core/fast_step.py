@@ -201,11 +201,13 @@ def mps_active() -> bool:
     return bool(pipe) and (Path(pipe) / "control").exists()
 
 
-def train_path(cuda_graph: bool, compile_mode: str) -> dict:
-    """How a run trained, for train.json: the levers, MPS, and where compiled kernels were cached."""
+def train_path(cuda_graph: bool, compile_mode: str, fused: bool) -> dict:
+    """How a run trained, for train.json: the levers, whether mamba-ssm's fused Mamba-2 path ran
+    (causal-conv1d installed; core.backends.runs_fused), MPS, and where compiled kernels were cached."""
     return {
         "cuda_graph": cuda_graph,
         "compile": compile_mode,
+        "fused_mamba2": fused,
         "mps": mps_active(),
         "kernel_cache": os.environ.get("ALIGN_MAMBA_CACHE_DIR", ""),
     }

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from align_mamba.core.atomic import atomic_write_json, atomic_write_text
-from align_mamba.core.backends import describe_device, resolve_backend, resolve_device
+from align_mamba.core.backends import describe_device, resolve_backend, resolve_device, runs_fused
 from align_mamba.core.checkpoint import load_resume, non_finite, require_finite, save_checkpoint, set_aside
 from align_mamba.core.errors import ConfigError, DataIntegrityError, NonFiniteLossError
 from align_mamba.core.fast_step import (
@@ -344,7 +344,7 @@ class Loop:
             "stop_reason": s.stop_reason,
             "backend": task.backend,
             "device": describe_device(task.device),
-            "train_path": train_path(self.cfg.cuda_graph, self.cfg.compile),
+            "train_path": train_path(self.cfg.cuda_graph, self.cfg.compile, runs_fused(task.model)),
             "wall_seconds_this_run": round(seconds, 2),
             "parameters": sum(p.numel() for p in task.model.parameters()),
         }
