@@ -138,9 +138,9 @@ def lever_train(lever: str, compile_mode: str) -> dict:
     return {"cuda_graph": graph, "compile": compile_mode if compiled else "none"}
 
 
-def lever_model(lever: str) -> dict:
-    """The model settings `lever` changes over its shape's (chunk_size only changes how the scan is blocked)."""
-    return {"chunk_size": 64} if lever == "chunk_64" else {}
+def lever_model(n_layers: int, lever: str) -> dict:
+    """The model settings of shape `n_layers` under `lever` (chunk_size only changes how the scan is blocked)."""
+    return {**SHAPES[n_layers].model(), **({"chunk_size": 64} if lever == "chunk_64" else {})}
 
 
 def uses_mps(lever: str) -> bool:
@@ -178,8 +178,8 @@ def worker(args: argparse.Namespace) -> dict:
 
     shape = SHAPES[args.shape]
     settings = lever_train(args.lever, args.compile_mode)
-    settings_model = {**shape.model(), **lever_model(args.lever)}
-    model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings_model.items()})
+    model_settings = lever_model(args.shape, args.lever)
+    model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in model_settings.items()})
     train = TrainConfig(
         steps=10**6,
         batch_size=args.batch or shape.batch,
@@ -204,15 +204,16 @@ def worker(args: argparse.Namespace) -> dict:
         loop.train_step(step)
     synchronize()
     end = time.time()
+    fused = runs_fused(task.model)
     result = {
         "start": start,
         "end": end,
         "steps": args.steps,
         "ms_per_step": 1e3 * (end - start) / args.steps,
         "first_step_seconds": round(first_step, 2),
-        "train_path": train_path(train.cuda_graph, train.compile, runs_fused(task.model)),
+        "train_path": train_path(train.cuda_graph, train.compile, fused),
         "captured": loop.graph is not None and loop.graph.replay is not None,
-        "fused": runs_fused(task.model),
+        "fused": fused,
     }
     if args.index == 0 and args.profile_steps:  # after the timed span: the profiler's cost is not timed
         first = args.warmup + args.steps
@@ -430,7 +431,7 @@ def measure_levers(
 def measure_one(root, out, work, n_layers, lever, slots, data, cfg, run) -> dict:
     """One row: SLOTS workers of `lever` at shape `n_layers`, with MPS around them where asked."""
     row = {"n_layers": n_layers, "lever": lever, "slots": slots, **lever_train(lever, cfg["compile_mode"])}
-    row.update(mps=uses_mps(lever), chunk_size={**SHAPES[n_layers].model(), **lever_model(lever)}["chunk_size"])
+    row.update(mps=uses_mps(lever), chunk_size=lever_model(n_layers, lever)["chunk_size"])
     row.update(steps=cfg["steps"], warmup=cfg["warmup"])  # a merged file mixes calls
     if lever == "fused" and not conv_installed():
         return {
