@@ -230,31 +230,19 @@ def test_model_step_reproduces_full_logits(variant):
 # --- end to end ---------------------------------------------------------------------------------
 
 
+# the smallest benchmark that still has every mode, length pair and ladder rung (also the report's tests)
+TINY_SHAPES = ["--device", "cpu", "--lengths", "32", "64", "--decode_contexts", "16", "32", "--tokens-per-batch", "128"]
+TINY_SHAPES += ["--d_model", "32", "--d-states", "16", "--headdim", "16", "--n-heads", "2", "--chunk-size", "16"]
+TINY_LADDER = ["--ladder_d_model", "32", "--ladder-n-layers", "1", "--ladder-d-state", "16", "--ladder-headdim", "16"]
+TINY_LADDER += ["--ladder-batch", "2", "--ladder-seq-len", "64", "--ladder-num-pairs", "8"]
+
+
 def test_bench_end_to_end_through_the_cli(tmp_path):
     out = tmp_path / "bench"
     argv = [
         "--out",
         str(out),
-        "--device",
-        "cpu",
-        "--lengths",
-        "32",
-        "64",
-        "--decode_contexts",
-        "16",
-        "32",
-        "--tokens-per-batch",
-        "128",
-        "--d_model",
-        "32",
-        "--d-states",
-        "16",
-        "--headdim",
-        "16",
-        "--n-heads",
-        "2",
-        "--chunk-size",
-        "16",
+        *TINY_SHAPES,
         "--n-layers",
         "2",
         "--encoder-layers",
@@ -278,20 +266,7 @@ def test_bench_end_to_end_through_the_cli(tmp_path):
         "2",
         "3",
         "6",
-        "--ladder_d_model",
-        "32",
-        "--ladder-n-layers",
-        "1",
-        "--ladder-d-state",
-        "16",
-        "--ladder-headdim",
-        "16",
-        "--ladder-batch",
-        "2",
-        "--ladder-seq-len",
-        "64",
-        "--ladder-num-pairs",
-        "8",
+        *TINY_LADDER,
     ]
     assert run_cli(main, argv) == 0
     rows = pd.read_csv(out / "mixers.csv", keep_default_na=False, na_values=[""])

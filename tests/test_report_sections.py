@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_bench import TINY_LADDER, TINY_SHAPES
 from test_report import ACCURACY, metrics_json, write_cell
 
 from align_mamba.bench.__main__ import main as bench_main
@@ -141,26 +142,7 @@ def outputs(tmp_path_factory) -> dict[str, Path]:
             [
                 "--out",
                 str(bench),
-                "--device",
-                "cpu",
-                "--lengths",
-                "32",
-                "64",
-                "--decode_contexts",
-                "16",
-                "32",
-                "--tokens-per-batch",
-                "128",
-                "--d_model",
-                "32",
-                "--d-states",
-                "16",
-                "--headdim",
-                "16",
-                "--n-heads",
-                "2",
-                "--chunk-size",
-                "16",
+                *TINY_SHAPES,
                 "--modes",
                 "forward",
                 "decode",
@@ -176,20 +158,7 @@ def outputs(tmp_path_factory) -> dict[str, Path]:
                 "--ladder-rungs",
                 "0",
                 "4",
-                "--ladder_d_model",
-                "32",
-                "--ladder-n-layers",
-                "1",
-                "--ladder-d-state",
-                "16",
-                "--ladder-headdim",
-                "16",
-                "--ladder-batch",
-                "2",
-                "--ladder-seq-len",
-                "64",
-                "--ladder-num-pairs",
-                "8",
+                *TINY_LADDER,
             ],
         )
         == 0
