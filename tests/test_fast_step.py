@@ -10,6 +10,7 @@ import torch
 from step_helpers import CELLS, write_tiny_mqar
 
 from align_mamba import kernel_cache
+from align_mamba.core.backends import has_causal_conv1d, runs_fused
 from align_mamba.core.errors import ConfigError, NonFiniteLossError, run_cli
 from align_mamba.core.fast_step import GraphStep, check_levers, refill, use_tensor_lr
 from align_mamba.core.loop import Loop
@@ -212,3 +213,26 @@ def test_the_graph_captured_step_matches_eager_over_50_steps(mqar, tmp_path, lay
     assert fast_loop.graph.replay is not None  # it did capture
     assert torch.isfinite(fast).all()
     torch.testing.assert_close(fast[:, 0], eager[:, 0], rtol=3e-2, atol=3e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["decoder", "seq2seq"])
+def test_the_fused_mamba2_path_matches_the_unfused_over_50_steps(mqar, tmp_path, layout):
+    """mamba-ssm's fused path (causal-conv1d's conv, the SSD scan and the gate in one op) against its
+    unfused path on the same weights and batches: the same function, so the same losses within bf16
+    autocast's tolerance."""
+    if not has_causal_conv1d():
+        pytest.skip("causal-conv1d is not installed: source .gpu/setup_device.sh --conv")
+    cfg = _train(steps=GPU_STEPS, device="cuda", backend="kernels")
+    losses = {}
+    for fused in (False, True):
+        loop = Loop(
+            RecallTask(CellConfig(_gpu_cell(layout), cfg), mqar), cfg, tmp_path / str(fused), tmp_path / str(fused)
+        )
+        for module in loop.task.model.modules():
+            if hasattr(module, "use_mem_eff_path"):  # mamba_ssm.Mamba2 reads it on every forward
+                module.use_mem_eff_path = module.fused = fused
+        assert runs_fused(loop.task.model) is fused
+        losses[fused] = _losses(loop, GPU_STEPS)
+    assert torch.isfinite(losses[True]).all()
+    torch.testing.assert_close(losses[True][:, 0], losses[False][:, 0], rtol=3e-2, atol=3e-2)
