@@ -195,3 +195,30 @@ def test_a_capacity_that_cells_to_run_can_still_raise_is_starred(tmp_path, monke
     metrics = write_report(tmp_path / "cells", tmp_path / "out", recall=recall)
     assert "| mamba2 | 4 | s0: 2, s1: 2 |" in (tmp_path / "out" / "report.md").read_text()
     assert metrics["cliff.verdict.capacity_ratio.mamba2.ds4"] == "supported"
+
+
+def test_a_rerun_that_learned_settles_its_seed_and_moves_the_lead_rate(tmp_path, monkeypatch):
+    grid = params_with(tmp_path, monkeypatch, num_pairs=(2, 8), seeds=(0, 1), confirm="edge")
+    # 2 pairs: both seeds learn at 1e-2; 8 pairs: the lead seed fails at every rate, 1e-3 best by a hair
+    validation = {cid(2, lr, 0): v for lr, v in zip(RATES, (0.2, 0.5, 0.99))} | {cid(2, 1e-2, 1): 0.98}
+    validation |= {cid(8, lr, 0): v for lr, v in zip(RATES, (0.011, 0.010, 0.010))}
+    assert cid(8, 1e-3, 1) in plan(grid, validation, set()).ready
+    # its edge rerun at 1e-2 (next to 2 pairs' success) learned: 1e-2 leads now, and seed 0 needs
+    # no rerun at its other rates, since it learned 8 pairs
+    result = plan(grid, validation, {cid(8, 1e-2, 0)}, reruns={cid(8, 1e-2, 0): 0.93})
+    assert result.ready == (cid(8, 1e-2, 1),)
+    assert not any(job.endswith(".confirm") for job in result.ready)
+
+
+def test_a_seeds_rerun_that_learned_is_its_kept_run_and_raises_its_capacity(tmp_path, monkeypatch):
+    recall = params_with(tmp_path, monkeypatch, num_pairs=(2, 8), seeds=(0,), confirm="edge")
+    # 8 pairs fails at every rate at 1x, 1e-3 best on validation by a hair; the 2x rerun at 1e-2 learned
+    validation = {(2, lr, 0): v for lr, v in zip(RATES, (0.2, 0.5, 0.99))}
+    validation |= {(8, lr, 0): v for lr, v in zip(RATES, (0.011, 0.010, 0.010))}
+    write_sweep(tmp_path / "cells", validation)
+    stem = tmp_path / "cells" / "mamba2" / f"np8-ds4-lr{1e-2:g}-s0"
+    rerun = metrics_json("mamba2", 8, 4, 0, 0.93, lr=1e-2, val_accuracy=0.93, steps=200)
+    stem.with_name(stem.name + ".confirm.json").write_text(json.dumps({"needed": True, "budget_factor": 2, **rerun}))
+    write_report(tmp_path / "cells", tmp_path / "out", recall=recall, partial=True)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| mamba2 | 4 | s0: 8 |" in report

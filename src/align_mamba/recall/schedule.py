@@ -13,7 +13,8 @@ seed that learns at one rate has learned, whatever the other rates do. Per grid 
   ran, when the lead seed's sweep grows by a rate);
 - a seed that failed at every rate gets its confirm jobs (2x-budget reruns) that will rerun, by
   the confirm stage's own decision from validation, once everything they read has run; what they
-  read (`edge`: the adjacent num_pairs at the same rate) is needed too. A seed that learned needs none.
+  read (`edge`: the adjacent num_pairs at the same rate) is needed too. A seed that learned needs none;
+  a rerun that learned counts as its seed learning there (as in the report).
 Cells never needed are *skipped* (their seed learned), never run and never filled
 in; the report lists them. Only validation accuracy decides; no test number enters. A failed seed
 is the same as on the full grid (Snakemake, DVC: every cell); a seed that learned keeps the best of
@@ -96,22 +97,27 @@ def plan(
     validation: Mapping[str, float],
     confirmed: set[str],
     order: Iterable[str] = (),
+    reruns: Mapping[str, float] | None = None,
 ) -> Plan:
     """The lead-rate rule over `params.cells`.
 
     validation: best validation accuracy of every cell run so far, by id; confirmed: ids whose
     confirm job has written its file; order: ids in the order to run them (cells it leaves out
-    follow in params order).
+    follow in params order); reruns: the best validation accuracy of each 2x-budget rerun that ran.
+    A rerun stands in for its cell (as in the report): a seed whose rerun learned has learned, and
+    the lead rate is the best of the lead seed's deciding runs. Which confirm jobs will rerun is
+    still decided from the 1x runs, as the confirm stage decides it.
     """
     threshold = params.report.capacity_threshold
     by_id = {cell.id: cell for cell in params.cells}
     points: dict[tuple, list[Cell]] = defaultdict(list)
     for cell in params.cells:
         points[_point(cell)].append(cell)
-    needed, undecided = _lead_rate_rule(points, validation, threshold)
+    final = {**validation, **(reruns or {})}
+    needed, undecided = _lead_rate_rule(points, final, threshold)
 
     def failed(cell: Cell) -> bool:
-        return cell.id in validation and validation[cell.id] < threshold
+        return cell.id in final and final[cell.id] < threshold
 
     def to_confirm() -> list[Cell]:
         """The needed failures of seeds that failed at every needed rate of their point."""
@@ -149,16 +155,18 @@ def plan(
     )
 
 
-def read_cells(cells_dir: Path) -> tuple[dict[str, float], set[str]]:
-    """(best validation accuracy by cell id, ids with a confirm file) from a study's metrics files."""
+def read_cells(cells_dir: Path) -> tuple[dict[str, float], set[str], dict[str, float]]:
+    """(best validation accuracy by cell id, ids with a confirm file, best validation accuracy of
+    each 2x rerun by cell id) from a study's metrics files."""
     # Imported here: the report imports this module for its skipped cells.
     from align_mamba.report.experiments import load_runs
 
     if not any(Path(cells_dir).rglob("*.json")):
-        return {}, set()  # a study that has not started
+        return {}, set(), {}  # a study that has not started
     runs = load_runs(cells_dir)
     validation = {run.metrics.cell.id: run.metrics.val_accuracy for run in runs}
-    return validation, {run.metrics.cell.id for run in runs if run.confirm is not None}
+    confirmed = {run.metrics.cell.id for run in runs if run.confirm is not None}
+    return validation, confirmed, {run.metrics.cell.id: run.rerun.val_accuracy for run in runs if run.rerun is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.order and not args.order.is_file():
         raise ConfigError(f"--order: no file {args.order}")
     order = args.order.read_text().split() if args.order else []
-    result = plan(params, *read_cells(args.cells), order)
+    validation, confirmed, reruns = read_cells(args.cells)
+    result = plan(params, validation, confirmed, order, reruns)
     listing = "".join(f"{i}\n" for i in result.ready + result.waiting)
     if args.out:
         atomic_write_text(args.out, listing)

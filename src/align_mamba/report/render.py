@@ -137,7 +137,8 @@ def _experiment(
     blocks += [
         Text(
             f"Every grid point. Per (architecture, num_pairs, d_state, seed) the learning rate best on "
-            f"**validation** accuracy is kept (the test split chooses nothing). A seed has learned when its "
+            f"**validation** accuracy is kept (the test split chooses nothing; a rate's rerun at twice the step "
+            f"budget, where one ran, stands in for its first run). A seed has learned when its "
             f"test accuracy is ≥ {t:g}; a failed seed counts as failed only if its rerun at twice the step "
             f"budget failed too. A failure is a **chance plateau** when its final training loss is within "
             f"{stats.PLATEAU_TOLERANCE:.0%} of ln(#values), the loss of a uniform guess (optimisation never "
@@ -623,7 +624,8 @@ def write_report(
     if recall is not None:
         validation = {run.metrics.cell.id: run.metrics.val_accuracy for run in runs}
         confirmed = {run.metrics.cell.id for run in runs if run.confirm is not None}
-        plan = schedule.plan(recall, validation, confirmed)
+        reruns = {run.metrics.cell.id: run.rerun.val_accuracy for run in runs if run.rerun is not None}
+        plan = schedule.plan(recall, validation, confirmed, reruns=reruns)
         unneeded = set(plan.skipped)
         missing = [cell for cell in recall.cells if cell.id not in validation]
         if not partial and any(cell.id not in unneeded for cell in missing):
