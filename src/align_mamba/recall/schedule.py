@@ -163,7 +163,11 @@ def read_cells(cells_dir: Path) -> tuple[dict[str, float], set[str], dict[str, f
 
     if not any(Path(cells_dir).rglob("*.json")):
         return {}, set(), {}  # a study that has not started
-    runs = load_runs(cells_dir)
+    return what_ran(load_runs(cells_dir))
+
+
+def what_ran(runs) -> tuple[dict[str, float], set[str], dict[str, float]]:
+    """read_cells' triple from loaded runs (report.experiments.Run): what `plan` reads."""
     validation = {run.metrics.cell.id: run.metrics.val_accuracy for run in runs}
     confirmed = {run.metrics.cell.id for run in runs if run.confirm is not None}
     return validation, confirmed, {run.metrics.cell.id: run.rerun.val_accuracy for run in runs if run.rerun is not None}

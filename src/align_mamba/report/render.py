@@ -622,9 +622,7 @@ def write_report(
     skipped: dict[str, list[str]] = {}
     pending: dict[str, list[tuple[str, int, int, int]]] = {}
     if recall is not None:
-        validation = {run.metrics.cell.id: run.metrics.val_accuracy for run in runs}
-        confirmed = {run.metrics.cell.id for run in runs if run.confirm is not None}
-        reruns = {run.metrics.cell.id: run.rerun.val_accuracy for run in runs if run.rerun is not None}
+        validation, confirmed, reruns = schedule.what_ran(runs)
         plan = schedule.plan(recall, validation, confirmed, reruns=reruns)
         unneeded = set(plan.skipped)
         missing = [cell for cell in recall.cells if cell.id not in validation]
